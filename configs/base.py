@@ -1,0 +1,89 @@
+"""Defaults shared by every experiment. An experiment's get_config() starts from
+base.get_config() and changes only what differs. Every field here can be overridden on
+the command line: --config.training.batch_size=512.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.experiment = 'base'
+  config.seed = 0
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  # digits | mnist | fashion_mnist | cifar10 | cifar100 | svhn_cropped |
+  # imagenet2012 | image_folder | npz
+  config.data.name = 'digits'
+  # Local files in the dataset's original format; '' reads through tfds where the
+  # dataset has a tfds builder.
+  config.data.path = ''
+  config.data.tfds_data_dir = ''
+  config.data.image_size = 0          # 0 keeps the native size; else square resize.
+  # Augmentation multiplicity K: each sampled example is seen as K augmented views;
+  # their gradients are averaged before clipping (sensitivity stays C).
+  config.data.augmult = 1
+  config.data.random_crop = False     # 4-pixel reflect pad + random crop (CIFAR style)
+  config.data.random_flip = False     # random horizontal flip
+  config.data.random_resized_crop = False  # ImageNet style (train); centre crop at eval
+  config.data.max_train_examples = 0  # 0 = all; >0 truncates (tests, quick looks)
+  config.data.max_test_examples = 0
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'cnn'
+  config.model.kwargs = ml_collections.ConfigDict()
+  # Fine-tuning: restore parameters from this checkpoint, replace the head.
+  config.model.pretrained_path = ''
+  config.model.train_only_head = False
+
+  # ---------------------------------------------------------------- privacy
+  config.privacy = ml_collections.ConfigDict()
+  config.privacy.target_epsilon = 4.0
+  config.privacy.delta = 1e-5
+  # None: calibrate sigma so that training ends exactly within target_epsilon.
+  # A number: use it; training stops before passing target_epsilon.
+  config.privacy.noise_multiplier = ml_collections.FieldReference(None, field_type=float)
+  config.privacy.clipping_norm = 1.0
+  config.privacy.accountant = 'rdp'   # rdp | pld
+  config.privacy.sampling = 'poisson'  # poisson | fixed
+  # Turns DP off (no noise, no budget). Every report of such a run says non-private.
+  config.privacy.allow_non_private = False
+
+  # ---------------------------------------------------------------- training
+  config.training = ml_collections.ConfigDict()
+  config.training.batch_size = 256    # expected logical batch size (public)
+  # Examples per device per forward/backward pass; 0 = the whole per-device batch.
+  config.training.micro_batch_size = 0
+  config.training.num_steps = 0       # exactly one of num_steps / num_epochs > 0
+  config.training.num_epochs = 0.0
+  config.training.optimizer = ml_collections.ConfigDict()
+  config.training.optimizer.name = 'sgd'  # sgd | adam
+  config.training.optimizer.learning_rate = 1.0
+  config.training.optimizer.momentum = 0.0
+  config.training.optimizer.nesterov = False
+  config.training.optimizer.weight_decay = 0.0
+  config.training.lr_schedule = ml_collections.ConfigDict()
+  config.training.lr_schedule.name = 'constant'  # constant | cosine | linear
+  config.training.lr_schedule.warmup_steps = 0
+  config.training.ema = ml_collections.ConfigDict()
+  config.training.ema.decay = 0.0     # 0 disables EMA; e.g. 0.999
+  config.training.ema.start_step = 0
+  config.training.log_every_steps = 10
+  config.training.eval_every_steps = 0  # 0: evaluate only at the end
+  config.training.eval_batch_size = 1000
+  config.training.checkpoint_every_steps = 0  # 0: only at the end
+
+  # ---------------------------------------------------------------- audit
+  config.audit = ml_collections.ConfigDict()
+  config.audit.enabled = False
+  config.audit.num_canaries = 1000
+  config.audit.confidence = 0.95
+  config.audit.canary_type = 'mislabeled'  # mislabeled
+
+  # ---------------------------------------------------------------- tracking
+  config.wandb = ml_collections.ConfigDict()
+  config.wandb.mode = 'disabled'      # disabled | offline | online
+  config.wandb.project = 'dp-image-classification'
+  config.wandb.entity = ''
+  return config

@@ -1,0 +1,1 @@
+"""Differentially private image classification on JAX: configs, data, models, DP-SGD."""

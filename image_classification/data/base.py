@@ -1,0 +1,71 @@
+"""What every data source provides: random access to labelled images by index.
+
+Random access is what Poisson subsampling needs: the sampler draws a set of indices
+each step, and the source returns exactly those examples. Images come back as uint8
+(or float32) arrays of shape [n, height, width, channels]; labels as int32 [n].
+Preprocessing that uses no private statistics (fixed normalisation constants) happens
+on device, see data/augmentation.py.
+"""
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """A dataset is missing or malformed; the message names the path and the layout."""
+
+
+class ImageSource(Protocol):
+  """Labelled images addressable by index."""
+
+  @property
+  def num_examples(self) -> int:
+    ...
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    ...
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (images [n, H, W, C], labels int32 [n]) for ``indices``."""
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+  """An ImageSource over arrays held in host memory."""
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __post_init__(self):
+    if self.images.ndim != 4:
+      raise DataError(
+          f'images must have shape [n, height, width, channels], got {self.images.shape}')
+    if self.labels.shape != (self.images.shape[0],):
+      raise DataError(
+          f'{self.images.shape[0]} images but labels of shape {self.labels.shape}')
+
+  @property
+  def num_examples(self) -> int:
+    return int(self.images.shape[0])
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(int(d) for d in self.images.shape[1:])
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    indices = np.asarray(indices)
+    return self.images[indices], self.labels[indices].astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSplits:
+  """The private training split, the evaluation split and what describes them."""
+  name: str
+  train: ImageSource
+  test: ImageSource
+  num_classes: int
+  # Fixed, public per-channel constants used to standardise images on device.
+  mean: tuple[float, ...]
+  std: tuple[float, ...]

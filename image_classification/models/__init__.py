@@ -1,0 +1,2 @@
+"""Model families behind a registry: see registry.build."""
+from image_classification.models.registry import available, build, register

@@ -1,0 +1,81 @@
+"""Small convolutional networks for small images (8x8 digits, 28x28 MNIST-family).
+
+No normalisation layers at all: nothing mixes examples, so per-example gradients are
+exactly the gradients of each example's own loss.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from image_classification.models import registry
+
+_ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'elu': nn.elu, 'gelu': nn.gelu}
+
+
+def _activation(name: str):
+  if name not in _ACTIVATIONS:
+    raise ValueError(f'activation {name!r} unknown; choose one of {sorted(_ACTIVATIONS)}')
+  return _ACTIVATIONS[name]
+
+
+class SmallCNN(nn.Module):
+  """3x3 convolutions with average pooling, then global average pooling and a head."""
+  num_classes: int
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 0
+  activation: str = 'tanh'
+
+  @nn.compact
+  def __call__(self, x, is_training: bool = False):
+    del is_training
+    act = _activation(self.activation)
+    for i, c in enumerate(self.channels):
+      x = act(nn.Conv(c, (3, 3), padding='SAME', name=f'conv{i}')(x))
+      if i < len(self.channels) - 1:
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    x = x.mean(axis=(1, 2))
+    if self.hidden:
+      x = act(nn.Dense(self.hidden, name='hidden')(x))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+class TanhCNN(nn.Module):
+  """The end-to-end CNN of Papernot et al. 2021 / Tramer & Boneh 2021 for 28x28 inputs:
+  conv 16@8x8 stride 2, max-pool 2 stride 1, conv 32@4x4 stride 2, max-pool 2 stride 1,
+  dense 32, dense num_classes, tanh activations (about 26k parameters)."""
+  num_classes: int
+  activation: str = 'tanh'
+
+  @nn.compact
+  def __call__(self, x, is_training: bool = False):
+    del is_training
+    act = _activation(self.activation)
+    x = act(nn.Conv(16, (8, 8), strides=(2, 2), padding=((3, 3), (3, 3)), name='conv0')(x))
+    x = nn.max_pool(x, (2, 2), strides=(1, 1))
+    x = act(nn.Conv(32, (4, 4), strides=(2, 2), padding='VALID', name='conv1')(x))
+    x = nn.max_pool(x, (2, 2), strides=(1, 1))
+    x = x.reshape(x.shape[:-3] + (-1,))
+    x = act(nn.Dense(32, name='hidden')(x))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+@registry.register('cnn')
+def small_cnn(num_classes: int, **kwargs) -> nn.Module:
+  return SmallCNN(num_classes=num_classes, **kwargs)
+
+
+@registry.register('tanh_cnn')
+def tanh_cnn(num_classes: int, **kwargs) -> nn.Module:
+  return TanhCNN(num_classes=num_classes, **kwargs)
+
+
+class _BatchNormCNN(nn.Module):
+  """Exists only so that tests can check that BatchNorm is refused in a DP run."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, is_training: bool = False):
+    x = nn.Conv(8, (3, 3))(x)
+    x = nn.BatchNorm(use_running_average=not is_training)(x)
+    return nn.Dense(self.num_classes, name='head')(x.mean(axis=(1, 2)))
