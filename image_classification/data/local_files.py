@@ -1,0 +1,478 @@
+"""Readers for datasets in their original distribution formats, from a local path.
+
+Each reader returns a ``LocalData`` (train and test ``ArraySource``s held in host
+memory). Every missing or malformed input raises ``base.DataError`` naming the path and
+the layout that was expected. Formats:
+
+* CIFAR-10 / CIFAR-100 "python version": the official ``.tar.gz`` or its extracted
+  folder (pickled batches of 3072-byte rows in channel-major order).
+* MNIST-family IDX files (MNIST, Fashion-MNIST), gzipped or not.
+* An image folder: ``path/train/<class>/*.png|jpg`` and optionally
+  ``path/test/<class>/*.png|jpg``.
+* A ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+
+Nothing here computes statistics of the images: normalisation constants are fixed
+per dataset in sources.py.
+"""
+import dataclasses
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from typing import Callable
+
+import numpy as np
+
+from image_classification.data import base
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalData:
+  """Train and test splits read from local files."""
+  train: base.ArraySource
+  test: base.ArraySource
+  num_classes: int
+  class_names: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+@dataclasses.dataclass(frozen=True)
+class _CifarLayout:
+  archive: str          # official archive name
+  folder: str           # folder inside the archive
+  train_files: tuple[str, ...]
+  test_files: tuple[str, ...]
+  label_key: bytes
+  num_classes: int
+
+
+CIFAR_LAYOUTS = {
+    'cifar10': _CifarLayout(
+        archive='cifar-10-python.tar.gz', folder='cifar-10-batches-py',
+        train_files=tuple(f'data_batch_{i}' for i in range(1, 6)),
+        test_files=('test_batch',), label_key=b'labels', num_classes=10),
+    'cifar100': _CifarLayout(
+        archive='cifar-100-python.tar.gz', folder='cifar-100-python',
+        train_files=('train',), test_files=('test',), label_key=b'fine_labels',
+        num_classes=100),
+}
+
+_CIFAR_ROW_BYTES = 3 * 32 * 32
+
+# The only globals a CIFAR batch pickle may reference: numpy array reconstruction
+# (old and new numpy module paths) and the bytes constructor that Python 3 writes in
+# protocol 2. Anything else is refused, so a malicious pickle cannot run code.
+_SAFE_PICKLE_GLOBALS = frozenset({
+    ('_codecs', 'encode'),
+    ('numpy.core.multiarray', '_reconstruct'),
+    ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.multiarray', 'scalar'),
+    ('numpy._core.multiarray', 'scalar'),
+    ('numpy.core.numeric', '_frombuffer'),
+    ('numpy._core.numeric', '_frombuffer'),
+    ('numpy', 'ndarray'),
+    ('numpy', 'dtype'),
+})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+  """Unpickles plain containers and numpy arrays, nothing else."""
+
+  def find_class(self, module, name):
+    if (module, name) in _SAFE_PICKLE_GLOBALS:
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(
+        f'refusing to load {module}.{name}: a CIFAR batch holds only numpy '
+        'arrays, lists and dicts')
+
+
+def _cifar_layout_text(layout: _CifarLayout) -> str:
+  files = ', '.join(layout.train_files + layout.test_files)
+  return (f'the official {layout.archive}, or its extracted folder '
+          f'{layout.folder}/ with the pickled batches {files}, or a folder '
+          'containing either')
+
+
+def _find_cifar(path: str, layout: _CifarLayout) -> tuple[str, str]:
+  """Returns ('folder' | 'archive', location) for a CIFAR path."""
+  expected = _cifar_layout_text(layout)
+  if not path or not os.path.exists(path):
+    raise base.DataError(f'CIFAR path {path!r} does not exist; expected {expected}')
+  if os.path.isfile(path):
+    return 'archive', path
+  names = layout.train_files + layout.test_files
+  if any(os.path.isfile(os.path.join(path, n)) for n in names):
+    return 'folder', path
+  folder = os.path.join(path, layout.folder)
+  if os.path.isdir(folder):
+    return 'folder', folder
+  archive = os.path.join(path, layout.archive)
+  if os.path.isfile(archive):
+    return 'archive', archive
+  raise base.DataError(f'no CIFAR data found in {path!r}; expected {expected}')
+
+
+def _unpickle(data: bytes, where: str) -> dict:
+  try:
+    batch = _SafeUnpickler(io.BytesIO(data), encoding='bytes').load()
+  except Exception as e:  # pylint: disable=broad-except
+    raise base.DataError(f'{where} is not a readable CIFAR batch pickle: {e}') from e
+  if not isinstance(batch, dict):
+    raise base.DataError(f'{where} should hold a dict, found {type(batch).__name__}')
+  return batch
+
+
+def _cifar_batch(batch: dict, layout: _CifarLayout, where: str):
+  """Decodes one batch dict into (images uint8 [n,32,32,3], labels int32 [n])."""
+  def field(key: bytes):
+    for k in (key, key.decode()):
+      if k in batch:
+        return batch[k]
+    raise base.DataError(
+        f'{where} has no {key!r} entry (found keys {sorted(map(str, batch))}); '
+        f'a CIFAR batch holds {b"data"!r} and {layout.label_key!r}')
+
+  data = np.asarray(field(b'data'))
+  labels = np.asarray(field(layout.label_key))
+  if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_ROW_BYTES:
+    raise base.DataError(
+        f'{where}: {b"data"!r} should be uint8 [n, {_CIFAR_ROW_BYTES}], got '
+        f'{data.dtype} {data.shape}')
+  if labels.shape != (data.shape[0],):
+    raise base.DataError(
+        f'{where}: {data.shape[0]} images but {labels.shape} labels')
+  _check_labels(labels, layout.num_classes, where)
+  # Rows are 1024 red, 1024 green, then 1024 blue values, each plane row-major.
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: str):
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise base.DataError(
+        f'{where}: labels must lie in [0, {num_classes}), found '
+        f'[{labels.min()}, {labels.max()}]')
+
+
+def load_cifar(path: str, name: str) -> LocalData:
+  """Reads CIFAR-10 (``name='cifar10'``) or CIFAR-100 (fine labels) from ``path``."""
+  layout = CIFAR_LAYOUTS[name]
+  kind, location = _find_cifar(path, layout)
+  if kind == 'folder':
+    def read(file_name):
+      file_path = os.path.join(location, file_name)
+      if not os.path.isfile(file_path):
+        raise base.DataError(
+            f'{file_path!r} is missing; expected {_cifar_layout_text(layout)}')
+      with open(file_path, 'rb') as f:
+        return f.read(), file_path
+    return _read_cifar_files(read, layout)
+  wanted = {f'{layout.folder}/{n}' for n in layout.train_files + layout.test_files}
+  contents = {}
+  try:
+    # One sequential pass: seeking back in a gzip stream would decompress it again.
+    with tarfile.open(location, 'r:*') as archive:
+      for member in archive:
+        name = member.name[2:] if member.name.startswith('./') else member.name
+        if member.isfile() and name in wanted:
+          contents[name] = archive.extractfile(member).read()
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise base.DataError(
+        f'{location!r} is not a readable tar.gz archive ({e}); expected '
+        f'{_cifar_layout_text(layout)}') from e
+
+  def read_member(file_name):
+    name = f'{layout.folder}/{file_name}'
+    if name not in contents:
+      raise base.DataError(
+          f'archive {location!r} has no member {name}; expected '
+          f'{_cifar_layout_text(layout)}')
+    return contents[name], f'{location}:{name}'
+  return _read_cifar_files(read_member, layout)
+
+
+def _read_cifar_files(read: Callable[[str], tuple[bytes, str]],
+                      layout: _CifarLayout) -> LocalData:
+  def split(file_names):
+    parts = [_decode(*read(n), layout) for n in file_names]
+    images, labels = zip(*parts)
+    return base.ArraySource(np.concatenate(images), np.concatenate(labels))
+  return LocalData(train=split(layout.train_files), test=split(layout.test_files),
+                   num_classes=layout.num_classes)
+
+
+def _decode(data: bytes, where: str, layout: _CifarLayout):
+  return _cifar_batch(_unpickle(data, where), layout, where)
+
+
+# --------------------------------------------------------------------------- IDX
+
+MNIST_FILES = {
+    'train_images': 'train-images-idx3-ubyte',
+    'train_labels': 'train-labels-idx1-ubyte',
+    'test_images': 't10k-images-idx3-ubyte',
+    'test_labels': 't10k-labels-idx1-ubyte',
+}
+_IDX_IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+_IDX_LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+
+def _mnist_layout_text() -> str:
+  names = ', '.join(MNIST_FILES.values())
+  return f'a folder with the IDX files {names} (each optionally gzipped, .gz)'
+
+
+def read_idx(file_path: str, expected_magic: int) -> np.ndarray:
+  """Reads one IDX file (optionally gzipped) of unsigned bytes, checking its header."""
+  try:
+    if file_path.endswith('.gz'):
+      with gzip.open(file_path, 'rb') as f:
+        raw = f.read()
+    else:
+      with open(file_path, 'rb') as f:
+        raw = f.read()
+  except (OSError, EOFError) as e:
+    raise base.DataError(f'cannot read IDX file {file_path!r}: {e}') from e
+  if len(raw) < 4:
+    raise base.DataError(f'IDX file {file_path!r} is truncated: {len(raw)} bytes')
+  magic = int.from_bytes(raw[:4], 'big')
+  if magic != expected_magic:
+    raise base.DataError(
+        f'IDX file {file_path!r} has magic number 0x{magic:08x}, expected '
+        f'0x{expected_magic:08x}')
+  ndim = expected_magic & 0xff
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise base.DataError(
+        f'IDX file {file_path!r} is truncated: {len(raw)} bytes, header needs {header}')
+  dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+  expected = header + int(np.prod(dims))
+  if len(raw) != expected:
+    raise base.DataError(
+        f'IDX file {file_path!r} has {len(raw)} bytes but its header {dims} needs '
+        f'{expected}: {"truncated" if len(raw) < expected else "trailing bytes"}')
+  return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: str, stem: str) -> str:
+  for candidate in (stem, stem + '.gz'):
+    file_path = os.path.join(folder, candidate)
+    if os.path.isfile(file_path):
+      return file_path
+  raise base.DataError(
+      f'{os.path.join(folder, stem)}[.gz] is missing; expected {_mnist_layout_text()}')
+
+
+def load_idx(path: str, num_classes: int = 10) -> LocalData:
+  """Reads MNIST or Fashion-MNIST from a folder of IDX files."""
+  if not path or not os.path.isdir(path):
+    raise base.DataError(
+        f'IDX folder {path!r} does not exist; expected {_mnist_layout_text()}')
+
+  def split(prefix):
+    images_path = _find_idx(path, MNIST_FILES[f'{prefix}_images'])
+    labels_path = _find_idx(path, MNIST_FILES[f'{prefix}_labels'])
+    images = read_idx(images_path, _IDX_IMAGE_MAGIC)
+    labels = read_idx(labels_path, _IDX_LABEL_MAGIC)
+    if images.shape[0] != labels.shape[0]:
+      raise base.DataError(
+          f'{images_path!r} has {images.shape[0]} images but {labels_path!r} has '
+          f'{labels.shape[0]} labels')
+    _check_labels(labels, num_classes, labels_path)
+    return base.ArraySource(images[..., None].copy(), labels.astype(np.int32))
+
+  return LocalData(train=split('train'), test=split('test'), num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------- folder
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+def _folder_layout_text() -> str:
+  return ('path/train/<class>/*.png|jpg|jpeg and optionally '
+          'path/test/<class>/*.png|jpg|jpeg (one sub-folder per class)')
+
+
+def _list_images(class_dir: str) -> list[str]:
+  return sorted(os.path.join(class_dir, n) for n in os.listdir(class_dir)
+                if n.lower().endswith(IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(class_dir, n)))
+
+
+def _read_images(files: list[str], image_size: int) -> np.ndarray:
+  """Reads image files into uint8 [n, H, W, C]; one channel only if all are gray."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  def open_image(file_path):
+    try:
+      return Image.open(file_path)
+    except (OSError, ValueError) as e:
+      raise base.DataError(f'cannot read image {file_path!r}: {e}') from e
+
+  modes = []
+  for file_path in files:  # Headers only: the mode is known without decoding.
+    with open_image(file_path) as picture:
+      modes.append(picture.mode)
+  grayscale = all(m in ('1', 'L') for m in modes)
+  arrays = []
+  first_size = None
+  for file_path in files:
+    with open_image(file_path) as picture:
+      try:
+        picture = picture.convert('L' if grayscale else 'RGB')
+      except (OSError, ValueError) as e:
+        raise base.DataError(f'cannot decode image {file_path!r}: {e}') from e
+    if image_size:
+      picture = picture.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    elif first_size is None:
+      first_size = picture.size
+    elif picture.size != first_size:
+      raise base.DataError(
+          f'image {file_path!r} is {picture.size[0]}x{picture.size[1]} (width x '
+          f'height) but {files[0]!r} is {first_size[0]}x{first_size[1]}; set '
+          'config.data.image_size to resize all images to one square size')
+    array = np.asarray(picture, dtype=np.uint8)
+    arrays.append(array[..., None] if grayscale else array)
+  return np.stack(arrays)
+
+
+def _stratified_split(labels: np.ndarray, seed: int, test_fraction: float):
+  """A fixed stratified split: returns (train indices, test indices), sorted."""
+  rng = np.random.default_rng(seed)
+  train, test = [], []
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    n_test = int(round(test_fraction * len(members)))
+    test.extend(members[:n_test])
+    train.extend(members[n_test:])
+  return np.sort(np.array(train, int)), np.sort(np.array(test, int))
+
+
+def load_image_folder(path: str, image_size: int = 0) -> LocalData:
+  """Reads ``path/train/<class>/*`` (and ``path/test/<class>/*`` if present).
+
+  Classes are the sub-folders of ``train/``, sorted by name. Without a ``test/``
+  folder, a fixed stratified 80/20 split (seed 0) of ``train/`` is used. Images are
+  resized to ``image_size`` x ``image_size`` when ``image_size > 0``; otherwise they
+  must all share one size.
+  """
+  train_dir = os.path.join(path or '', 'train')
+  if not path or not os.path.isdir(train_dir):
+    raise base.DataError(
+        f'image folder {path!r} has no train/ sub-folder; expected '
+        f'{_folder_layout_text()}')
+  class_names = tuple(sorted(
+      n for n in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, n))))
+  if not class_names:
+    raise base.DataError(
+        f'{train_dir!r} has no class sub-folders; expected {_folder_layout_text()}')
+
+  def collect(split_dir, require_images):
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+      class_dir = os.path.join(split_dir, name)
+      found = _list_images(class_dir) if os.path.isdir(class_dir) else []
+      if require_images and not found:
+        raise base.DataError(
+            f'{class_dir!r} holds no {"/".join(IMAGE_EXTENSIONS)} images; expected '
+            f'{_folder_layout_text()}')
+      files.extend(found)
+      labels.extend([label] * len(found))
+    return files, np.array(labels, np.int32)
+
+  train_files, train_labels = collect(train_dir, require_images=True)
+  test_dir = os.path.join(path, 'test')
+  if os.path.isdir(test_dir):
+    unknown = sorted(
+        n for n in os.listdir(test_dir)
+        if os.path.isdir(os.path.join(test_dir, n)) and n not in class_names)
+    if unknown:
+      raise base.DataError(
+          f'{test_dir!r} has classes {unknown} that train/ lacks; every test class '
+          f'needs a train/ folder. Expected {_folder_layout_text()}')
+    test_files, test_labels = collect(test_dir, require_images=False)
+    images = _read_images(train_files + test_files, image_size)
+    train_images, test_images = images[:len(train_files)], images[len(train_files):]
+  else:
+    images = _read_images(train_files, image_size)
+    train_idx, test_idx = _stratified_split(train_labels, SPLIT_SEED, TEST_FRACTION)
+    train_images, test_images = images[train_idx], images[test_idx]
+    test_labels = train_labels[test_idx]
+    train_labels = train_labels[train_idx]
+  return LocalData(
+      train=base.ArraySource(train_images, train_labels),
+      test=base.ArraySource(test_images, test_labels),
+      num_classes=len(class_names), class_names=class_names)
+
+
+# --------------------------------------------------------------------------- npz
+
+NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+
+
+def load_npz(path: str) -> LocalData:
+  """Reads a ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+
+  ``x_*``: pixel values 0..255 (uint8, or any integer type within that range) of
+  shape [n, H, W, C] or [n, H, W] (one channel). ``y_*``: integer labels 0..K-1 of
+  shape [n] or [n, 1]. The number of classes is 1 + the largest label in either
+  split. Loaded without pickle support.
+  """
+  layout = f'a .npz file with arrays {", ".join(NPZ_KEYS)}'
+  if not path or not os.path.isfile(path):
+    raise base.DataError(f'npz file {path!r} does not exist; expected {layout}')
+  try:
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'cannot read {path!r} as npz ({e}); expected {layout}') from e
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise base.DataError(f'{path!r} holds a single array, not an npz; expected {layout}')
+  with npz:
+    missing = [k for k in NPZ_KEYS if k not in npz.files]
+    if missing:
+      raise base.DataError(
+          f'{path!r} lacks arrays {missing} (has {sorted(npz.files)}); expected '
+          f'{layout}')
+    try:
+      arrays = {k: npz[k] for k in NPZ_KEYS}
+    except (OSError, ValueError) as e:
+      raise base.DataError(f'cannot read arrays from {path!r}: {e}') from e
+
+  def images(key):
+    x = arrays[key]
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.integer):
+      raise base.DataError(
+          f'{path!r}: {key} should be integer pixels [n, H, W, C] or [n, H, W], got '
+          f'{x.dtype} {x.shape}')
+    if x.size and (x.min() < 0 or x.max() > 255):
+      raise base.DataError(f'{path!r}: {key} has pixel values outside 0..255')
+    return x.astype(np.uint8, copy=False)
+
+  def labels(key, n):
+    y = arrays[key]
+    if y.ndim == 2 and y.shape[1] == 1:
+      y = y[:, 0]
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+      raise base.DataError(
+          f'{path!r}: {key} should be {n} integer labels, got {y.dtype} {y.shape}')
+    if y.size and y.min() < 0:
+      raise base.DataError(f'{path!r}: {key} has negative labels')
+    return y.astype(np.int32)
+
+  x_train, x_test = images('x_train'), images('x_test')
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise base.DataError(
+        f'{path!r}: x_train images are {x_train.shape[1:]} but x_test images are '
+        f'{x_test.shape[1:]}')
+  y_train = labels('y_train', x_train.shape[0])
+  y_test = labels('y_test', x_test.shape[0])
+  num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
+  return LocalData(train=base.ArraySource(x_train, y_train),
+                   test=base.ArraySource(x_test, y_test), num_classes=num_classes)

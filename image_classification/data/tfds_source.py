@@ -1,0 +1,296 @@
+"""Datasets through TensorFlow Datasets (tfds), read with random access.
+
+tfds reads a prepared dataset in the array_record format without TensorFlow
+(``builder.as_data_source``): records are fetched by index and images decoded with
+Pillow or OpenCV on the host. Small datasets are read once into host memory
+(``load_in_memory``); ImageNet stays on disk and is decoded, cropped and resized per
+example when the sampler asks for it (``load_random_access``).
+
+Preparing a dataset (download + encode into array_record) is tfds's own job and needs
+TensorFlow for image encoding; reading an array_record copy does not. A dataset that
+was prepared in tfds's default tfrecord format has no random access: small datasets
+are then read through TensorFlow when it is installed.
+
+tensorflow_datasets is imported inside functions only, so importing this module (and
+``image_classification``) stays light.
+"""
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from image_classification.data import base
+
+# Dataset -> (training split, evaluation split).
+SPLITS = {
+    'mnist': ('train', 'test'),
+    'fashion_mnist': ('train', 'test'),
+    'cifar10': ('train', 'test'),
+    'cifar100': ('train', 'test'),
+    'svhn_cropped': ('train', 'test'),
+    'imagenet2012': ('train', 'validation'),
+}
+# Datasets whose files tfds cannot download: the user puts them in manual_dir.
+MANUAL_FILES = {
+    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
+}
+# Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
+# (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
+CROP_PADDING = 32
+# Records per batched read when a split is loaded into memory.
+READ_CHUNK = 1024
+
+
+def _import_tfds():
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise base.DataError(
+        'reading a dataset through tfds needs tensorflow_datasets: pip install '
+        'tensorflow-datasets array_record, or set config.data.path to local files'
+    ) from e
+  return tfds
+
+
+def manual_dir(builder):
+  """Where tfds looks for manually downloaded files: <data_dir>/downloads/manual."""
+  return builder.data_dir_root / 'downloads' / 'manual'
+
+
+def _builder(name: str, data_dir: str):
+  """The tfds builder for ``name``, set to prepare in the array_record format."""
+  if name not in SPLITS:
+    raise base.DataError(
+        f'{name!r} is not a tfds dataset this platform reads; choose one of '
+        f'{tuple(SPLITS)}')
+  tfds = _import_tfds()
+  return tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+
+
+def _prepare(builder, name: str, download: bool):
+  """Downloads and prepares ``name`` unless it is prepared already."""
+  if builder.is_prepared():
+    return
+  if not download:
+    raise base.DataError(
+        f'tfds dataset {name} is not prepared in {builder.data_dir}; set '
+        'config.data.tfds_data_dir to the folder that holds it')
+  tfds = _import_tfds()
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        # Build locally: the prepared copies on GCS are tfrecord, without random
+        # access.
+        try_download_gcs=False))
+  except Exception as e:  # pylint: disable=broad-except
+    missing = _missing_manual_files(builder, name)
+    if missing:
+      raise base.DataError(
+          f'tfds cannot download {name}: put {", ".join(MANUAL_FILES[name])} in '
+          f'{manual_dir(builder)} (tfds manual_dir under data_dir '
+          f'{builder.data_dir_root}; missing: {", ".join(missing)}), then run '
+          'again. Set config.data.tfds_data_dir to use another data_dir.') from e
+    if isinstance(e, ImportError):
+      raise base.DataError(
+          f'tfds could not prepare {name} in {builder.data_dir}: {e}. Preparing '
+          'needs TensorFlow (pip install tensorflow-cpu importlib_resources); or '
+          f'prepare it elsewhere with `tfds build {name} --file_format=array_record '
+          '--data_dir=DIR` and set config.data.tfds_data_dir=DIR; for mnist, '
+          'fashion_mnist, cifar10, cifar100 you can also set config.data.path to '
+          'the original files') from e
+    raise base.DataError(
+        f'tfds could not download and prepare {name} in {builder.data_dir}: '
+        f'{type(e).__name__}: {e}') from e
+
+
+def _missing_manual_files(builder, name: str) -> list[str]:
+  if name not in MANUAL_FILES:
+    return []
+  return [f for f in MANUAL_FILES[name] if not (manual_dir(builder) / f).exists()]
+
+
+def _split(name: str, train: bool) -> str:
+  return SPLITS[name][0 if train else 1]
+
+
+def load_in_memory(name: str, train: bool, data_dir: str = '',
+                   download: bool = True) -> base.ArraySource:
+  """Reads a whole (small) tfds split into host memory."""
+  builder = _builder(name, data_dir)
+  _prepare(builder, name, download)
+  split = _split(name, train)
+  try:
+    records = builder.as_data_source(split=split)
+  except NotImplementedError:
+    return _load_with_tensorflow(builder, name, split)
+  num = len(records)
+  if not num:
+    raise base.DataError(f'tfds split {name}/{split} in {builder.data_dir} is empty')
+  first = _image(records[0], name)
+  images = np.empty((num,) + first.shape, np.uint8)
+  labels = np.empty((num,), np.int32)
+  for start in range(0, num, READ_CHUNK):
+    indices = list(range(start, min(num, start + READ_CHUNK)))
+    for i, record in zip(indices, read_records(records, indices)):
+      image = _image(record, name)
+      if image.shape != first.shape:
+        raise base.DataError(
+            f'{name}/{split} example {i} has shape {image.shape}, the first '
+            f'{first.shape}')
+      images[i] = image
+      labels[i] = record['label']
+  return base.ArraySource(images, labels)
+
+
+def read_records(records: Sequence[Any], indices: list[int]) -> Sequence[Any]:
+  """Reads records by index, in one batched (parallel) read where supported."""
+  try:
+    return records.__getitems__(indices)
+  except (AttributeError, TypeError):
+    # tfds.testing.mock_data's sources (and plain sequences) lack batched reads.
+    return [records[i] for i in indices]
+
+
+def _image(record: dict[str, Any], name: str) -> np.ndarray:
+  image = np.asarray(record['image'])
+  if image.dtype != np.uint8 or image.ndim != 3:
+    raise base.DataError(
+        f'{name}: expected decoded uint8 [H, W, C] images, got {image.dtype} '
+        f'{image.shape}')
+  return image
+
+
+def _load_with_tensorflow(builder, name: str, split: str) -> base.ArraySource:
+  """Reads a tfrecord-prepared split (no random access) through TensorFlow."""
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise base.DataError(
+        f'{name} is prepared in {builder.data_dir} as tfrecord, which only '
+        'TensorFlow can read, and TensorFlow is not installed. Either pip install '
+        f'tensorflow-cpu, or prepare an array_record copy with `tfds build {name} '
+        '--file_format=array_record --data_dir=DIR` and set '
+        'config.data.tfds_data_dir=DIR') from e
+  tfds = _import_tfds()
+  images, labels = tfds.as_numpy(
+      builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+  return base.ArraySource(np.asarray(images, np.uint8), np.asarray(labels, np.int32))
+
+
+def load_random_access(name: str, train: bool, data_dir: str = '', *,
+                       image_size: int, random_resized_crop: bool = False,
+                       seed: int = 0, download: bool = True) -> 'CroppingSource':
+  """A split that stays on disk; images are decoded and resized when read.
+
+  Training examples get an Inception-style random-resized crop when
+  ``random_resized_crop``; otherwise (and always for evaluation) a centre crop.
+  """
+  if image_size <= 0:
+    raise base.DataError(
+        f'{name} images have different sizes: set config.data.image_size (e.g. 224)')
+  builder = _builder(name, data_dir)
+  _prepare(builder, name, download)
+  split = _split(name, train)
+  try:
+    records = builder.as_data_source(split=split)
+  except NotImplementedError as e:
+    raise base.DataError(
+        f'{name} is prepared in {builder.data_dir} as tfrecord, which has no random '
+        f'access; prepare an array_record copy with `tfds build {name} '
+        '--file_format=array_record --data_dir=DIR` and set '
+        'config.data.tfds_data_dir=DIR') from e
+  channels = builder.info.features['image'].shape[-1] or 3
+  return CroppingSource(
+      records, image_size=image_size, channels=channels,
+      random_resized_crop=train and random_resized_crop, seed=seed)
+
+
+class CroppingSource:
+  """Random access to records {'image': uint8 [H, W, C], 'label'} of any size.
+
+  Each ``get`` decodes the requested records, crops and resizes them to
+  ``image_size`` x ``image_size`` on the host. The random crops use only public
+  randomness (a generator seeded with ``seed``), never the data, so they do not
+  change the privacy analysis: each example still enters the batch at most once.
+  """
+
+  def __init__(self, records: Sequence[dict[str, Any]], *, image_size: int,
+               channels: int = 3, random_resized_crop: bool = False, seed: int = 0):
+    self._records = records
+    self._image_size = image_size
+    self._channels = channels
+    self._random_resized_crop = random_resized_crop
+    self._rng = np.random.default_rng(seed)
+
+  @property
+  def num_examples(self) -> int:
+    return len(self._records)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self._image_size, self._image_size, self._channels)
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+    images = np.empty((len(indices),) + self.image_shape, np.uint8)
+    labels = np.empty((len(indices),), np.int32)
+    records = read_records(self._records, indices) if indices else []
+    for row, record in enumerate(records):
+      image = np.asarray(record['image'])
+      if image.ndim == 2:
+        image = image[..., None]
+      height, width = image.shape[:2]
+      if self._random_resized_crop:
+        box = random_resized_crop_box(height, width, self._rng)
+      else:
+        box = center_crop_box(height, width, self._image_size)
+      images[row] = crop_and_resize(image, box, self._image_size)
+      labels[row] = record['label']
+    return images, labels
+
+
+def center_crop_box(height: int, width: int, image_size: int,
+                    crop_padding: int = CROP_PADDING) -> tuple[int, int, int, int]:
+  """(top, left, crop_height, crop_width) of the padded centre square crop."""
+  size = int(image_size / (image_size + crop_padding) * min(height, width))
+  size = max(1, size)
+  return (height - size + 1) // 2, (width - size + 1) // 2, size, size
+
+
+def random_resized_crop_box(
+    height: int, width: int, rng: np.random.Generator,
+    area_range: tuple[float, float] = (0.08, 1.0),
+    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
+    max_attempts: int = 10) -> tuple[int, int, int, int]:
+  """(top, left, crop_height, crop_width) of an Inception-style random crop.
+
+  Samples a crop covering a uniform fraction of the area in ``area_range`` with a
+  log-uniform aspect ratio; falls back to the full centre square after
+  ``max_attempts`` misses.
+  """
+  area = height * width
+  log_ratio = (math.log(aspect_ratio_range[0]), math.log(aspect_ratio_range[1]))
+  for _ in range(max_attempts):
+    target_area = area * rng.uniform(*area_range)
+    ratio = math.exp(rng.uniform(*log_ratio))
+    crop_width = int(round(math.sqrt(target_area * ratio)))
+    crop_height = int(round(math.sqrt(target_area / ratio)))
+    if 0 < crop_width <= width and 0 < crop_height <= height:
+      top = int(rng.integers(0, height - crop_height + 1))
+      left = int(rng.integers(0, width - crop_width + 1))
+      return top, left, crop_height, crop_width
+  size = min(height, width)
+  return (height - size) // 2, (width - size) // 2, size, size
+
+
+def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int],
+                    image_size: int) -> np.ndarray:
+  """Crops uint8 [H, W, C] to ``box`` and resizes it (bicubic) to a square."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  top, left, crop_height, crop_width = box
+  channels = image.shape[-1]
+  picture = Image.fromarray(image[..., 0] if channels == 1 else image)
+  picture = picture.resize(
+      (image_size, image_size), Image.Resampling.BICUBIC,
+      box=(left, top, left + crop_width, top + crop_height))
+  array = np.asarray(picture, dtype=np.uint8)
+  return array[..., None] if channels == 1 else array

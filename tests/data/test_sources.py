@@ -1,0 +1,140 @@
+"""load_dataset: dispatch on config.data.name, constants, truncation, import weight."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import base as base_config
+from image_classification.data import base
+from image_classification.data import sources
+from tests.data import test_local_files as formats
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED_MNIST = REPO_ROOT.parent / 'shared' / 'data' / 'mnist'
+
+
+def data_config(**overrides):
+  config = base_config.get_config().data
+  for key, value in overrides.items():
+    setattr(config, key, value)
+  return config
+
+
+def test_dataset_names():
+  assert sources.DATASETS == (
+      'digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'svhn_cropped',
+      'imagenet2012', 'image_folder', 'npz')
+  for name in sources.DATASETS:
+    if name not in ('digits', 'image_folder', 'npz'):
+      constants = sources.CONSTANTS[name]
+      assert len(constants.mean) == len(constants.std) in (1, 3)
+
+
+def test_digits_unchanged():
+  splits = sources.load_dataset(data_config(max_test_examples=10))
+  assert splits.name == 'digits' and splits.num_classes == 10
+  assert splits.train.num_examples == 1437 and splits.test.num_examples == 10
+  assert splits.train.image_shape == (8, 8, 1)
+
+
+def test_cifar10_from_path_has_fixed_constants(tmp_path):
+  train_rows, train_labels, _, _ = formats.write_cifar10(tmp_path, archive=True)
+  splits = sources.load_dataset(data_config(
+      name='cifar10', path=str(tmp_path), max_train_examples=4))
+  assert splits.num_classes == 10
+  assert splits.mean == sources.CONSTANTS['cifar10'].mean
+  assert splits.std == sources.CONSTANTS['cifar10'].std
+  assert splits.train.num_examples == 4 and splits.test.num_examples == 4
+  images, labels = splits.train.get(np.arange(4))
+  np.testing.assert_array_equal(images, formats.chw_rows_to_hwc(train_rows[:4]))
+  np.testing.assert_array_equal(labels, train_labels[:4])
+
+
+def test_fashion_mnist_from_path(tmp_path):
+  formats.write_mnist(tmp_path)
+  splits = sources.load_dataset(data_config(name='fashion_mnist', path=str(tmp_path)))
+  assert splits.mean == (0.2860,) and splits.num_classes == 10
+  assert splits.train.num_examples == 6
+
+
+def test_npz_and_image_folder_get_generic_constants(tmp_path):
+  path = tmp_path / 'd.npz'
+  np.savez(path, x_train=np.zeros((3, 2, 2, 3), np.uint8), y_train=[0, 1, 4],
+           x_test=np.zeros((1, 2, 2, 3), np.uint8), y_test=[2])
+  splits = sources.load_dataset(data_config(name='npz', path=str(path)))
+  assert splits.num_classes == 5
+  assert splits.mean == (0.5,) * 3 and splits.std == (0.5,) * 3
+
+  formats.write_png(str(tmp_path / 'f' / 'train' / 'x' / '0.png'),
+                    np.zeros((5, 5), np.uint8))
+  splits = sources.load_dataset(data_config(
+      name='image_folder', path=str(tmp_path / 'f'), image_size=3))
+  assert splits.num_classes == 1 and splits.mean == (0.5,)
+  assert splits.train.image_shape == (3, 3, 1)
+
+
+@pytest.mark.parametrize('name', ['image_folder', 'npz'])
+def test_path_required(name):
+  with pytest.raises(base.DataError, match='set config.data.path'):
+    sources.load_dataset(data_config(name=name))
+
+
+@pytest.mark.parametrize('name', ['svhn_cropped', 'imagenet2012', 'digits'])
+def test_path_refused_where_unused(name):
+  with pytest.raises(base.DataError, match='not read from local files'):
+    sources.load_dataset(data_config(name=name, path='/some/where'))
+
+
+def test_unknown_name():
+  with pytest.raises(base.DataError, match='choose one of'):
+    sources.load_dataset(data_config(name='cifar11'))
+
+
+def test_truncate_keeps_lazy_sources_lazy():
+  calls = []
+
+  class Lazy:
+    num_examples = 100
+    image_shape = (2, 2, 1)
+
+    def get(self, indices):
+      calls.append(np.asarray(indices))
+      return np.zeros((len(indices), 2, 2, 1), np.uint8), np.zeros(len(indices))
+
+  splits = base.DatasetSplits('lazy', Lazy(), Lazy(), 2, (0.5,), (0.5,))
+  truncated = sources._truncate(splits, data_config(max_train_examples=10))
+  assert truncated.train.num_examples == 10 and not calls
+  truncated.train.get(np.array([3, 9]))
+  np.testing.assert_array_equal(calls[0], [3, 9])
+  with pytest.raises(IndexError):
+    truncated.train.get(np.array([10]))
+  assert truncated.test.num_examples == 100
+
+
+def test_import_stays_light():
+  code = ('import sys, image_classification\n'
+          'from image_classification.data import sources, local_files, tfds_source\n'
+          'heavy = [m for m in ("tensorflow", "tensorflow_datasets", "PIL") '
+          'if m in sys.modules]\n'
+          'assert not heavy, heavy\n')
+  subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO_ROOT,
+                 env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f'{SHARED_MNIST} is absent')
+def test_real_mnist_files():
+  splits = sources.load_dataset(data_config(name='mnist', path=str(SHARED_MNIST)))
+  assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
+  assert splits.train.image_shape == (28, 28, 1)
+  train_images, train_labels = splits.train.get(np.arange(60000))
+  _, test_labels = splits.test.get(np.arange(10000))
+  np.testing.assert_array_equal(
+      np.bincount(train_labels),
+      [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+  np.testing.assert_array_equal(
+      np.bincount(test_labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
+                                 1009])
+  assert abs(train_images.mean() - 33.32) < 0.01
