@@ -1,0 +1,447 @@
+"""Results tables and plots aggregated from training run folders.
+
+A run folder holds what the trainer writes: config.json, metrics.jsonl,
+privacy.json and summary.json (a run is finished when summary.json says
+``"status": "complete"``). A sweep folder (sweep.csv, or sub-folders holding run
+files) expands to its points. A missing or corrupt file is reported by name and
+the other runs are still reported.
+
+Usage: python -m image_classification.reporting.report --out_dir=DIR RUN [RUN ...]
+"""
+import argparse
+import csv
+import json
+import os
+import re
+from typing import Any, Iterator, Optional, Sequence
+
+from absl import logging
+
+from image_classification.reporting import plots
+
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+PRIVACY_FILE = 'privacy.json'
+SUMMARY_FILE = 'summary.json'
+SWEEP_CSV = 'sweep.csv'
+SWEEP_ERROR_FILE = 'sweep_error.txt'  # A sweep point's traceback when it failed.
+RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, PRIVACY_FILE)
+
+PRIVACY_NOTE = (
+    'Each epsilon is the (epsilon, delta)-DP guarantee of one run on its own, as '
+    'computed by that run\'s accountant. Choosing among runs (tuning '
+    'hyperparameters) by an accuracy measured on private data spends privacy that '
+    'these per-run epsilons do not count: account for the selection (e.g. '
+    'Papernot & Steinke 2022, "Hyperparameter Tuning with Renyi Differential '
+    'Privacy") or tune on public data.')
+
+
+class RunFileError(ValueError):
+  """A run file is missing or cannot be parsed; the message names the file."""
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_json(path: str) -> dict[str, Any]:
+  """Reads a JSON object from ``path``; raises RunFileError naming the file."""
+  if not os.path.exists(path):
+    raise RunFileError(f'{path}: missing')
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunFileError(f'{path}: cannot be read as JSON ({e})') from e
+  if not isinstance(value, dict):
+    raise RunFileError(f'{path}: expected a JSON object, got '
+                       f'{type(value).__name__}')
+  return value
+
+
+def read_metrics(path: str) -> tuple[list[dict[str, Any]], list[str]]:
+  """Reads metrics.jsonl; returns (rows, problems).
+
+  A line that is not a JSON object is skipped and named in ``problems`` (a run
+  killed mid-write leaves a truncated last line); the other rows are kept.
+  """
+  if not os.path.exists(path):
+    return [], [f'{path}: missing']
+  rows, problems = [], []
+  try:
+    with open(path) as f:
+      lines = f.readlines()
+  except OSError as e:
+    return [], [f'{path}: cannot be read ({e})']
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError:
+      row = None
+    if not isinstance(row, dict):
+      problems.append(f'{path}:{lineno}: not a JSON object, line skipped')
+      continue
+    rows.append(row)
+  return rows, problems
+
+
+def read_summary(run_dir: str) -> Optional[dict[str, Any]]:
+  """summary.json of ``run_dir``, or None when it is missing or corrupt."""
+  try:
+    return read_json(os.path.join(run_dir, SUMMARY_FILE))
+  except RunFileError:
+    return None
+
+
+def is_complete(run_dir: str) -> bool:
+  """True when ``run_dir``/summary.json exists with status 'complete'."""
+  summary = read_summary(run_dir)
+  return bool(summary) and summary.get('status') == 'complete'
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _number(value: Any) -> Optional[float]:
+  return float(value) if plots.is_number(value) else None
+
+
+def format_accuracy(value: Any) -> str:
+  v = _number(value)
+  return '' if v is None else f'{100 * v:.2f}'
+
+
+def format_epsilon(value: Any, non_private: bool = False) -> str:
+  if non_private:
+    return 'inf (non-private)'
+  v = _number(value)
+  if v is None:
+    return ''
+  return f'{v:.3g}' if v < 0.1 else f'{v:.2f}'
+
+
+def format_float(value: Any, digits: int = 3) -> str:
+  v = _number(value)
+  return '' if v is None else f'{v:.{digits}g}'
+
+
+def format_int(value: Any) -> str:
+  v = _number(value)
+  return '' if v is None else str(int(v))
+
+
+def format_duration(value: Any) -> str:
+  v = _number(value)
+  if v is None:
+    return ''
+  if v < 60:
+    return f'{v:.1f}s'
+  minutes, seconds = divmod(int(round(v)), 60)
+  if minutes < 60:
+    return f'{minutes}m {seconds:02d}s'
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h {minutes:02d}m'
+
+
+def markdown_table(header: Sequence[str],
+                   rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub-flavoured markdown table; '|' in cells is escaped."""
+
+  def cell(value):
+    return str(value).replace('|', r'\|').replace('\n', ' ')
+
+  lines = ['| ' + ' | '.join(cell(h) for h in header) + ' |',
+           '|' + '|'.join('---' for _ in header) + '|']
+  lines += ['| ' + ' | '.join(cell(c) for c in row) + ' |' for row in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def safe_filename(name: str) -> str:
+  """A file-name-safe version of a run name ('a/b c' -> 'a__b_c')."""
+  name = name.replace(os.sep, '__').replace('/', '__')
+  return re.sub(r'[^A-Za-z0-9._=,+-]', '_', name).lstrip('.') or 'run'
+
+
+# ------------------------------------------------------------------ finding
+
+
+def _has_run_files(path: str) -> bool:
+  return any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES)
+
+
+def is_sweep_dir(path: str) -> bool:
+  """A sweep folder: not itself a run, with sweep.csv or run sub-folders."""
+  if _has_run_files(path):
+    return False
+  if os.path.exists(os.path.join(path, SWEEP_CSV)):
+    return True
+  return any(_has_run_files(os.path.join(path, d)) for d in _subdirs(path))
+
+
+def _subdirs(path: str) -> list[str]:
+  try:
+    return sorted(d for d in os.listdir(path)
+                  if os.path.isdir(os.path.join(path, d)))
+  except OSError:
+    return []
+
+
+def _sweep_points(path: str, problems: list[str]) -> list[str]:
+  """Point sub-folder names: sweep.csv order first, then other run folders."""
+  names = []
+  csv_path = os.path.join(path, SWEEP_CSV)
+  if os.path.exists(csv_path):
+    try:
+      with open(csv_path, newline='') as f:
+        for row in csv.DictReader(f):
+          if row.get('point') and row['point'] not in names:
+            names.append(row['point'])
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+      problems.append(f'{csv_path}: cannot be read ({e}); using sub-folders')
+  for d in _subdirs(path):
+    if d not in names and _has_run_files(os.path.join(path, d)):
+      names.append(d)
+  return names
+
+
+def expand_run_dirs(run_dirs: Sequence[str],
+                    problems: list[str]) -> Iterator[tuple[str, str]]:
+  """Yields (run name, folder), expanding sweep folders into their points."""
+  seen: dict[str, int] = {}
+
+  def unique(name):
+    seen[name] = seen.get(name, 0) + 1
+    return name if seen[name] == 1 else f'{name}_{seen[name]}'
+
+  for run_dir in run_dirs:
+    run_dir = os.fspath(run_dir)
+    base = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+    if not os.path.isdir(run_dir):
+      problems.append(f'{run_dir}: no such run folder')
+      continue
+    if is_sweep_dir(run_dir):
+      points = _sweep_points(run_dir, problems)
+      if not points:
+        problems.append(f'{run_dir}: sweep folder without points')
+      for point in points:
+        yield unique(f'{base}/{point}'), os.path.join(run_dir, point)
+    else:
+      yield unique(base), run_dir
+
+
+# ------------------------------------------------------------------ one run
+
+
+def _first(*values: Any) -> Any:
+  for v in values:
+    if v is not None:
+      return v
+  return None
+
+
+def _get(d: Optional[dict[str, Any]], *path: str) -> Any:
+  for key in path:
+    if not isinstance(d, dict):
+      return None
+    d = d.get(key)
+  return d
+
+
+def load_run(name: str, run_dir: str,
+             problems: list[str]) -> tuple[dict[str, Any], list[dict]]:
+  """Reads one run folder; returns (table row, metrics rows).
+
+  Problems (missing or corrupt files) are appended to ``problems`` by file name;
+  whatever could be read still fills the row.
+  """
+  if not _has_run_files(run_dir):
+    failed = os.path.exists(os.path.join(run_dir, SWEEP_ERROR_FILE))
+    problems.append(f'{run_dir}: no run files ({", ".join(RUN_FILES)})' +
+                    (f'; it failed, see {SWEEP_ERROR_FILE}' if failed else ''))
+    row = {'run': name, 'path': run_dir, 'non_private': False,
+           'status': 'failed' if failed else 'no results'}
+    for key in ('model', 'dataset', 'test_accuracy', 'epsilon', 'delta',
+                'steps', 'noise_multiplier', 'wall_time_sec', 'accountant',
+                'sampling', 'neighboring_relation'):
+      row[key] = None
+    return row, []
+  files = {}
+  for key, filename in (('config', CONFIG_FILE), ('summary', SUMMARY_FILE),
+                        ('privacy', PRIVACY_FILE)):
+    try:
+      files[key] = read_json(os.path.join(run_dir, filename))
+    except RunFileError as e:
+      message = str(e)
+      if key == 'summary' and message.endswith(': missing'):
+        message += ' (run not finished, or crashed)'
+      problems.append(message)
+      files[key] = None
+  config, summary, privacy = files['config'], files['summary'], files['privacy']
+  metrics, metric_problems = read_metrics(os.path.join(run_dir, METRICS_FILE))
+  problems.extend(metric_problems)
+
+  def last(key):
+    for row in reversed(metrics):
+      if row.get(key) is not None:
+        return row[key]
+    return None
+
+  non_private = bool(_first(_get(summary, 'non_private'),
+                            _get(privacy, 'non_private'),
+                            _get(config, 'privacy', 'allow_non_private'),
+                            False))
+  row = {
+      'run': name,
+      'path': run_dir,
+      'model': _get(config, 'model', 'name'),
+      'dataset': _get(config, 'data', 'name'),
+      'test_accuracy': _first(_get(summary, 'test_accuracy'),
+                              last('test_accuracy')),
+      'epsilon': _first(_get(summary, 'epsilon'), _get(privacy, 'epsilon'),
+                        last('epsilon')),
+      'delta': _first(_get(summary, 'delta'), _get(privacy, 'delta'),
+                      _get(config, 'privacy', 'delta')),
+      'steps': _first(_get(summary, 'steps'), _get(privacy, 'steps_taken'),
+                      _get(privacy, 'steps'), last('step')),
+      'noise_multiplier': _first(_get(summary, 'noise_multiplier'),
+                                 _get(privacy, 'noise_multiplier')),
+      'wall_time_sec': _get(summary, 'wall_time_sec'),
+      'accountant': _get(privacy, 'accountant'),
+      'sampling': _get(privacy, 'sampling'),
+      'neighboring_relation': _get(privacy, 'neighboring_relation'),
+      'non_private': non_private,
+      'status': _get(summary, 'status') or (
+          'no summary (running or crashed)' if metrics else 'no results'),
+  }
+  if not summary and os.path.exists(os.path.join(run_dir, SWEEP_ERROR_FILE)):
+    row['status'] = f'failed (see {SWEEP_ERROR_FILE})'
+  return row, metrics
+
+
+# ------------------------------------------------------------------ report
+
+
+def _table_row(row: dict[str, Any]) -> list[str]:
+  non_private = row['non_private']
+  accounting = ', '.join(str(row[k]) for k in
+                         ('accountant', 'sampling', 'neighboring_relation')
+                         if row.get(k))
+  return [
+      row['run'] + (' (non-private)' if non_private else ''),
+      row['model'] or '',
+      row['dataset'] or '',
+      format_accuracy(row['test_accuracy']),
+      format_epsilon(row['epsilon'], non_private),
+      '' if non_private else format_float(row['delta'], 2),
+      format_int(row['steps']),
+      '0 (non-private)' if non_private else format_float(
+          row['noise_multiplier'], 4),
+      format_duration(row['wall_time_sec']),
+      'none (non-private)' if non_private else accounting,
+      row['status'],
+  ]
+
+
+REPORT_HEADER = ('run', 'model', 'dataset', 'test accuracy (%)', 'epsilon',
+                 'delta', 'steps', 'noise multiplier', 'wall time',
+                 'accounting', 'status')
+
+
+def make_report(run_dirs: Sequence[str], out_dir: str) -> dict[str, Any]:
+  """Aggregates run folders into a markdown table and plots under ``out_dir``.
+
+  Writes out_dir/report.md (one row per run; sweep folders expand to their
+  points), out_dir/accuracy_vs_epsilon.png and, per run with metrics,
+  out_dir/<run>_curves.png (test accuracy, epsilon and the non-DP train loss over
+  steps).
+
+  Args:
+    run_dirs: run or sweep folders.
+    out_dir: where the report goes (created).
+
+  Returns:
+    {'report': path of report.md, 'runs': table rows (dicts), 'plots': paths of
+    the PNGs written, 'problems': messages naming each missing or corrupt file}.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  problems: list[str] = []
+  rows, written = [], []
+  curves: dict[str, str] = {}
+  for name, run_dir in expand_run_dirs(run_dirs, problems):
+    row, metrics = load_run(name, run_dir, problems)
+    rows.append(row)
+    if metrics:
+      path = os.path.join(out_dir, safe_filename(name) + '_curves.png')
+      if _plot(plots.plot_run_curves, metrics, path, problems, title=name):
+        written.append(path)
+        curves[name] = os.path.basename(path)
+
+  eps_path = os.path.join(out_dir, 'accuracy_vs_epsilon.png')
+  # Runs of one model on one dataset form a line, sorted by epsilon.
+  points = [dict(row, label=row['run'],
+                 group=f"{row['model'] or '?'} on {row['dataset'] or '?'}")
+            for row in rows]
+  if _plot(plots.plot_accuracy_vs_epsilon, points, eps_path, problems):
+    written.append(eps_path)
+
+  for message in problems:
+    logging.warning('report: %s', message)
+  report_path = os.path.join(out_dir, 'report.md')
+  with open(report_path, 'w') as f:
+    f.write(_render(rows, problems, curves, written))
+  logging.info('Report of %d runs written to %s', len(rows), report_path)
+  return {'report': report_path, 'runs': rows, 'plots': written,
+          'problems': problems}
+
+
+def _plot(fn, data, path: str, problems: list[str], **kwargs) -> bool:
+  try:
+    fn(data, path, **kwargs)
+    return True
+  except ImportError as e:
+    problems.append(f'{path}: not plotted, matplotlib is unavailable ({e})')
+  except Exception as e:  # pylint: disable=broad-except
+    problems.append(f'{path}: plotting failed ({type(e).__name__}: {e})')
+  return False
+
+
+def _render(rows: list[dict[str, Any]], problems: list[str],
+            curves: dict[str, str], written: list[str]) -> str:
+  out = ['# Results\n',
+         markdown_table(REPORT_HEADER, [_table_row(r) for r in rows]) if rows
+         else 'No runs found.\n',
+         '',
+         'Test accuracy is on the test set. Epsilon is the spent budget at the '
+         'end of the run (accounting: accountant, batch sampling, neighbouring '
+         'relation). Runs marked non-private were trained without DP and carry '
+         'no privacy guarantee.\n',
+         PRIVACY_NOTE + '\n',
+         'The train loss in the curves is computed on private data without '
+         'noise: it is not covered by the DP guarantee.\n']
+  if any(os.path.basename(p) == 'accuracy_vs_epsilon.png' for p in written):
+    out.append('![accuracy vs epsilon](accuracy_vs_epsilon.png)\n')
+  if curves:
+    out.append('## Curves\n')
+    out += [f'- {name}: ![{name}]({png})' for name, png in curves.items()]
+    out.append('')
+  if problems:
+    out.append('## Problems\n')
+    out += [f'- {p}' for p in problems]
+    out.append('')
+  return '\n'.join(out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('run_dirs', nargs='+', help='run or sweep folders')
+  parser.add_argument('--out_dir', required=True, help='where report.md goes')
+  args = parser.parse_args(argv)
+  result = make_report(args.run_dirs, args.out_dir)
+  print(result['report'])
+  for p in result['problems']:
+    print('problem:', p)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,115 @@
+"""Tests for make_report: tables, plots, sweeps, and broken run folders."""
+import os
+
+from image_classification.reporting import report
+from image_classification.reporting import sweep
+from tests.reporting import fake_runs
+
+
+def _runs(tmp_path):
+  private = fake_runs.write_run(str(tmp_path / 'wrn_eps8'), accuracy=0.81,
+                                epsilon=8.0, model='wide_resnet',
+                                dataset='cifar10')
+  public = fake_runs.write_run(str(tmp_path / 'wrn_nonprivate'), accuracy=0.95,
+                               non_private=True, model='wide_resnet',
+                               dataset='cifar10')
+  return private, public
+
+
+def test_report_table_and_plots(tmp_path):
+  private, public = _runs(tmp_path)
+  out = str(tmp_path / 'report')
+  result = report.make_report([private, public], out)
+
+  assert result['problems'] == []
+  assert [r['run'] for r in result['runs']] == ['wrn_eps8', 'wrn_nonprivate']
+  md = open(result['report']).read()
+  assert '| wrn_eps8 | wide_resnet | cifar10 | 81.00 | 8.00 | 1e-05 | 30 |' in md
+  assert 'wrn_nonprivate (non-private)' in md
+  assert 'inf (non-private)' in md
+  assert 'rdp, poisson, add_or_remove_one' in md
+  assert 'do not count' in md
+  for name in ('accuracy_vs_epsilon.png', 'wrn_eps8_curves.png',
+               'wrn_nonprivate_curves.png'):
+    path = os.path.join(out, name)
+    assert os.path.getsize(path) > 1000
+    assert path in result['plots']
+    assert name in md
+
+
+def test_sweep_folder_expands_to_points(tmp_path):
+  sweep_file = tmp_path / 'eps.py'
+  sweep_file.write_text(
+      'def get_sweep():\n'
+      '  return [{"privacy.target_epsilon": e} for e in (1.0, 4.0)]\n')
+  workdir = str(tmp_path / 'eps_sweep')
+
+  def train(config, point_dir):
+    fake_runs.write_run(point_dir, epsilon=config.privacy.target_epsilon)
+
+  from configs import base  # pylint: disable=g-import-not-at-top
+  sweep.run_sweep(base.get_config(), str(sweep_file), workdir, train)
+  result = report.make_report([workdir], str(tmp_path / 'out'))
+  assert [r['run'] for r in result['runs']] == [
+      'eps_sweep/privacy.target_epsilon=1.0',
+      'eps_sweep/privacy.target_epsilon=4.0']
+  assert os.path.exists(os.path.join(
+      tmp_path, 'out', 'eps_sweep__privacy.target_epsilon=1.0_curves.png'))
+
+  # Without sweep.csv, sub-folders with run files still make it a sweep.
+  os.remove(os.path.join(workdir, 'sweep.csv'))
+  result = report.make_report([workdir], str(tmp_path / 'out2'))
+  assert len(result['runs']) == 2
+
+
+def test_broken_runs_are_named_and_others_reported(tmp_path):
+  private, _ = _runs(tmp_path)
+  corrupt = fake_runs.write_run(str(tmp_path / 'corrupt'))
+  with open(os.path.join(corrupt, 'summary.json'), 'w') as f:
+    f.write('{"test_accuracy": 0.')
+  with open(os.path.join(corrupt, 'metrics.jsonl'), 'a') as f:
+    f.write('{"step": 40, "epsi')
+  running = fake_runs.write_run(str(tmp_path / 'running'), complete=False)
+  os.remove(os.path.join(running, 'privacy.json'))
+  missing = str(tmp_path / 'does_not_exist')
+
+  result = report.make_report([private, corrupt, running, missing],
+                              str(tmp_path / 'out'))
+  problems = '\n'.join(result['problems'])
+  assert os.path.join(corrupt, 'summary.json') + ': cannot be read' in problems
+  assert os.path.join(corrupt, 'metrics.jsonl') + ':4:' in problems
+  assert os.path.join(running, 'summary.json') + ': missing' in problems
+  assert os.path.join(running, 'privacy.json') + ': missing' in problems
+  assert missing + ': no such run folder' in problems
+
+  rows = {r['run']: r for r in result['runs']}
+  assert set(rows) == {'wrn_eps8', 'corrupt', 'running'}
+  assert rows['wrn_eps8']['test_accuracy'] == 0.81
+  # Values fall back to privacy.json and the last metrics rows.
+  assert rows['corrupt']['epsilon'] == 4.0
+  assert rows['corrupt']['test_accuracy'] == 0.8
+  assert rows['running']['status'] == 'no summary (running or crashed)'
+  assert rows['running']['steps'] == 30
+  md = open(result['report']).read()
+  assert '## Problems' in md and 'corrupt/summary.json' in md
+
+
+def test_duplicate_names_and_cli(tmp_path, capsys):
+  a = fake_runs.write_run(str(tmp_path / 'a' / 'run'))
+  b = fake_runs.write_run(str(tmp_path / 'b' / 'run'))
+  out = str(tmp_path / 'out')
+  report.main([a, b, '--out_dir', out])
+  assert capsys.readouterr().out.startswith(os.path.join(out, 'report.md'))
+  md = open(os.path.join(out, 'report.md')).read()
+  assert '| run |' in md and '| run_2 |' in md
+  assert os.path.exists(os.path.join(out, 'run_2_curves.png'))
+
+
+def test_formatting():
+  assert report.format_duration(12.34) == '12.3s'
+  assert report.format_duration(125) == '2m 05s'
+  assert report.format_duration(3 * 3600 + 120) == '3h 02m'
+  assert report.format_epsilon(None, non_private=True) == 'inf (non-private)'
+  assert report.format_epsilon(float('nan')) == ''
+  assert report.format_accuracy(0.8123) == '81.23'
+  assert report.markdown_table(['a'], [['x|y']]).splitlines()[2] == r'| x\|y |'
