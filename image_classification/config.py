@@ -1,0 +1,128 @@
+"""Config validation: every bad field is named, with what would fix it, before any data
+is loaded or anything compiles.
+
+``validate(config, num_devices)`` checks the config alone; ``validate_with_data``
+checks what needs the dataset size (batch vs dataset, delta vs 1/N).
+"""
+import math
+import os
+
+from absl import logging
+import ml_collections
+
+from image_classification.privacy import accounting
+from image_classification.training import optimizers
+
+WANDB_MODES = ('disabled', 'offline', 'online')
+
+
+class ConfigError(ValueError):
+  """A config field is invalid; the message names it and says what would fix it."""
+
+
+def _fail(field: str, value, why: str):
+  raise ConfigError(f'config.{field}={value!r}: {why}')
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int,
+             dry_run: bool = False) -> None:
+  # Local imports keep `import image_classification.config` light.
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  from image_classification.models import registry  # pylint: disable=g-import-not-at-top
+
+  m = config.model
+  if m.name not in registry.available():
+    _fail('model.name', m.name, f'unknown model; choose one of {registry.available()}')
+  norm = m.kwargs.get('normalization', None)
+  if norm is not None and 'batch' in str(norm).lower():
+    _fail('model.kwargs.normalization', norm,
+          'BatchNorm mixes statistics across examples, so one example affects the '
+          "gradients of others and per-example clipping no longer bounds sensitivity; use "
+          "'group_norm' or a normaliser-free model")
+  if m.pretrained_path and not dry_run and not os.path.exists(m.pretrained_path):
+    _fail('model.pretrained_path', m.pretrained_path,
+          'no such checkpoint; point it at pre-trained parameters (see README, '
+          'fine-tuning) or leave it empty to train from scratch')
+
+  d = config.data
+  if d.name not in sources.DATASETS:
+    _fail('data.name', d.name, f'unknown dataset; choose one of {list(sources.DATASETS)}')
+  if d.path and not os.path.exists(d.path):
+    _fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
+          "dataset's original files, or leave it empty to use tfds")
+  if d.augmult < 1:
+    _fail('data.augmult', d.augmult, 'must be >= 1 (1 means no augmentation multiplicity)')
+
+  p = config.privacy
+  if not p.allow_non_private or p.noise_multiplier:
+    if not (isinstance(p.target_epsilon, (int, float)) and p.target_epsilon > 0
+            and math.isfinite(p.target_epsilon)):
+      _fail('privacy.target_epsilon', p.target_epsilon,
+            'must be a finite number > 0 (set privacy.allow_non_private=True for a '
+            'run without noise)')
+  if not 0 < p.delta < 1:
+    _fail('privacy.delta', p.delta, 'must be in (0, 1); usually well below 1/N')
+  if not p.clipping_norm > 0:
+    _fail('privacy.clipping_norm', p.clipping_norm, 'must be > 0')
+  if p.noise_multiplier is not None and p.noise_multiplier < 0:
+    _fail('privacy.noise_multiplier', p.noise_multiplier,
+          'must be >= 0, or None to calibrate it to the target epsilon')
+  if p.noise_multiplier == 0 and not p.allow_non_private:
+    _fail('privacy.noise_multiplier', 0.0, 'zero noise gives no privacy; set '
+          'privacy.allow_non_private=True to run without DP on purpose')
+  if p.accountant not in accounting.ACCOUNTANTS:
+    _fail('privacy.accountant', p.accountant, f'choose one of {accounting.ACCOUNTANTS}')
+  if p.sampling not in accounting.SAMPLINGS:
+    _fail('privacy.sampling', p.sampling, f'choose one of {accounting.SAMPLINGS}')
+  if p.sampling == 'fixed' and p.accountant == 'pld':
+    _fail('privacy.accountant', 'pld', "dp-accounting has no PLD for fixed-size "
+          "batches (sampling without replacement); use accountant='rdp' or "
+          "sampling='poisson'")
+
+  t = config.training
+  if not t.batch_size > 0:
+    _fail('training.batch_size', t.batch_size, 'must be > 0')
+  if t.batch_size % num_devices:
+    _fail('training.batch_size', t.batch_size,
+          f'must be divisible by the number of devices ({num_devices}); use e.g. '
+          f'{max(num_devices, t.batch_size // num_devices * num_devices)}')
+  if t.micro_batch_size < 0:
+    _fail('training.micro_batch_size', t.micro_batch_size, 'must be >= 0 (0: no split)')
+  if (t.num_steps > 0) == (t.num_epochs > 0):
+    _fail('training.num_steps', t.num_steps,
+          f'set exactly one of training.num_steps and training.num_epochs '
+          f'(num_epochs={t.num_epochs})')
+  if t.num_steps < 0 or t.num_epochs < 0:
+    _fail('training.num_steps', t.num_steps, 'must be >= 0')
+  if t.optimizer.name not in optimizers.OPTIMIZERS:
+    _fail('training.optimizer.name', t.optimizer.name,
+          f'choose one of {optimizers.OPTIMIZERS}')
+  if not t.optimizer.learning_rate > 0:
+    _fail('training.optimizer.learning_rate', t.optimizer.learning_rate, 'must be > 0')
+  if t.lr_schedule.name not in optimizers.SCHEDULES:
+    _fail('training.lr_schedule.name', t.lr_schedule.name,
+          f'choose one of {optimizers.SCHEDULES}')
+  if not 0 <= t.ema.decay < 1:
+    _fail('training.ema.decay', t.ema.decay, 'must be in [0, 1) (0 disables EMA)')
+  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
+    if t[field] < 0:
+      _fail(f'training.{field}', t[field], 'must be >= 0')
+  if config.wandb.mode not in WANDB_MODES:
+    _fail('wandb.mode', config.wandb.mode, f'choose one of {WANDB_MODES}')
+  if config.audit.enabled:
+    if config.audit.num_canaries < 2:
+      _fail('audit.num_canaries', config.audit.num_canaries, 'must be >= 2')
+    if not 0 < config.audit.confidence < 1:
+      _fail('audit.confidence', config.audit.confidence, 'must be in (0, 1)')
+
+
+def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:
+  t, p = config.training, config.privacy
+  if t.batch_size > dataset_size:
+    _fail('training.batch_size', t.batch_size,
+          f'is larger than the training set ({dataset_size} examples); lower it')
+  if p.delta >= 1.0 / dataset_size:
+    logging.warning(
+        'config.privacy.delta=%g is >= 1/N = %g: such a delta permits releasing a few '
+        'examples outright; use delta well below 1/N (the paper uses 1e-5 for CIFAR-10 '
+        'and 8e-7 for ImageNet).', p.delta, 1.0 / dataset_size)

@@ -1,0 +1,1 @@
+"""Console progress, run files, wandb, sweep and report tables and plots."""

@@ -1,0 +1,1 @@
+"""Train state, the jitted DP-SGD step, the loop, evaluation, mesh and checkpoints."""

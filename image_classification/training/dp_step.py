@@ -1,0 +1,183 @@
+"""The jitted DP-SGD step, sharded over the device mesh with shard_map.
+
+One logical batch (padded to a static capacity, with a mask) flows as:
+  split over devices -> each device scans its micro-batches: augmult views ->
+  per-example gradients averaged over views -> clip to C -> sum ->
+  psum across devices -> add N(0, (sigma C)^2) ONCE, from the step's noise key (the same
+  on every device) -> divide by the expected batch size -> optax -> EMA.
+A batch larger than the capacity (a rare Poisson overflow) is processed as several
+chunks whose clipped sums are added before the single noise draw.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from image_classification.privacy import clipping
+from image_classification.privacy import noise
+from image_classification.training import mesh as mesh_lib
+from image_classification.training import state as state_lib
+
+PyTree = Any
+
+_AUGMENT_STREAM = 0xA06
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Static parameters of the step (all public)."""
+  clipping_norm: float
+  noise_multiplier: float        # 0 only for explicitly non-private runs
+  expected_batch_size: float     # the normaliser: public, never the realised size
+  micro_batch_size: int          # per device; must divide the per-device batch
+  augmult: int = 1
+  random_crop: bool = False
+  random_flip: bool = False
+  mean: tuple = (0.5,)
+  std: tuple = (0.5,)
+  ema_decay: float = 0.0
+  ema_start_step: int = 0
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def example_keys(base_key, step, chunk, size):
+  """Per-example keys for augmentation and dropout: one per batch slot, depending on
+  (step, chunk, slot) only, so they do not depend on how the batch is sharded."""
+  key = jax.random.fold_in(jax.random.fold_in(
+      jax.random.fold_in(base_key, _AUGMENT_STREAM), step), chunk)
+  return jax.random.split(key, size)
+
+
+class DPStep:
+  """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
+
+  def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
+               cfg: StepConfig, mesh, base_key):
+    self.apply_fn = apply_fn
+    self.optimizer = optimizer
+    self.cfg = cfg
+    self.mesh = mesh
+    self.base_key = base_key
+    self.num_devices = mesh.devices.size
+    self._sum_fn = self._make_sharded_sum()
+    # The common case: one chunk, one fused jit call per step.
+    self.step = jax.jit(self._fused_step, donate_argnums=(0,))
+    self.clipped_sum = jax.jit(self._sum_fn)
+    self.apply_update = jax.jit(self._update, donate_argnums=(0,))
+
+  # ------------------------------------------------------------ per example
+  def _example_loss(self, trainable, frozen, views, label, key):
+    """Mean loss over the K views of one example."""
+    params = state_lib.merge_params(trainable, frozen)
+    logits = self.apply_fn({'params': params}, views, is_training=True,
+                           rngs={'dropout': key})
+    return jnp.mean(cross_entropy(logits, jnp.broadcast_to(label, views.shape[:1])))
+
+  def _micro_batch_sum(self, trainable, frozen, images, labels, mask, keys):
+    cfg = self.cfg
+    aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
+    from image_classification.data import augmentation  # pylint: disable=g-import-not-at-top
+    views = augmentation.augmult_views(
+        aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
+        random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+    loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
+    grads, losses = clipping.per_example_grads(loss_fn, trainable, views, labels, drop_keys)
+    summed, norms, valid = clipping.clipped_sum(grads, mask, cfg.clipping_norm)
+    stats = {
+        'loss_sum': jnp.sum(jnp.where(valid, losses, 0.0)),
+        'num_examples': jnp.sum(valid.astype(jnp.float32)),
+        'num_clipped': jnp.sum((valid & (norms > cfg.clipping_norm)).astype(jnp.float32)),
+        'num_nonfinite': jnp.sum((mask & ~jnp.isfinite(norms)).astype(jnp.float32)),
+    }
+    return summed, stats
+
+  # ------------------------------------------------------------ per device
+  def _device_sum(self, trainable, frozen, images, labels, mask, keys):
+    """Clipped sum over this device's shard, scanning its micro-batches; psum'd."""
+    # Differentiate w.r.t. a device-local copy of the parameters. With replicated
+    # (invariant) params, shard_map's AD would psum each gradient across devices,
+    # mixing examples of different devices BEFORE clipping and breaking sensitivity.
+    trainable = jax.lax.pcast(trainable, mesh_lib.DATA_AXIS, to='varying')
+    frozen = jax.lax.pcast(frozen, mesh_lib.DATA_AXIS, to='varying')
+    per_device = images.shape[0]
+    micro = self.cfg.micro_batch_size or per_device
+    n_micro = per_device // micro
+
+    def split(x):
+      return x.reshape((n_micro, micro) + x.shape[1:])
+
+    def body(carry, batch):
+      summed, stats = self._micro_batch_sum(trainable, frozen, *batch)
+      return jax.tree_util.tree_map(jnp.add, carry, (summed, stats)), None
+
+    # Inside shard_map the carry differs across devices until the psum.
+    zero_stats = jax.lax.pcast(
+        {k: jnp.zeros((), jnp.float32) for k in
+         ('loss_sum', 'num_examples', 'num_clipped', 'num_nonfinite')},
+        mesh_lib.DATA_AXIS, to='varying')
+    zero = (jax.tree_util.tree_map(jnp.zeros_like, trainable), zero_stats)
+    batches = tuple(split(x) for x in (images, labels, mask, keys))
+    if n_micro == 1:
+      total, _ = body(zero, tuple(x[0] for x in batches))
+    else:
+      total, _ = jax.lax.scan(body, zero, batches)
+    return jax.lax.psum(total, mesh_lib.DATA_AXIS)
+
+  def _make_sharded_sum(self):
+    data = P(mesh_lib.DATA_AXIS)
+    sharded = jax.shard_map(
+        self._device_sum, mesh=self.mesh,
+        in_specs=(P(), P(), data, data, data, data), out_specs=P())
+
+    def clipped_sum(state, images, labels, mask, chunk):
+      keys = example_keys(self.base_key, state.step, chunk, images.shape[0])
+      return sharded(state.params, state.frozen, images, labels, mask, keys)
+
+    return clipped_sum
+
+  # ------------------------------------------------------------ per logical batch
+  def _update(self, state, summed, stats):
+    """Adds noise once, normalises by the expected batch size, applies optax and EMA."""
+    cfg = self.cfg
+    key = noise.step_noise_key(self.base_key, state.step)
+    grads = noise.privatise(summed, key, cfg.noise_multiplier, cfg.clipping_norm,
+                            cfg.expected_batch_size)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if cfg.ema_decay > 0:
+      decay = jnp.where(state.step >= cfg.ema_start_step, cfg.ema_decay, 0.0)
+      ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p,
+                                   state.ema_params, params)
+    else:
+      ema = params
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema)
+    return new_state, stats
+
+  def _fused_step(self, state, images, labels, mask):
+    summed, stats = self._sum_fn(state, images, labels, mask, 0)
+    return self._update(state, summed, stats)
+
+  def run(self, state, chunks):
+    """One logical batch given as a list of (images, labels, mask) device arrays."""
+    if len(chunks) == 1:
+      return self.step(state, *chunks[0])
+    total = None
+    for i, chunk in enumerate(chunks):
+      part = self.clipped_sum(state, *chunk, i)
+      total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
+    return self.apply_update(state, *total)
+
+
+def init_state(params: dict, optimizer, train_only_head: bool) -> state_lib.TrainState:
+  trainable, frozen = state_lib.split_params(params, train_only_head)
+  return state_lib.TrainState(
+      step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+      opt_state=optimizer.init(trainable),
+      ema_params=jax.tree_util.tree_map(jnp.copy, trainable))

@@ -1,0 +1,39 @@
+"""Accuracy on the evaluation split (public or held out: no privacy accounting)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from image_classification.data import augmentation
+from image_classification.training import mesh as mesh_lib
+
+
+def make_eval_fn(apply_fn, mean, std):
+  @jax.jit
+  def eval_batch(params, images, labels, mask):
+    x = augmentation.standardise(images, mean, std)
+    logits = apply_fn({'params': params}, x, is_training=False)
+    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return jnp.sum(correct), jnp.sum(mask)
+
+  return eval_batch
+
+
+def evaluate(eval_fn, params, source, batch_size: int, mesh) -> float:
+  """Fraction of ``source`` classified correctly (batches padded and masked)."""
+  n = source.num_examples
+  ndev = mesh.devices.size
+  batch_size = int(np.ceil(min(batch_size, n) / ndev) * ndev)
+  sharding = mesh_lib.batch_sharding(mesh)
+  correct = total = 0
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
+    images, labels = source.get(idx)
+    pad = batch_size - len(idx)
+    mask = np.concatenate([np.ones(len(idx), bool), np.zeros(pad, bool)])
+    if pad:
+      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    c, t = eval_fn(params, *jax.device_put((images, labels, mask), sharding))
+    correct += int(c)
+    total += int(t)
+  return correct / max(total, 1)

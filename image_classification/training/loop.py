@@ -1,0 +1,208 @@
+"""The training loop: validate -> load data -> privacy plan -> model -> DP-SGD steps ->
+evaluation -> run files. ``train(config, workdir)`` is what launch.py calls.
+"""
+import math
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from image_classification import config as config_lib
+from image_classification.data import sampling
+from image_classification.data import sources
+from image_classification.models import registry
+from image_classification.privacy import accounting
+from image_classification.privacy import plan as plan_lib
+from image_classification.reporting import progress as progress_lib
+from image_classification.reporting import run_files
+from image_classification.training import dp_step
+from image_classification.training import evaluation
+from image_classification.training import mesh as mesh_lib
+from image_classification.training import optimizers
+
+_INIT_STREAM = 0x1417
+
+
+class Experiment:
+  """Everything a run needs that is decided before the first step (no compilation)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dry_run: bool = False,
+               dataset=None):
+    self.config = config
+    self.devices = jax.devices()
+    self.mesh = mesh_lib.make_mesh(self.devices)
+    config_lib.validate(config, len(self.devices), dry_run=dry_run)
+    self.data = dataset or sources.load_dataset(config.data)
+    self.dataset_size = self.data.train.num_examples
+    config_lib.validate_with_data(config, self.dataset_size)
+    self.plan = plan_lib.make_plan(config, self.dataset_size)
+    self.model = registry.build(config.model.name, self.data.num_classes,
+                                **config.model.kwargs.to_dict())
+    self.image_shape = tuple(self.data.train.image_shape)
+    abstract = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
+    extra = sorted(set(abstract) - {'params'})
+    if extra:
+      raise config_lib.ConfigError(
+          f'config.model.name={config.model.name!r} keeps state {extra} besides '
+          "'params' (e.g. BatchNorm's batch_stats): statistics across examples break "
+          "per-example sensitivity; use GroupNorm or a normaliser-free model")
+    self.num_params = int(sum(np.prod(x.shape) for x in
+                              jax.tree_util.tree_leaves(abstract['params'])))
+
+  def _init_variables(self, key):
+    dummy = jnp.zeros((1,) + self.image_shape, jnp.float32)
+    return self.model.init({'params': key, 'dropout': key}, dummy, is_training=False)
+
+  def plan_json(self) -> dict:
+    d = self.plan.to_json()
+    d.update(num_params=self.num_params, model=self.config.model.name,
+             dataset=self.config.data.name, num_devices=len(self.devices),
+             image_shape=list(self.image_shape))
+    return d
+
+
+def _stats_row(stats: dict) -> dict:
+  n = float(stats['num_examples'])
+  return {'train_loss': float(stats['loss_sum']) / max(n, 1.0),
+          'clip_fraction': float(stats['num_clipped']) / max(n, 1.0),
+          'nonfinite_gradients': int(stats['num_nonfinite'])}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
+          dataset=None) -> dict:
+  """Runs one experiment; returns summary.json's content (plan.json's for dry runs)."""
+  start = time.time()
+  exp = Experiment(config, dry_run=dry_run, dataset=dataset)
+  plan = exp.plan
+  if dry_run:
+    out = exp.plan_json()
+    run_files.write_json(workdir, run_files.PLAN, out)
+    print(f'dry run: {config.model.name} ({exp.num_params:,} parameters) on '
+          f'{config.data.name} (N={exp.dataset_size}); {plan.steps} steps, '
+          f'q={plan.sampling_rate:.4g}, sigma={plan.noise_multiplier:.4f}, '
+          f'epsilon={plan.epsilon:.4f} at delta={plan.delta:g}; wrote '
+          f'{os.path.join(workdir, run_files.PLAN)}', flush=True)
+    return out
+
+  run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
+  run_files.write_json(workdir, run_files.PRIVACY, {**exp.plan_json(), 'steps_taken': 0})
+
+  t = config.training
+  base_key = jax.random.PRNGKey(config.seed)
+  variables = exp._init_variables(jax.random.fold_in(base_key, _INIT_STREAM))  # pylint: disable=protected-access
+  optimizer, schedule = optimizers.make_optimizer(t, plan.steps)
+  state = dp_step.init_state(variables['params'], optimizer, config.model.train_only_head)
+  ndev = len(exp.devices)
+  capacity = sampling.batch_capacity(plan.expected_batch_size, exp.dataset_size,
+                                     plan.sampling, ndev * max(t.micro_batch_size, 1))
+  # capacity is a multiple of devices x micro-batch, so micro-batches tile each shard.
+  step_cfg = dp_step.StepConfig(
+      clipping_norm=plan.clipping_norm, noise_multiplier=plan.noise_multiplier,
+      expected_batch_size=plan.expected_batch_size,
+      micro_batch_size=t.micro_batch_size,
+      augmult=config.data.augmult, random_crop=config.data.random_crop,
+      random_flip=config.data.random_flip, mean=tuple(exp.data.mean),
+      std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
+  step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key)
+  sampler = sampling.Sampler(exp.dataset_size, plan.expected_batch_size, plan.sampling,
+                             config.seed)
+  ledger = accounting.Ledger(plan.mechanism, plan.delta)
+  eval_fn = evaluation.make_eval_fn(exp.model.apply, tuple(exp.data.mean),
+                                    tuple(exp.data.std))
+  use_ema = t.ema.decay > 0
+  sharding = mesh_lib.batch_sharding(exp.mesh)
+  state = jax.device_put(state, mesh_lib.replicated(exp.mesh))
+
+  def epsilon_at(step):
+    return math.inf if plan.non_private else ledger.epsilon(step)
+
+  def batch_of(step):
+    chunks = []
+    for idx, mask in sampling.pad_chunks(sampler.indices(step), capacity):
+      images, labels = exp.data.train.get(idx)
+      chunks.append(jax.device_put((images, labels, mask), sharding))
+    return chunks
+
+  print(f'{config.model.name} ({exp.num_params:,} params) on {config.data.name} '
+        f'(N={exp.dataset_size}) | {mesh_lib.describe(exp.devices)} | {plan.steps} steps '
+        f'of expected batch {plan.expected_batch_size} x augmult {config.data.augmult} | '
+        + ('NON-PRIVATE (no noise)' if plan.non_private else
+           f'sigma={plan.noise_multiplier:.4f}, C={plan.clipping_norm}, target '
+           f'eps={plan.target_epsilon} at delta={plan.delta:g} ({plan.accountant}, '
+           f'{plan.sampling})'), flush=True)
+
+  metrics = run_files.MetricsWriter(workdir)
+  progress = progress_lib.Progress(plan.steps)
+  log_every = max(1, t.log_every_steps or plan.steps)
+  pending, images_seen, timer = [], 0, None
+  test_accuracy = None
+  step = int(state.step)
+  while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
+    chunks = batch_of(step)
+    state, stats = step_fn.run(state, chunks)
+    pending.append(stats)
+    step += 1
+    if timer is None:  # the first step compiles; time from its end
+      jax.block_until_ready(state.step)
+      timer, images_seen = time.time(), 0
+      progress.start(step)
+      continue
+    images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
+    evaluate_now = (t.eval_every_steps and step % t.eval_every_steps == 0) or \
+        step == plan.steps
+    if step % log_every == 0 or evaluate_now:
+      summed = jax.tree_util.tree_map(lambda *x: sum(x), *jax.device_get(pending))
+      pending = []
+      elapsed = time.time() - timer
+      row = {'step': step, 'epsilon': epsilon_at(step),
+             'images_per_sec': images_seen / max(elapsed, 1e-9),
+             'learning_rate': float(schedule(step - 1)),
+             'realized_batch_size': float(summed['num_examples']) / log_every,
+             **_stats_row(summed)}
+      if evaluate_now:
+        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
+                                            exp.data.test, t.eval_batch_size, exp.mesh)
+        row['test_accuracy'] = test_accuracy
+      metrics.write(row)
+      progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
+                   test_accuracy=row.get('test_accuracy'))
+      timer, images_seen = time.time(), 0
+  if test_accuracy is None:  # e.g. a single-step run
+    test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
+                                        exp.data.test, t.eval_batch_size, exp.mesh)
+  metrics.close()
+
+  eps = epsilon_at(step)
+  privacy = {**exp.plan_json(), 'steps_taken': step, 'epsilon': eps}
+  if not plan.non_private:
+    other = 'pld' if plan.accountant == 'rdp' else 'rdp'
+    cross = {plan.accountant: eps}
+    try:
+      cross[other] = accounting.epsilon(
+          accounting.Mechanism(plan.noise_multiplier, exp.dataset_size,
+                               plan.expected_batch_size, plan.sampling, other),
+          step, plan.delta)
+    except ValueError:
+      cross[other] = None
+    privacy['epsilon_rdp'], privacy['epsilon_pld'] = cross['rdp'], cross['pld']
+  run_files.write_json(workdir, run_files.PRIVACY, privacy)
+  with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
+    f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
+                                       privacy.get('epsilon_pld')))
+  summary = {
+      'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
+      'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
+      'wall_time_sec': time.time() - start, 'non_private': plan.non_private,
+      'evaluated_with_ema': use_ema, 'model': config.model.name,
+      'dataset': config.data.name, 'num_params': exp.num_params,
+      'device': mesh_lib.describe(exp.devices)}
+  run_files.write_json(workdir, run_files.SUMMARY, summary)
+  eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{eps:.3f}'
+  print(f'done: test accuracy {test_accuracy:.4f} at (epsilon={eps_text}, '
+        f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s; '
+        f'run files in {workdir}', flush=True)
+  return summary

@@ -1,0 +1,44 @@
+"""Optax optimizers and learning-rate schedules from config.training.
+
+They act on the privatised gradient, so everything here is post-processing: no
+privacy cost, and free to use any state (momentum, Adam moments).
+"""
+import ml_collections
+import optax
+
+OPTIMIZERS = ('sgd', 'adam')
+SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def learning_rate_schedule(training: ml_collections.ConfigDict, num_steps: int):
+  lr = training.optimizer.learning_rate
+  name = training.lr_schedule.name
+  warmup = int(training.lr_schedule.warmup_steps)
+  decay_steps = max(1, num_steps - warmup)
+  if name == 'constant':
+    schedule = optax.constant_schedule(lr)
+  elif name == 'cosine':
+    schedule = optax.cosine_decay_schedule(lr, decay_steps)
+  elif name == 'linear':
+    schedule = optax.linear_schedule(lr, 0.0, decay_steps)
+  else:
+    raise ValueError(f'config.training.lr_schedule.name={name!r}; choose one of {SCHEDULES}')
+  if warmup > 0:
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), schedule], [warmup])
+  return schedule
+
+
+def make_optimizer(training: ml_collections.ConfigDict, num_steps: int):
+  """Returns (optax optimizer, schedule)."""
+  opt = training.optimizer
+  schedule = learning_rate_schedule(training, num_steps)
+  if opt.name == 'sgd':
+    tx = optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
+  elif opt.name == 'adam':
+    tx = optax.adam(schedule)
+  else:
+    raise ValueError(f'config.training.optimizer.name={opt.name!r}; choose one of {OPTIMIZERS}')
+  if opt.weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
+  return tx, schedule

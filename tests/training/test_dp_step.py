@@ -1,0 +1,141 @@
+"""The DP step as a whole: micro-batching, noise once per logical batch, overflow chunks,
+the expected-batch-size normaliser, and multi-device == single-device."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from image_classification.privacy import noise
+from image_classification.training import mesh as mesh_lib
+from tests.training import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def test_micro_batches_equal_one_shot_including_noise():
+  images, labels = helpers.tiny_batch(16)
+  mask = np.ones(16, bool)
+  mask[[3, 11]] = False
+  results = []
+  for micro in (0, 8, 4, 1):
+    step, state, _ = helpers.make_step(noise_multiplier=2.0, micro_batch_size=micro)
+    g, stats = helpers.privatised_gradient(step, state, images, labels, mask)
+    results.append(_flat(g))
+    assert stats['num_examples'] == 14
+  for r in results[1:]:
+    np.testing.assert_allclose(r, results[0], rtol=1e-5, atol=1e-6)
+
+
+def test_noise_is_drawn_once_with_std_sigma_c_over_b():
+  """privatised - noiseless gradient = sigma*C/B * N(0, I): one draw, whatever the
+  micro-batching (several draws would multiply the std by sqrt(#micro-batches))."""
+  images, labels = helpers.tiny_batch(16)
+  mask = np.ones(16, bool)
+  sigma, clip, b = 3.0, 0.5, 8.0
+  step0, state0, _ = helpers.make_step(0.0, micro_batch_size=2, clipping_norm=clip,
+                                       expected_batch_size=b)
+  clean, _ = helpers.privatised_gradient(step0, state0, images, labels, mask)
+  step, state, _ = helpers.make_step(sigma, micro_batch_size=2, clipping_norm=clip,
+                                     expected_batch_size=b)
+  noisy, _ = helpers.privatised_gradient(step, state, images, labels, mask)
+  residual = _flat(noisy) - _flat(clean)
+  expected_std = sigma * clip / b
+  n = residual.size  # about 400 coordinates
+  assert n > 200
+  # std of a sample of n normals: relative standard error ~ 1/sqrt(2n) (< 5%).
+  assert np.std(residual) == pytest.approx(expected_std, rel=4 / np.sqrt(2 * n))
+  assert abs(np.mean(residual)) < 4 * expected_std / np.sqrt(n)
+  # And it is exactly the noise of the step's key (no other draw happened).
+  key = noise.step_noise_key(step.base_key, 0)
+  zeros = jax.tree_util.tree_map(np.zeros_like, jax.device_get(state0.params))
+  expected = noise.privatise(zeros, key, sigma, clip, b)
+  np.testing.assert_allclose(residual, _flat(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_noise_keys_never_repeat_across_steps():
+  base = jax.random.PRNGKey(0)
+  keys = {tuple(np.asarray(noise.step_noise_key(base, s)).tolist()) for s in range(2000)}
+  assert len(keys) == 2000
+
+
+def test_normaliser_is_expected_not_realised_batch_size():
+  images, labels = helpers.tiny_batch(16)
+  full = np.ones(16, bool)
+  half = np.zeros(16, bool)
+  half[:4] = True
+  clip = 0.05
+  step, state, _ = helpers.make_step(0.0, expected_batch_size=8.0, clipping_norm=clip)
+  g8, _ = helpers.privatised_gradient(step, state, images, labels, full)
+  step2, state2, _ = helpers.make_step(0.0, expected_batch_size=16.0, clipping_norm=clip)
+  g16, _ = helpers.privatised_gradient(step2, state2, images, labels, full)
+  np.testing.assert_allclose(_flat(g8), 2 * _flat(g16), rtol=1e-3, atol=1e-6)
+  # A realised batch of 4 is still divided by the expected 8, not by 4: its norm is at
+  # most 4 * C / 8.
+  step3, state3, _ = helpers.make_step(0.0, expected_batch_size=8.0, clipping_norm=clip)
+  g_half, s_half = helpers.privatised_gradient(step3, state3, images, labels, half)
+  assert s_half['num_examples'] == 4
+  assert np.linalg.norm(_flat(g_half)) <= 4 * clip / 8.0 * (1 + 1e-3)
+  assert s_half['num_clipped'] == 4  # so the bound above is tight-ish, not vacuous
+  assert np.linalg.norm(_flat(g_half)) > 0.5 * clip / 8.0
+
+
+def test_empty_batch_only_noise():
+  images, labels = helpers.tiny_batch(8)
+  step, state, _ = helpers.make_step(1.0)
+  g, stats = helpers.privatised_gradient(step, state, images, labels, np.zeros(8, bool))
+  assert stats['num_examples'] == 0
+  assert np.all(np.isfinite(_flat(g))) and np.linalg.norm(_flat(g)) > 0
+
+
+def test_overflow_chunks_equal_one_chunk():
+  """A batch split into two chunks (Poisson overflow) gives the same update."""
+  images, labels = helpers.tiny_batch(16)
+  mask = np.ones(16, bool)
+  step, state, mesh = helpers.make_step(1.5)
+  sharding = mesh_lib.batch_sharding(mesh)
+  one, _ = step.run(state, [jax.device_put((images, labels, mask), sharding)])
+  one = jax.device_get(one.params)
+  # Same examples in two chunks of 8: the per-example keys differ by chunk, which does
+  # not matter here (no augmentation), so the clipped sums agree.
+  step2, state2, _ = helpers.make_step(1.5)
+  chunks = [jax.device_put((images[:8], labels[:8], mask[:8]), sharding),
+            jax.device_put((images[8:], labels[8:], mask[8:]), sharding)]
+  two, _ = step2.run(state2, chunks)
+  np.testing.assert_allclose(_flat(jax.device_get(two.params)), _flat(one),
+                             rtol=1e-5, atol=1e-6)
+
+
+_MULTI_DEVICE_SCRIPT = r'''
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, {root!r})
+from tests.training import helpers
+images, labels = helpers.tiny_batch(16)
+mask = np.ones(16, bool); mask[5] = False
+out = {{}}
+for n in (1, 4):
+  step, state, _ = helpers.make_step(2.0, micro_batch_size=2, augmult=2, random_flip=True,
+                                     devices=jax.devices()[:n])
+  g, stats = helpers.privatised_gradient(step, state, images, labels, mask)
+  out[n] = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)]).tolist()
+print(json.dumps({{'ndev': len(jax.devices()), 'one': out[1], 'four': out[4]}}))
+'''
+
+
+def test_four_devices_equal_one_device():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', _MULTI_DEVICE_SCRIPT.format(root=ROOT)],
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['ndev'] == 4
+  np.testing.assert_allclose(result['four'], result['one'], rtol=1e-4, atol=1e-6)
