@@ -1,8 +1,10 @@
 """The one entry point.
 
   python launch.py --config=configs/quickstart.py --workdir=/tmp/run1
-  python launch.py --config=configs/quickstart.py --config.training.batch_size=512 ...
+  python launch.py --config=configs/quickstart.py --config.training.batch_size=256 ...
   python launch.py --config=configs/x.py --workdir=DIR --dry_run
+  python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
+  python launch.py --report=DIR1,DIR2 --workdir=OUT
 """
 import sys
 
@@ -16,6 +18,14 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the run.')
 _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'Validate the config, build the model and the privacy plan, '
     'write plan.json and exit without training.')
+_SWEEP = flags.DEFINE_string(
+    'sweep', None, 'Sweep file (get_sweep() -> list of overrides): runs each point in '
+    'its own sub-folder of --workdir and writes sweep.csv, sweep.md and sweep.png.')
+_PRINT_ONLY = flags.DEFINE_bool(
+    'print_only', False, 'With --sweep: print one command per point and run nothing.')
+_REPORT = flags.DEFINE_list(
+    'report', None, 'Comma-separated run or sweep folders to aggregate into '
+    '--workdir/report.md and plots.')
 
 
 def main(argv):
@@ -23,14 +33,28 @@ def main(argv):
   # Imported after flag parsing so that --help is instant.
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
-  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
-  if _CONFIG.value is None:
-    raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
+  from image_classification.reporting import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where the run writes its files')
   try:
+    if _REPORT.value:
+      from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
+      result = report.make_report(_REPORT.value, _WORKDIR.value)
+      print(f"wrote {result['report']}")
+      for problem in result.get('problems', []):
+        print(f'warning: {problem}', file=sys.stderr)
+      return
+    if _CONFIG.value is None:
+      raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
+    from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+    if _SWEEP.value:
+      sweep_lib.run_sweep(
+          _CONFIG.value, _SWEEP.value, _WORKDIR.value, loop.train,
+          print_only=_PRINT_ONLY.value,
+          base_command=sweep_lib.base_command_from_argv(sys.argv))
+      return
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
-  except (config_lib.ConfigError, data_base.DataError) as e:
+  except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

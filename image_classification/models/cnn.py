@@ -20,11 +20,14 @@ def _activation(name: str):
 
 
 class SmallCNN(nn.Module):
-  """3x3 convolutions with average pooling, then global average pooling and a head."""
+  """3x3 convolutions with 2x2 average pooling between them, then either global
+  average pooling or (flatten=True, better for tiny images where position matters) a
+  flattened feature map, an optional hidden layer and the head."""
   num_classes: int
   channels: Sequence[int] = (32, 64)
   hidden: int = 0
   activation: str = 'tanh'
+  flatten: bool = False
 
   @nn.compact
   def __call__(self, x, is_training: bool = False):
@@ -34,7 +37,7 @@ class SmallCNN(nn.Module):
       x = act(nn.Conv(c, (3, 3), padding='SAME', name=f'conv{i}')(x))
       if i < len(self.channels) - 1:
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-    x = x.mean(axis=(1, 2))
+    x = x.reshape(x.shape[:-3] + (-1,)) if self.flatten else x.mean(axis=(-3, -2))
     if self.hidden:
       x = act(nn.Dense(self.hidden, name='hidden')(x))
     return nn.Dense(self.num_classes, name='head')(x)
