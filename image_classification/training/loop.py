@@ -1,5 +1,10 @@
 """The training loop: validate -> load data -> privacy plan -> model -> DP-SGD steps ->
 evaluation -> run files. ``train(config, workdir)`` is what launch.py calls.
+
+Running the same command again with the same workdir resumes from the latest usable
+checkpoint (see training/checkpoint.py for why that is exact and what it means for
+privacy); a finished run is reported, not retrained; a workdir of another config is
+refused.
 """
 import math
 import os
@@ -19,6 +24,7 @@ from image_classification.privacy import accounting
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
+from image_classification.training import checkpoint
 from image_classification.training import dp_step
 from image_classification.training import evaluation
 from image_classification.training import mesh as mesh_lib
@@ -74,8 +80,21 @@ def _stats_row(stats: dict) -> dict:
 
 def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
           dataset=None) -> dict:
-  """Runs one experiment; returns summary.json's content (plan.json's for dry runs)."""
+  """Runs one experiment; returns summary.json's content (plan.json's for dry runs).
+
+  Resumes from WORKDIR/checkpoints when the workdir holds an unfinished run of the same
+  config; the ledger continues from the restored step, it is never reset.
+  """
   start = time.time()
+  if not dry_run:
+    checkpoint.check_config(workdir, config)  # before loading anything
+    done = checkpoint.completed_summary(workdir)
+    if done is not None:
+      print(f'{workdir} already holds a complete run (test accuracy '
+            f'{done.get("test_accuracy")} at epsilon={done.get("epsilon")} after '
+            f'{done.get("steps")} steps): nothing to do. Use another --workdir to train '
+            'again.', flush=True)
+      return done
   exp = Experiment(config, dry_run=dry_run, dataset=dataset)
   plan = exp.plan
   if dry_run:
@@ -89,7 +108,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     return out
 
   run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
-  run_files.write_json(workdir, run_files.PRIVACY, {**exp.plan_json(), 'steps_taken': 0})
 
   t = config.training
   base_key = jax.random.PRNGKey(config.seed)
@@ -120,6 +138,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   def epsilon_at(step):
     return math.inf if plan.non_private else ledger.epsilon(step)
 
+  def write_privacy(step):
+    run_files.write_json(workdir, run_files.PRIVACY,
+                         {**exp.plan_json(), 'steps_taken': step,
+                          'epsilon': epsilon_at(step)})
+
+  checkpoints = checkpoint.Checkpoints(workdir)
+  restored = checkpoints.restore_latest(state)
+  start_step = 0
+  if restored is not None:
+    checkpoint.check_resume(restored.metadata, config.seed, plan, epsilon_at)
+    state, start_step = restored.state, restored.step
+    print(f'resuming from the checkpoint of step {start_step} in '
+          f'{checkpoints.directory} (epsilon spent so far {epsilon_at(start_step):.4f}; '
+          'the ledger continues from there)', flush=True)
+  elif os.path.exists(os.path.join(workdir, run_files.METRICS)):
+    print(f'{workdir} holds an earlier attempt that stopped before its first '
+          'checkpoint: starting from step 0', flush=True)
+  write_privacy(start_step)
+
   def batch_of(step):
     chunks = []
     for idx, mask in sampling.pad_chunks(sampler.indices(step), capacity):
@@ -135,7 +172,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
            f'eps={plan.target_epsilon} at delta={plan.delta:g} ({plan.accountant}, '
            f'{plan.sampling})'), flush=True)
 
-  metrics = run_files.MetricsWriter(workdir)
+  # Rows after the restored step are dropped: those steps are redone.
+  metrics = run_files.MetricsWriter(
+      workdir, truncate_after_step=start_step if restored is not None else None)
   progress = progress_lib.Progress(plan.steps)
   log_every = max(1, t.log_every_steps or plan.steps)
   pending, images_seen, timer = [], 0, None
@@ -146,22 +185,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     state, stats = step_fn.run(state, chunks)
     pending.append(stats)
     step += 1
-    if timer is None:  # the first step compiles; time from its end
+    if timer is None:  # the first step of a start or resume compiles; time from its end
       jax.block_until_ready(state.step)
       timer, images_seen = time.time(), 0
       progress.start(step)
-      continue
-    images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
+    else:
+      images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
     evaluate_now = (t.eval_every_steps and step % t.eval_every_steps == 0) or \
         step == plan.steps
     if step % log_every == 0 or evaluate_now:
       summed = jax.tree_util.tree_map(lambda *x: sum(x), *jax.device_get(pending))
-      pending = []
       elapsed = time.time() - timer
       row = {'step': step, 'epsilon': epsilon_at(step),
              'images_per_sec': images_seen / max(elapsed, 1e-9),
              'learning_rate': float(schedule(step - 1)),
-             'realized_batch_size': float(summed['num_examples']) / log_every,
+             'realized_batch_size': float(summed['num_examples']) / len(pending),
              **_stats_row(summed)}
       if evaluate_now:
         test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
@@ -170,11 +208,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       metrics.write(row)
       progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
                    test_accuracy=row.get('test_accuracy'))
-      timer, images_seen = time.time(), 0
-  if test_accuracy is None:  # e.g. a single-step run
+      pending, timer, images_seen = [], time.time(), 0
+    every = t.checkpoint_every_steps
+    if step == plan.steps or (every and step % every == 0):
+      # After the step's metrics row, so a resume from here keeps that row.
+      checkpoints.save(state, checkpoint.make_metadata(config.seed, step,
+                                                       epsilon_at(step), plan))
+      write_privacy(step)
+  if test_accuracy is None:  # resumed from the final checkpoint: nothing left to run
     test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
                                         exp.data.test, t.eval_batch_size, exp.mesh)
   metrics.close()
+  checkpoints.close()
 
   eps = epsilon_at(step)
   privacy = {**exp.plan_json(), 'steps_taken': step, 'epsilon': eps}
@@ -196,7 +241,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   summary = {
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
       'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
-      'wall_time_sec': time.time() - start, 'non_private': plan.non_private,
+      'wall_time_sec': time.time() - start, 'resumed_from_step': start_step,
+      'non_private': plan.non_private,
       'evaluated_with_ema': use_ema, 'model': config.model.name,
       'dataset': config.data.name, 'num_params': exp.num_params,
       'device': mesh_lib.describe(exp.devices)}

@@ -1,0 +1,413 @@
+"""Checkpoints for exact resume: the whole TrainState, written with orbax.
+
+What a resumed run needs, and why saving the step is enough:
+- params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
+  saved in the checkpoint.
+- The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (seed, t).
+- The augmentation and dropout keys of step t are ``dp_step.example_keys(base_key, t,
+  ...)`` and its noise key is ``noise.step_noise_key(base_key, t)``, where base_key is
+  PRNGKey(seed): pure functions of (seed, t).
+- The privacy ledger is ``accounting.Ledger.epsilon(t)``, a pure function of
+  (mechanism, t).
+So restoring the step restores the data order, the keys and the spent budget. Each
+checkpoint's metadata also records the seed, the step, the epsilon spent so far and the
+privacy plan (noise multiplier, sampling, steps, ...), and a resume refuses to continue
+when they disagree with the new run (``check_resume``).
+
+Privacy semantics:
+- A resume never resets the ledger: after resuming at step t the run reports
+  epsilon(t + steps taken since), i.e. it counts every step before the checkpoint.
+- The noise key of step t is only ever used for step t. A run killed at step t' after
+  its last checkpoint t recomputes steps t+1..t' with the same keys, the same batches
+  and the same noise. That is fine: those outputs were never released (no checkpoint,
+  no summary; their metrics rows are dropped), and on the same hardware the
+  recomputation is bit-identical, so no step's noise is ever combined with a second,
+  independent draw. The ledger counts each step once.
+- Every checkpoint is itself a release of the noisy iterate at its step (params, EMA
+  and optimizer state are post-processing of the noisy gradients), covered by the
+  epsilon recorded in its metadata. It is NOT a release of anything computed without
+  noise.
+
+Integrity: orbax writes each checkpoint into a temporary folder and renames it when
+complete, so a killed run never leaves a half-written checkpoint under a step's name
+(leftover temporary folders are removed). Each checkpoint also stores a SHA-256 of the
+state's bytes; a restore checks it and that the restored step matches the metadata. A
+latest checkpoint that fails is skipped (moved to WORKDIR/checkpoints_skipped/, with
+the reason printed) and the previous one is used; if none is usable, ``CheckpointError``
+names the folder. A run never silently starts over. Saves are synchronous: simple,
+and the state's buffers are donated to the next step right after.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from image_classification import config as config_lib
+from image_classification.reporting import run_files
+
+CHECKPOINTS = 'checkpoints'
+SKIPPED = 'checkpoints_skipped'
+KEEP = 2  # at least 2, so that a corrupt latest checkpoint has a fallback
+
+# Config fields (dotted prefixes) that do not change what a run computes: a workdir
+# may be resumed with different values for them.
+IGNORED_CONFIG_FIELDS = (
+    'wandb',
+    'training.log_every_steps',
+    'training.eval_every_steps',
+    'training.eval_batch_size',
+    'training.checkpoint_every_steps',
+)
+
+# Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
+PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
+               'expected_batch_size', 'steps', 'delta', 'accountant', 'dataset_size',
+               'non_private')
+
+_TMP_MARKER = '.orbax-checkpoint-tmp'
+
+
+class CheckpointError(config_lib.ConfigError):
+  """A workdir cannot be resumed; the message names the folder and what to do.
+
+  A ConfigError, so launch.py reports it as a usage error, not a crash.
+  """
+
+
+@dataclasses.dataclass
+class Restored:
+  """A verified checkpoint: its step, the state and the metadata it was saved with."""
+  step: int
+  state: Any       # the TrainState (a nested dict when restored without a target)
+  metadata: dict
+
+
+# ---------------------------------------------------------------------- metadata
+def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
+  """What a resume checks: seed, step, epsilon spent after ``step`` steps, the plan."""
+  plan_json = plan.to_json()
+  return {'seed': int(seed), 'step': int(step), 'epsilon': _number(epsilon),
+          'noise_multiplier': float(plan.noise_multiplier),
+          'plan': {k: plan_json[k] for k in PLAN_FIELDS},
+          'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+
+
+def _number(x):
+  """JSON-safe float: inf is stored as the string 'inf' (non-private runs)."""
+  x = float(x)
+  return x if math.isfinite(x) else str(x)
+
+
+def _close(a, b, rel=1e-6) -> bool:
+  if isinstance(a, (int, float, str)) and isinstance(b, (int, float, str)) and \
+      not isinstance(a, bool) and not isinstance(b, bool):
+    try:
+      fa, fb = float(a), float(b)
+    except ValueError:
+      return a == b
+    if math.isinf(fa) or math.isinf(fb):
+      return fa == fb
+    return math.isclose(fa, fb, rel_tol=rel, abs_tol=1e-12)
+  return a == b
+
+
+def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], float]
+                 ) -> None:
+  """Refuses a resume whose checkpoint disagrees with the new run's seed or plan.
+
+  The data order, keys and ledger are functions of (seed, step) and of the plan: a
+  different seed, noise multiplier, sampling or number of steps would silently change
+  the mechanism halfway, and a different ledger value would misreport epsilon.
+  """
+  problems = []
+  if metadata.get('seed') != seed:
+    problems.append(f'seed: {metadata.get("seed")} in the checkpoint, {seed} now')
+  new_plan = plan.to_json()
+  for k in PLAN_FIELDS:
+    old = metadata.get('plan', {}).get(k)
+    if not _close(old, new_plan[k]):
+      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan[k]!r} now')
+  step = int(metadata['step'])
+  if not problems and not _close(metadata.get('epsilon'), _number(epsilon_at(step))):
+    problems.append(f'epsilon after {step} steps: {metadata.get("epsilon")} in the '
+                    f'checkpoint, {epsilon_at(step)} from the ledger now')
+  if problems:
+    raise CheckpointError(
+        'the checkpoint does not match this run\'s privacy plan, so resuming would '
+        'change the mechanism or the ledger halfway: ' + '; '.join(problems) +
+        '. Use another --workdir, or delete the old one to start over.')
+
+
+# ---------------------------------------------------------------------- config
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, key + '.'))
+    else:
+      out[key] = v
+  return out
+
+
+def _ignored(field: str) -> bool:
+  return any(field == f or field.startswith(f + '.') for f in IGNORED_CONFIG_FIELDS)
+
+
+def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """'field: saved vs new' for every field that changes the result."""
+  # Compare as config.json stores it (tuples become lists, inf becomes 'inf').
+  clean = run_files._clean  # pylint: disable=protected-access
+  new = json.loads(json.dumps(clean(config.to_dict())))
+  old, new = _flatten(saved), _flatten(new)
+  diffs = []
+  for field in sorted(set(old) | set(new)):
+    if _ignored(field):
+      continue
+    if field not in old:
+      diffs.append(f'config.{field}: absent in the workdir, {new[field]!r} now')
+    elif field not in new:
+      diffs.append(f'config.{field}: {old[field]!r} in the workdir, absent now')
+    elif old[field] != new[field]:
+      diffs.append(f'config.{field}: {old[field]!r} in the workdir, {new[field]!r} now')
+  return diffs
+
+
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Refuses a workdir that holds a run of a different config (naming the fields)."""
+  path = os.path.join(workdir, run_files.CONFIG)
+  if not os.path.exists(path):
+    return
+  saved = run_files.read_json(workdir, run_files.CONFIG)
+  diffs = config_differences(saved, config)
+  if diffs:
+    raise CheckpointError(
+        f'--workdir={workdir} holds a run with a different config ({path}): '
+        + '; '.join(diffs) + '. Use another --workdir, or delete this one to start over.')
+
+
+def completed_summary(workdir: str) -> dict | None:
+  """summary.json's content if the workdir holds a finished run, else None."""
+  try:
+    summary = run_files.read_json(workdir, run_files.SUMMARY)
+  except (OSError, ValueError):
+    return None
+  return summary if summary.get('status') == 'complete' else None
+
+
+# ---------------------------------------------------------------------- checksum
+def _key_name(k) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def _host_value(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    if not x.is_fully_replicated:
+      raise NotImplementedError('checksums of arrays sharded across hosts')
+    x = x.addressable_data(0)
+  return np.asarray(jax.device_get(x))
+
+
+def state_checksum(tree) -> str:
+  """SHA-256 of every leaf's path, dtype, shape and bytes.
+
+  Paths are reduced to key names, so a TrainState and the nested dict that a
+  target-less restore returns give the same checksum.
+  """
+  leaves = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    leaves.append(('/'.join(_key_name(k) for k in path), leaf))
+  h = hashlib.sha256()
+  for name, leaf in sorted(leaves, key=lambda x: x[0]):
+    value = np.ascontiguousarray(_host_value(leaf))
+    h.update(f'{name}|{value.dtype.str}|{value.shape}|'.encode())
+    h.update(value.tobytes())
+  return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- manager
+class Checkpoints:
+  """The checkpoints of one workdir: WORKDIR/checkpoints/<step>/{state,metadata}."""
+
+  def __init__(self, workdir: str, keep: int = KEEP):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    self.workdir = workdir
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+    self.keep = max(int(keep), 2)
+    self._remove_incomplete()
+    self._manager = self._make_manager()
+
+  def _make_manager(self):
+    ocp = self._ocp
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+    with _quiet_orbax():
+      return ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_incomplete(self) -> None:
+    """Deletes orbax's temporary folders: checkpoints a killed run was writing."""
+    if os.path.isdir(self.directory) and jax.process_index() == 0:
+      for name in sorted(os.listdir(self.directory)):
+        if _TMP_MARKER in name:
+          path = os.path.join(self.directory, name)
+          _say(f'checkpoint: removing {path}, a checkpoint the previous attempt was '
+               'stopped while writing (never complete, never used)')
+          shutil.rmtree(path, ignore_errors=True)
+    _sync('checkpoint_remove_incomplete')
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, state, metadata: dict) -> None:
+    """Writes ``state`` at step ``metadata['step']`` (must equal state.step)."""
+    ocp = self._ocp
+    step = int(metadata['step'])
+    if int(jax.device_get(state.step)) != step:
+      raise ValueError(f'metadata step {step} != state.step {int(state.step)}')
+    metadata = {**metadata, 'sha256': state_checksum(state)}
+    with _quiet_orbax():
+      saved = self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)))
+    if not saved:
+      raise RuntimeError(f'orbax refused to save step {step} in {self.directory} '
+                         f'(it holds steps {self.steps()})')
+
+  def restore(self, step: int, target=None) -> Restored:
+    """Restores and verifies one checkpoint; raises if it is unusable."""
+    ocp = self._ocp
+    restore_state = (ocp.args.StandardRestore(target) if target is not None
+                     else ocp.args.StandardRestore())
+    with _quiet_orbax():
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=restore_state, metadata=ocp.args.JsonRestore()))
+    metadata, state = dict(out.metadata), out.state
+    state_step = int(jax.device_get(state.step if target is not None
+                                    else state['step']))
+    if metadata.get('step') != step or state_step != step:
+      raise ValueError(f'step mismatch: folder {step}, metadata {metadata.get("step")}, '
+                       f'restored state {state_step}')
+    checksum = state_checksum(state)
+    if checksum != metadata.get('sha256'):
+      raise ValueError(f'checksum mismatch: the state reads as sha256 '
+                       f'{checksum[:12]}..., the metadata recorded '
+                       f'{str(metadata.get("sha256"))[:12]}...')
+    return Restored(step=step, state=state, metadata=metadata)
+
+  def restore_latest(self, target=None) -> Restored | None:
+    """The latest usable checkpoint, or None if there is none at all.
+
+    Unusable newer checkpoints are moved to WORKDIR/checkpoints_skipped/ (so that the
+    run can write those steps again) and reported. Raises CheckpointError when
+    checkpoints exist but none can be restored.
+    """
+    steps = self.steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        restored = self.restore(step, target)
+      except Exception as e:  # pylint: disable=broad-except
+        _ignore_closed_loop_reports()
+        reason = f'{type(e).__name__}: {_shorten(str(e))}'
+        failures.append((step, reason))
+        _say(f'checkpoint: skipping {os.path.join(self.directory, str(step))} '
+             f'(step {step}): it cannot be restored ({reason})')
+        continue
+      if failures:
+        self._move_aside([s for s, _ in failures])
+        _say(f'checkpoint: falling back to step {step} after skipping steps '
+             f'{[s for s, _ in failures]}')
+      return restored
+    if failures:
+      raise CheckpointError(
+          f'no usable checkpoint in {self.directory}: '
+          + '; '.join(f'step {s}: {_shorten(r, 160)}' for s, r in failures)
+          + f'. The run will not start over by itself: delete {self.directory} (or the '
+          f'whole workdir {self.workdir}) to train again from step 0, or use another '
+          '--workdir.')
+    return None
+
+  def _move_aside(self, steps: list[int]) -> None:
+    if jax.process_index() == 0:
+      dest_root = os.path.join(self.workdir, SKIPPED)
+      os.makedirs(dest_root, exist_ok=True)
+      stamp = time.strftime('%Y%m%d-%H%M%S')
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        dest = os.path.join(dest_root, f'{step}-{stamp}')
+        shutil.move(src, dest)
+        _say(f'checkpoint: moved the unusable checkpoint of step {step} to {dest}')
+    _sync('checkpoint_move_aside')
+    self.close()
+    self._manager = self._make_manager()
+
+  def close(self) -> None:
+    with _quiet_orbax():
+      self._manager.close()
+
+
+def _ignore_closed_loop_reports() -> None:
+  """Silences one harmless report that follows a failed orbax restore.
+
+  Reads that tensorstore still had in flight finish after orbax's event loop closed
+  and each reports RuntimeError('Event loop is closed') through sys.unraisablehook,
+  dozens of tracebacks that bury the one line saying which checkpoint was skipped.
+  Other unraisable exceptions go to the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'ignores_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  hook.ignores_closed_loop = True
+  sys.unraisablehook = hook
+
+
+def _sync(name: str) -> None:
+  """Waits for every host (file operations run on host 0 only)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """orbax logs dozens of INFO lines per save; keep them out of the console."""
+  level = logging.get_verbosity()
+  if level <= logging.INFO:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+  text = ' '.join(text.split())
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _say(message: str) -> None:
+  """Printed (the console is where a user looks) and logged."""
+  logging.info('%s', message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
