@@ -83,7 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- tracking
   config.wandb = ml_collections.ConfigDict()
-  config.wandb.mode = 'disabled'      # disabled | offline | online
+  # offline: written under WORKDIR/wandb, upload later with `wandb sync`.
+  config.wandb.mode = 'offline'       # disabled | offline | online
   config.wandb.project = 'dp-image-classification'
   config.wandb.entity = ''
   return config

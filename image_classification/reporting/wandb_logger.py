@@ -1,7 +1,8 @@
 """Optional Weights & Biases logging that can never stop training.
 
-The mode comes from ``config.wandb.mode``: 'disabled' (the default) imports
-nothing; 'offline' writes the run under WORKDIR/wandb (upload later with
+The mode comes from ``config.wandb.mode`` ('offline' by default in configs/base.py;
+wandb's own switch, the environment variable WANDB_MODE=disabled, overrides it):
+'disabled' imports nothing; 'offline' writes the run under WORKDIR/wandb (upload later with
 ``wandb sync``); 'online' streams it. Any wandb failure (not installed, init,
 log, finish) is logged once as a warning and turns the logger into a no-op.
 
@@ -64,6 +65,8 @@ class WandbLogger:
       name: the wandb run name; default the workdir's base name.
     """
     self.mode = str(_get(config, 'wandb.mode', 'disabled'))
+    if os.environ.get('WANDB_MODE') == 'disabled':
+      self.mode = 'disabled'
     self._run = None
     self._warned = False
     self.active = bool(active) and self.mode != 'disabled'

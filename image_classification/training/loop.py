@@ -24,6 +24,7 @@ from image_classification.privacy import accounting
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
+from image_classification.reporting import wandb_logger
 from image_classification.training import checkpoint
 from image_classification.training import dp_step
 from image_classification.training import evaluation
@@ -156,6 +157,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     print(f'{workdir} holds an earlier attempt that stopped before its first '
           'checkpoint: starting from step 0', flush=True)
   write_privacy(start_step)
+  tracker = wandb_logger.WandbLogger(config, workdir, active=jax.process_index() == 0)
+  tracker.log_privacy(exp.plan_json())
 
   def batch_of(step):
     chunks = []
@@ -206,6 +209,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
                                             exp.data.test, t.eval_batch_size, exp.mesh)
         row['test_accuracy'] = test_accuracy
       metrics.write(row)
+      tracker.log_metrics(row, step)
       progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
                    test_accuracy=row.get('test_accuracy'))
       pending, timer, images_seen = [], time.time(), 0
@@ -247,6 +251,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'dataset': config.data.name, 'num_params': exp.num_params,
       'device': mesh_lib.describe(exp.devices)}
   run_files.write_json(workdir, run_files.SUMMARY, summary)
+  tracker.log_privacy(privacy)
+  tracker.log_summary(summary)
+  tracker.close()
   eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{eps:.3f}'
   print(f'done: test accuracy {test_accuracy:.4f} at (epsilon={eps_text}, '
         f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s; '
