@@ -21,6 +21,7 @@ from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.privacy import accounting
+from image_classification.privacy import canary_audit
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
@@ -44,6 +45,8 @@ class Experiment:
     self.mesh = mesh_lib.make_mesh(self.devices)
     config_lib.validate(config, len(self.devices), dry_run=dry_run)
     self.data = dataset or sources.load_dataset(config.data)
+    # Before the plan: with an audit on, the accountant's N counts the included canaries.
+    self.data, self.audit = canary_audit.prepare(config, self.data)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     self.plan = plan_lib.make_plan(config, self.dataset_size)
@@ -225,6 +228,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   metrics.close()
   checkpoints.close()
 
+  audit_result = None
+  if exp.audit is not None:
+    audit_result = canary_audit.finish(
+        exp.audit, exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
+        tuple(exp.data.std), plan, workdir)
   eps = epsilon_at(step)
   privacy = {**exp.plan_json(), 'steps_taken': step, 'epsilon': eps}
   if not plan.non_private:
@@ -246,6 +254,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
       'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
       'wall_time_sec': time.time() - start, 'resumed_from_step': start_step,
+      'audit_epsilon_lower_bound': (None if audit_result is None
+                                    else audit_result['epsilon_lower_bound']),
       'non_private': plan.non_private,
       'evaluated_with_ema': use_ema, 'model': config.model.name,
       'dataset': config.data.name, 'num_params': exp.num_params,

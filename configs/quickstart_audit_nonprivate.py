@@ -1,0 +1,21 @@
+"""configs/quickstart_audit.py WITHOUT noise: a NON-PRIVATE run (no DP guarantee at
+all), the audit's positive control.
+
+  python launch.py --config=configs/quickstart_audit_nonprivate.py --workdir=/tmp/audit_np
+
+Same data, canaries, model, clipping, batch, learning rate and steps as the private
+config; only the noise is off (privacy.allow_non_private=True, noise_multiplier=0), so
+every report of the run says NON-PRIVATE and its epsilon is inf. The model memorises
+many of the included canaries' wrong labels and the audit's lower bound comes out well
+above 1 (2.1-2.5 on seeds 0-2): evidence, from this one run, that it is not
+(1, 1e-5)-DP, i.e. that the audit can see a leak when there is one. See docs/audit.md.
+"""
+from configs import quickstart_audit
+
+
+def get_config():
+  config = quickstart_audit.get_config()
+  config.experiment = 'quickstart_audit_nonprivate'
+  config.privacy.allow_non_private = True
+  config.privacy.noise_multiplier = 0.0
+  return config
