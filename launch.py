@@ -5,6 +5,7 @@
   python launch.py --config=configs/x.py --workdir=DIR --dry_run
   python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
   python launch.py --report=DIR1,DIR2 --workdir=OUT
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
 """
 import sys
 
@@ -23,6 +24,16 @@ _SWEEP = flags.DEFINE_string(
     'its own sub-folder of --workdir and writes sweep.csv, sweep.md and sweep.png.')
 _PRINT_ONLY = flags.DEFINE_bool(
     'print_only', False, 'With --sweep: print one command per point and run nothing.')
+_BENCHMARK = flags.DEFINE_bool(
+    'benchmark', False, 'Time the jitted DP step against the same model\'s non-private '
+    'step on random data; writes --workdir/benchmark.json and prints the table.')
+_BENCHMARK_BATCH_SIZES = flags.DEFINE_list(
+    'benchmark_batch_sizes', ['64', '256'], 'Batch sizes for --benchmark.')
+_BENCHMARK_AUGMULTS = flags.DEFINE_list(
+    'benchmark_augmults', ['1'], 'Augmentation multiplicities for --benchmark.')
+_BENCHMARK_IMPLEMENTATIONS = flags.DEFINE_list(
+    'benchmark_implementations', None, "Per-example gradient implementations to time "
+    "(vmap, fast, ghost); default: the config's training.per_example_grads.")
 _REPORT = flags.DEFINE_list(
     'report', None, 'Comma-separated run or sweep folders to aggregate into '
     '--workdir/report.md and plots.')
@@ -47,6 +58,14 @@ def main(argv):
     if _CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
     from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+    if _BENCHMARK.value:
+      from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
+      benchmark.run_benchmark(  # prints the table and writes benchmark.json
+          _CONFIG.value, _WORKDIR.value,
+          batch_sizes=[int(b) for b in _BENCHMARK_BATCH_SIZES.value],
+          augmults=[int(k) for k in _BENCHMARK_AUGMULTS.value],
+          implementations=_BENCHMARK_IMPLEMENTATIONS.value)
+      return
     if _SWEEP.value:
       sweep_lib.run_sweep(
           _CONFIG.value, _SWEEP.value, _WORKDIR.value, loop.train,

@@ -88,6 +88,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           f'{max(num_devices, t.batch_size // num_devices * num_devices)}')
   if t.micro_batch_size < 0:
     _fail('training.micro_batch_size', t.micro_batch_size, 'must be >= 0 (0: no split)')
+  from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
+  if t.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
+    _fail('training.per_example_grads', t.per_example_grads,
+          f'choose one of {fast_clipping.IMPLEMENTATIONS}')
   if (t.num_steps > 0) == (t.num_epochs > 0):
     _fail('training.num_steps', t.num_steps,
           f'set exactly one of training.num_steps and training.num_epochs '

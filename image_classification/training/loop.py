@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from image_classification import config as config_lib
+from image_classification.data import catalog
 from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.models import registry
@@ -31,6 +32,7 @@ from image_classification.training import dp_step
 from image_classification.training import evaluation
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import optimizers
+from image_classification.training import pretrained
 
 _INIT_STREAM = 0x1417
 
@@ -44,7 +46,10 @@ class Experiment:
     self.devices = jax.devices()
     self.mesh = mesh_lib.make_mesh(self.devices)
     config_lib.validate(config, len(self.devices), dry_run=dry_run)
-    self.data = dataset or sources.load_dataset(config.data)
+    # A dry run of a tfds dataset uses its published size and shape: nothing is
+    # downloaded or decoded. Local files are opened, which checks that they exist.
+    self.data = (dataset or (catalog.dry_run_splits(config.data) if dry_run else None)
+                 or sources.load_dataset(config.data))
     # Before the plan: with an audit on, the accountant's N counts the included canaries.
     self.data, self.audit = canary_audit.prepare(config, self.data)
     self.dataset_size = self.data.train.num_examples
@@ -117,7 +122,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   base_key = jax.random.PRNGKey(config.seed)
   variables = exp._init_variables(jax.random.fold_in(base_key, _INIT_STREAM))  # pylint: disable=protected-access
   optimizer, schedule = optimizers.make_optimizer(t, plan.steps)
-  state = dp_step.init_state(variables['params'], optimizer, config.model.train_only_head)
+  params = variables['params']
+  if config.model.pretrained_path:  # fine-tuning: public weights, a fresh head
+    params = pretrained.load_pretrained(config.model.pretrained_path, params)
+  state = dp_step.init_state(params, optimizer, config.model.train_only_head)
   ndev = len(exp.devices)
   capacity = sampling.batch_capacity(plan.expected_batch_size, exp.dataset_size,
                                      plan.sampling, ndev * max(t.micro_batch_size, 1))
@@ -128,7 +136,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       micro_batch_size=t.micro_batch_size,
       augmult=config.data.augmult, random_crop=config.data.random_crop,
       random_flip=config.data.random_flip, mean=tuple(exp.data.mean),
-      std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
+      std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
+      per_example_grads=t.per_example_grads)
   step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key)
   sampler = sampling.Sampler(exp.dataset_size, plan.expected_batch_size, plan.sampling,
                              config.seed)

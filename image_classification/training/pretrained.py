@@ -1,0 +1,279 @@
+"""Fine-tuning: restore pre-trained parameters into a freshly initialised model.
+
+``load_pretrained(path, params)`` reads the parameters saved at ``path`` and returns
+a params dict shaped exactly like ``params`` (the fresh initialisation of the model
+the config builds): every backbone leaf comes from the file, the classifier
+``params['head']`` stays the fresh one. Formats:
+
+* a folder: an orbax checkpoint of a TrainState (its ``params`` merged with
+  ``frozen``) or of a bare params dict. A run's workdir, its ``checkpoints/``
+  folder (training/checkpoint.py) or any orbax CheckpointManager folder gives its
+  latest numbered step, and within a step the ``state`` item (or the only item).
+  Nothing in the folder is modified;
+* ``.npz``: one array per leaf, keyed by its path joined with '/'
+  (``group0_block0/conv1/kernel``), as ``save_params`` writes;
+* anything else: a flax msgpack (``flax.serialization.to_bytes``) of a params dict
+  or of a dict holding one under ``'params'``.
+
+Why the head is always replaced: the pre-trained classifier maps features to the
+source task's labels (ImageNet-32's 1000 classes, JFT's 18k), which are not the
+target's even when the counts agree, and De et al. 2022 (jax_privacy's
+``reset_classifier=True``) always start fine-tuning from a fresh head. Pass
+``reset_head=False`` to keep a head of matching shape (resuming on the same labels).
+
+Privacy: the pre-trained parameters are public (or another party's) input, not
+derived from the private training set here, so loading them costs no budget.
+"""
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from image_classification import config as config_lib
+
+HEAD = 'head'
+# training/checkpoint.py's folder of numbered checkpoints inside a run's workdir.
+CHECKPOINTS = 'checkpoints'
+
+
+class PretrainedError(config_lib.ConfigError):
+  """The pre-trained parameters are missing, unreadable or do not fit the model.
+
+  A ConfigError, so launch.py reports it as a one-line error about
+  config.model.pretrained_path.
+  """
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': x}} -> {'a/b': x}; leaves are anything that is not a mapping."""
+  flat = {}
+  for key, value in tree.items():
+    path = f'{prefix}/{key}' if prefix else str(key)
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, path))
+    else:
+      flat[path] = value
+  return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split('/')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _to_dict(tree: Any) -> Any:
+  """FrozenDicts, flax struct dataclasses (TrainState) -> plain nested dicts."""
+  if hasattr(tree, '__dataclass_fields__'):
+    return {k: _to_dict(getattr(tree, k)) for k in tree.__dataclass_fields__}
+  if isinstance(tree, Mapping):
+    return {str(k): _to_dict(v) for k, v in tree.items()}
+  return tree
+
+
+def save_params(path: str, params: Mapping[str, Any]) -> None:
+  """Writes a params dict as .npz (path ends in .npz) or flax msgpack (otherwise)."""
+  params = _to_dict(params)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  if path.endswith('.npz'):
+    flat = {k: np.asarray(v) for k, v in _flatten(params).items()}
+    with open(path, 'wb') as f:
+      np.savez(f, **flat)
+    return
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  tree = {k: np.asarray(v) for k, v in _flatten(params).items()}
+  with open(path, 'wb') as f:
+    f.write(serialization.msgpack_serialize(_unflatten(tree)))
+
+
+# ------------------------------------------------------------------ reading
+def _params_in(tree: Any, path: str) -> dict[str, Any]:
+  """The params dict inside what a file held: a TrainState, {'params': ...}, or
+  the params themselves (recognised by their 'head')."""
+  tree = _to_dict(tree)
+  if not isinstance(tree, Mapping):
+    raise PretrainedError(f'{path}: holds a {type(tree).__name__}, not a params dict')
+  if HEAD in tree:
+    return dict(tree)
+  if isinstance(tree.get('params'), Mapping):
+    params = dict(tree['params'])
+    frozen = tree.get('frozen')
+    if isinstance(frozen, Mapping):  # a TrainState: with train_only_head the
+      params = {**frozen, **params}  # backbone is in `frozen`
+    return _params_in(params, path)  # also unwraps flax {'params': {'params': ..}}
+  raise PretrainedError(
+      f"{path}: found no parameters: expected a params dict with a '{HEAD}' entry, "
+      f"a dict with 'params', or a TrainState; top-level keys are {sorted(tree)}")
+
+
+def _read_npz(path: str) -> dict[str, Any]:
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: np.asarray(data[k]) for k in data.files}
+  except Exception as e:  # pylint: disable=broad-except
+    raise PretrainedError(f'{path}: not a readable .npz file ({e})') from e
+  if not flat:
+    raise PretrainedError(f'{path}: the .npz file holds no arrays')
+  return _unflatten(flat)
+
+
+def _read_msgpack(path: str) -> Any:
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, 'rb') as f:
+      return serialization.msgpack_restore(f.read())
+  except Exception as e:  # pylint: disable=broad-except
+    raise PretrainedError(
+        f'{path}: not a readable flax msgpack file ({type(e).__name__}: {e}); '
+        'give an orbax checkpoint folder, a .npz or a flax msgpack of params') from e
+
+
+def _is_orbax_item(folder: str) -> bool:
+  names = set(os.listdir(folder))
+  return bool(names & {'_METADATA', 'manifest.ocdbt', '_sharding', 'checkpoint',
+                       'd', 'ocdbt.process_0'})
+
+
+def _orbax_item_folder(folder: str) -> str:
+  """The folder orbax can restore: a run's workdir -> its checkpoints/ folder ->
+  the latest numbered step -> its item ('state' for this platform's checkpoints)."""
+  if (not _is_orbax_item(folder)
+      and os.path.isdir(os.path.join(folder, CHECKPOINTS))):
+    folder = os.path.join(folder, CHECKPOINTS)
+  steps = [n for n in os.listdir(folder)
+           if n.isdigit() and os.path.isdir(os.path.join(folder, n))]
+  if steps and not _is_orbax_item(folder):
+    folder = os.path.join(folder, max(steps, key=int))
+  if _is_orbax_item(folder):
+    return folder
+  items = sorted(n for n in os.listdir(folder)
+                 if os.path.isdir(os.path.join(folder, n)) and not n.startswith('.')
+                 and _is_orbax_item(os.path.join(folder, n)))
+  for preferred in ('params', 'state', 'default', 'train_state'):
+    if preferred in items:
+      return os.path.join(folder, preferred)
+  if len(items) == 1:
+    return os.path.join(folder, items[0])
+  raise PretrainedError(
+      f'{folder}: not an orbax checkpoint (no orbax metadata) and no single item '
+      f'folder inside it (found {items or "none"})')
+
+
+def _read_orbax(folder: str) -> Any:
+  item = _orbax_item_folder(folder)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      return checkpointer.restore(os.path.abspath(item))
+  except Exception as e:  # pylint: disable=broad-except
+    raise PretrainedError(
+        f'{item}: orbax could not restore this checkpoint ({type(e).__name__}: '
+        f'{e})') from e
+
+
+def read_params(path: str) -> dict[str, Any]:
+  """The params dict saved at ``path`` (any supported format), as numpy arrays."""
+  if not path:
+    raise PretrainedError('no pre-trained checkpoint path given')
+  if not os.path.exists(path):
+    raise PretrainedError(
+        f'{path}: no such file or folder (config.model.pretrained_path); give an '
+        'orbax checkpoint folder, a .npz or a flax msgpack of pre-trained params')
+  if os.path.isdir(path):
+    tree = _read_orbax(path)
+  elif path.endswith('.npz'):
+    tree = _read_npz(path)
+  else:
+    tree = _read_msgpack(path)
+  params = _params_in(tree, path)
+  return _unflatten({k: np.asarray(v) for k, v in _flatten(params).items()})
+
+
+# ------------------------------------------------------------------ merging
+def merge_pretrained(loaded: Mapping[str, Any], params: Mapping[str, Any],
+                     source: str = 'the checkpoint',
+                     reset_head: bool = True) -> dict[str, Any]:
+  """``params`` with every non-head leaf replaced by the one in ``loaded``.
+
+  Args:
+    loaded: pre-trained params (nested dict of arrays).
+    params: the model's fresh params; its structure and shapes are the contract.
+      Leaves may be arrays or jax.ShapeDtypeStructs (a dry run's abstract params).
+    source: names the file in error messages.
+    reset_head: keep the fresh ``head`` (True, as the paper) or take the loaded
+      one when its shapes match (False; a mismatch then falls back to the fresh).
+
+  Raises:
+    PretrainedError: naming the first backbone parameter (sorted by path) that is
+      missing from ``loaded``, has another shape, or is in ``loaded`` only.
+  """
+  fresh = _flatten(_to_dict(params))
+  old = _flatten(_to_dict(loaded))
+  head = HEAD + '/'
+  if not any(k.startswith(head) for k in fresh):
+    raise PretrainedError(f"the model has no '{HEAD}' parameters to replace")
+  backbone = sorted(k for k in fresh if not k.startswith(head))
+  for key in backbone:
+    if key not in old:
+      raise PretrainedError(
+          f'{source}: backbone parameter {key!r} of shape {tuple(fresh[key].shape)} '
+          'is missing from the checkpoint; is it the same model family, depth and '
+          f'width? checkpoint has e.g. {sorted(old)[:3]}')
+    if tuple(old[key].shape) != tuple(fresh[key].shape):
+      raise PretrainedError(
+          f'{source}: backbone parameter {key!r} has shape {tuple(old[key].shape)} '
+          f'in the checkpoint but {tuple(fresh[key].shape)} in the model; check '
+          'config.model.kwargs (depth, width, variant) and the image channels')
+  extra = sorted(k for k in old if not k.startswith(head) and k not in fresh)
+  if extra:
+    raise PretrainedError(
+        f'{source}: parameter {extra[0]!r} is in the checkpoint but not in the model '
+        f'({len(extra)} such); is it the same model family, depth and width?')
+
+  head_keys = [k for k in fresh if k.startswith(head)]
+  keep_head = not reset_head and all(
+      k in old and tuple(old[k].shape) == tuple(fresh[k].shape) for k in head_keys)
+  merged = {}
+  for key, value in fresh.items():
+    if key.startswith(head) and not keep_head:
+      merged[key] = value
+    else:
+      merged[key] = _cast(old[key], value)
+  return _unflatten(merged)
+
+
+def _cast(array, like):
+  """``array`` in the dtype of ``like`` (an array or a ShapeDtypeStruct)."""
+  if not hasattr(like, 'dtype') or not hasattr(like, 'shape'):
+    return array
+  if type(like).__name__ == 'ShapeDtypeStruct':
+    return like  # abstract: shapes were checked, nothing to materialise
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  return jnp.asarray(array, dtype=like.dtype)
+
+
+def load_pretrained(path: str, params: Mapping[str, Any],
+                    reset_head: bool = True) -> dict[str, Any]:
+  """Restores pre-trained parameters at ``path`` into ``params``' structure.
+
+  Args:
+    path: orbax checkpoint folder, .npz or flax msgpack (see the module docstring).
+    params: the freshly initialised params of the model to fine-tune.
+    reset_head: see merge_pretrained; True (the paper's choice) keeps the fresh head.
+
+  Returns:
+    A params dict with ``params``' structure, shapes and dtypes: the backbone from
+    ``path``, ``params['head']`` freshly initialised.
+
+  Raises:
+    PretrainedError: naming ``path`` when it is missing or unreadable, and the first
+      mismatching parameter path when the backbone does not fit.
+  """
+  return merge_pretrained(read_params(path), params, source=path,
+                          reset_head=reset_head)
