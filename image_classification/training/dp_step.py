@@ -17,6 +17,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from image_classification.privacy import clipping
+from image_classification.privacy import fast_clipping
 from image_classification.privacy import noise
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import state as state_lib
@@ -40,6 +41,11 @@ class StepConfig:
   std: tuple = (0.5,)
   ema_decay: float = 0.0
   ema_start_step: int = 0
+  # How per-example gradients are computed (the clipped sum is the same to float
+  # tolerance): 'vmap' = vmap(grad), the reference; 'fast' = from each layer's
+  # activations and output gradients (privacy/fast_clipping.py; faster on CPU);
+  # 'ghost' = the same without keeping all layers' per-example gradients (less memory).
+  per_example_grads: str = 'vmap'
 
 
 def cross_entropy(logits, labels):
@@ -65,6 +71,9 @@ class DPStep:
     self.mesh = mesh
     self.base_key = base_key
     self.num_devices = mesh.devices.size
+    if cfg.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
+      raise ValueError(f'per_example_grads={cfg.per_example_grads!r}; choose one of '
+                       f'{fast_clipping.IMPLEMENTATIONS}')
     self._sum_fn = self._make_sharded_sum()
     # The common case: one chunk, one fused jit call per step.
     self.step = jax.jit(self._fused_step, donate_argnums=(0,))
@@ -87,8 +96,14 @@ class DPStep:
         aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
         random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
     loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
-    grads, losses = clipping.per_example_grads(loss_fn, trainable, views, labels, drop_keys)
-    summed, norms, valid = clipping.clipped_sum(grads, mask, cfg.clipping_norm)
+    if cfg.per_example_grads == 'vmap':
+      grads, losses = clipping.per_example_grads(loss_fn, trainable, views, labels,
+                                                 drop_keys)
+      summed, norms, valid = clipping.clipped_sum(grads, mask, cfg.clipping_norm)
+    else:
+      summed, norms, valid, losses = fast_clipping.clipped_sum(
+          loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm,
+          keep_per_example=cfg.per_example_grads == 'fast')
     stats = {
         'loss_sum': jnp.sum(jnp.where(valid, losses, 0.0)),
         'num_examples': jnp.sum(valid.astype(jnp.float32)),

@@ -1,0 +1,649 @@
+"""Per-example gradients from activations and output gradients (book-keeping).
+
+The reference path (``clipping.per_example_grads``) vmaps ``jax.grad`` over the
+examples. For a convolution, XLA then computes each example's kernel gradient as a
+convolution with one feature group per example, which XLA:CPU runs several times
+slower than the batch convolution itself. This module computes the same per-example
+gradients another way, for any Flax model, without changing the model:
+
+1. One forward pass over the batch (still ``vmap`` over examples, so dropout keys and
+   losses are exactly those of the reference), during which a Flax method interceptor
+   records, for every module that owns trainable parameters, its inputs, and adds a
+   zero "perturbation" to its output.
+2. One backward pass w.r.t. the perturbations only: it yields each layer's output
+   gradient ``dL_i/dy`` for every example i (example i's loss depends on example i's
+   activations only) and computes no parameter gradient at all.
+3. Per layer, each example's parameter gradient from (input, output gradient):
+   Dense ``x_i^T dy_i``; a convolution's kernel gradient as, for each kernel tap, a
+   batched matmul of the shifted input with ``dy`` (or one matmul of the im2col
+   patches for few input channels); weight-standardised convs map that gradient
+   through the (linear) VJP of the standardisation; any other parameter-owning
+   module (GroupNorm, a skip gain, ...) by re-running just that module per example
+   and taking its VJP.
+
+The result is the same per-example gradient tree [B, ...] as the reference, to float
+tolerance (tests/privacy/test_fast_clipping.py checks every model family), so the
+clipping, the sensitivity argument and everything downstream are unchanged: this is
+an implementation of the per-example gradient, not a different mechanism.
+
+``clipped_sum`` (mode ``'ghost'``) goes one step further and never keeps the
+per-example gradients of all layers: it computes each example's squared gradient
+norm layer by layer (for dense layers from the activations' and output gradients'
+Gram matrices, the "ghost norm", where that is cheaper), then the clipped sum as the
+batch gradient of each layer with every example's output gradient scaled by its
+clip factor (the book-keeping trick: no second backward pass through the network).
+
+Privacy: nothing here mixes examples. Each example's per-layer gradient is computed
+from that example's own activations and output gradients; the clip factors, the
+zeroing of non-finite examples and the sensitivity bound C per example are those of
+``clipping.clip_factors``.
+
+Limits: modules called through ``nn.remat``/``nn.scan`` or other lifted transforms,
+and parameter-owning modules whose methods other than ``__call__`` are called from
+outside, are refused with an error (use the reference 'vmap' path for them).
+"""
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from image_classification.models import layers
+from image_classification.privacy import clipping
+
+PyTree = Any
+
+IMPLEMENTATIONS = ('vmap', 'fast', 'ghost')
+
+# A conv's per-example kernel gradient is one im2col matmul when the input has fewer
+# channels per group than this, else one matmul per kernel tap (no im2col copy).
+IM2COL_MAX_CHANNELS = 32
+
+
+@dataclasses.dataclass
+class _Call:
+  """What the interceptor saw of one call of a parameter-owning module."""
+  kind: str                 # 'dense' | 'conv' | 'ws_conv' | 'generic'
+  path: tuple
+  module: nn.Module         # an unbound clone, for re-running the module
+  own: tuple                # names of the parameters the module owns directly
+  treedef: Any              # of (args, kwargs)
+  static: list              # non-array leaves of (args, kwargs), None for arrays
+  is_array: list
+
+
+def _subtree(params: PyTree, path: Sequence[str]) -> Optional[dict]:
+  node = params
+  for name in path:
+    if not isinstance(node, dict) or name not in node:
+      return None
+    node = node[name]
+  return node if isinstance(node, dict) else None
+
+
+def _own_names(params: PyTree, path) -> tuple:
+  node = _subtree(params, path)
+  if node is None:
+    return ()
+  return tuple(k for k, v in node.items() if not isinstance(v, dict))
+
+
+def _pairs(v, n=2) -> tuple:
+  if v is None:
+    return (1,) * n
+  if isinstance(v, int):
+    return (v,) * n
+  return tuple(v)
+
+
+def _conv_geometry(module) -> Optional[dict]:
+  """Static geometry of a 2-D NHWC conv module, or None if unsupported."""
+  if isinstance(module, layers.WSConv):
+    kernel_size = _pairs(module.kernel_size)
+    dilation = (1, 1)
+  elif isinstance(module, nn.Conv):
+    if getattr(module, 'mask', None) is not None:
+      return None
+    if any(d != 1 for d in _pairs(module.input_dilation, len(_pairs(module.kernel_size)))):
+      return None
+    kernel_size = _pairs(module.kernel_size)
+    dilation = _pairs(module.kernel_dilation, len(kernel_size))
+  else:
+    return None
+  if len(kernel_size) != 2:
+    return None
+  padding = module.padding
+  if isinstance(padding, str):
+    if padding.upper() not in ('SAME', 'VALID'):
+      return None
+    padding = padding.upper()
+  elif isinstance(padding, int):
+    padding = ((padding, padding),) * 2
+  else:
+    padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+    if len(padding) != 2 or any(lo < 0 or hi < 0 for lo, hi in padding):
+      return None
+  return dict(kernel_size=kernel_size, strides=_pairs(module.strides),
+              dilation=dilation, padding=padding,
+              groups=int(module.feature_group_count))
+
+
+def _kind(module, own: tuple) -> str:
+  if isinstance(module, nn.Dense) and set(own) <= {'kernel', 'bias'}:
+    return 'dense'
+  if isinstance(module, layers.WSConv) and set(own) <= {'kernel', 'gain', 'bias'}:
+    return 'ws_conv' if _conv_geometry(module) else 'generic'
+  if isinstance(module, nn.Conv) and set(own) <= {'kernel', 'bias'}:
+    return 'conv' if _conv_geometry(module) else 'generic'
+  return 'generic'
+
+
+class _Tape:
+  """Records parameter-owning module calls; adds the perturbations to their outputs."""
+
+  def __init__(self, params: PyTree, perturbations: Optional[list] = None):
+    self.params = params
+    self.perturbations = perturbations
+    self.calls: list[_Call] = []
+    self.inputs: list[list] = []
+    self.outputs: list = []
+    self._active: list = []  # modules whose __call__ is running
+
+  def interceptor(self, next_fun, args, kwargs, context):
+    module = context.module
+    own = _own_names(self.params, module.path) if module.scope is not None else ()
+    if not own:
+      return next_fun(*args, **kwargs)
+    if context.method_name == 'setup':
+      return next_fun(*args, **kwargs)
+    if context.method_name != '__call__':
+      if not any(m is module for m in self._active):
+        raise NotImplementedError(
+            f'fast per-example gradients: method {context.method_name!r} of module '
+            f'{"/".join(module.path)} ({type(module).__name__}) is called from outside '
+            "its __call__; use the reference 'vmap' implementation for this model")
+      return next_fun(*args, **kwargs)
+    self._active.append(module)
+    try:
+      out = next_fun(*args, **kwargs)
+    finally:
+      self._active.pop()
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
+    index = len(self.calls)
+    self.calls.append(_Call(
+        kind=_kind(module, own), path=tuple(module.path),
+        module=module.clone(parent=None), own=own, treedef=treedef,
+        static=[None if a else x for x, a in zip(leaves, is_array)],
+        is_array=is_array))
+    self.inputs.append([x for x, a in zip(leaves, is_array) if a])
+    self.outputs.append(out)
+    if self.perturbations is not None:
+      out = jax.tree_util.tree_map(jnp.add, out, self.perturbations[index])
+    return out
+
+
+# ---------------------------------------------------------------- per-layer gradients
+# Each takes the batched input x [B, ...] and output gradient dy [B, ...] of one call
+# (B = examples; the dims after B are what the module saw for one example, e.g. the K
+# augmult views) and returns {param name: gradient}, per example ([B, ...]) or summed
+# over the batch with per-example ``weights`` (the clipped sum), when given.
+
+
+def _contract(spec_in: str, spec_out_per_example: str, weights, *operands):
+  """einsum 'b...' -> per example 'b...' or, with weights [B], the weighted sum."""
+  if weights is None:
+    return jnp.einsum(f'{spec_in}->{spec_out_per_example}', *operands)
+  first, rest = operands[0], operands[1:]
+  first = first * weights.reshape((-1,) + (1,) * (first.ndim - 1)).astype(first.dtype)
+  return jnp.einsum(f'{spec_in}->{spec_out_per_example[1:]}', first, *rest)
+
+
+def _dense_grads(call: _Call, x, dy, weights=None) -> dict:
+  b = x.shape[0]
+  x = x.reshape(b, -1, x.shape[-1])
+  dy = dy.reshape(b, -1, dy.shape[-1])
+  out = {'kernel': _contract('bno,bni', 'bio', weights, dy, x)}
+  if 'bias' in call.own:
+    out['bias'] = _contract('bno', 'bo', weights, dy)
+  return out
+
+
+def _conv_taps(x, geometry, out_spatial):
+  """The kernel taps' views of the padded input: a list of [B, N, Ho, Wo, C]."""
+  (kh, kw), (sh, sw), (dh, dw) = (geometry['kernel_size'], geometry['strides'],
+                                  geometry['dilation'])
+  padding = geometry['padding']
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(
+        x.shape[2:4], ((kh - 1) * dh + 1, (kw - 1) * dw + 1), (sh, sw), padding)
+  xp = jnp.pad(x, ((0, 0), (0, 0)) + tuple(tuple(p) for p in padding) + ((0, 0),))
+  ho, wo = out_spatial
+  taps = []
+  for i in range(kh):
+    for j in range(kw):
+      start = (0, 0, i * dh, j * dw, 0)
+      limit = (xp.shape[0], xp.shape[1], i * dh + sh * (ho - 1) + 1,
+               j * dw + sw * (wo - 1) + 1, xp.shape[4])
+      taps.append(jax.lax.slice(xp, start, limit, (1, 1, sh, sw, 1)))
+  return taps
+
+
+def _conv_operands(x, dy, geometry):
+  """(taps [list of [B, N, Ho, Wo, C]], dy as [B, T, G, O/G], shape facts)."""
+  b = x.shape[0]
+  x = x.reshape((b, -1) + x.shape[-3:])
+  dy = dy.reshape((b, -1) + dy.shape[-3:])
+  g = geometry['groups']
+  c, o = x.shape[-1], dy.shape[-1]
+  taps = _conv_taps(x, geometry, dy.shape[2:4])
+  return taps, dy.reshape(b, -1, g, o // g), (b, c // g, g, o // g)
+
+
+def _conv_pieces(x, dy, geometry) -> list:
+  """Each example's kernel gradient as consecutive runs of kernel taps: a list of
+  [B, taps in run, C/G, G, O/G] arrays (one im2col run for few input channels, else
+  one run per tap: a batched matmul of the shifted input with dy, no im2col copy)."""
+  taps, dyr, (b, cg, g, _) = _conv_operands(x, dy, geometry)
+  if cg < IM2COL_MAX_CHANNELS:
+    cols = jnp.stack(taps, axis=-2).reshape(b, -1, len(taps), g, cg)
+    return [jnp.einsum('btkgc,btgo->bkcgo', cols, dyr)]
+  return [jnp.einsum('btgc,btgo->bcgo', tap.reshape(b, -1, g, cg), dyr)[:, None]
+          for tap in taps]
+
+
+def _conv_kernel_grad(x, dy, geometry, weights=None):
+  """Kernel gradient [B, kh, kw, C/G, O] (or the weighted sum [kh, kw, C/G, O])."""
+  kh, kw = geometry['kernel_size']
+  if weights is None:
+    pieces = _conv_pieces(x, dy, geometry)
+    b, _, cg, g, og = pieces[0].shape
+    return jnp.concatenate(pieces, axis=1).reshape(b, kh, kw, cg, g * og)
+  taps, dyr, (b, cg, g, og) = _conv_operands(x, dy, geometry)
+  dyr = dyr * weights.reshape(-1, 1, 1, 1).astype(dyr.dtype)
+  if cg < IM2COL_MAX_CHANNELS:
+    cols = jnp.stack(taps, axis=-2).reshape(b, -1, len(taps), g, cg)
+    grad = jnp.einsum('btkgc,btgo->kcgo', cols, dyr)
+  else:
+    grad = jnp.stack([jnp.einsum('btgc,btgo->cgo', tap.reshape(b, -1, g, cg), dyr)
+                      for tap in taps])
+  return grad.reshape(kh, kw, cg, g * og)
+
+
+def _ws_effective_kernel(module: layers.WSConv, own: dict):
+  """The kernel WSConv convolves with, as a function of its own parameters (mirrors
+  ``layers.WSConv.standardized_kernel``; the tests compare with the reference)."""
+  kernel = layers.standardize_kernel(own['kernel'], module.eps)
+  if module.use_gain:
+    kernel = kernel * own['gain']
+  return kernel
+
+
+def _conv_grads(call: _Call, params: dict, x, dy, weights=None) -> dict:
+  geometry = _conv_geometry(call.module)
+  grad = _conv_kernel_grad(x, dy, geometry, weights)
+  if call.kind == 'ws_conv':
+    own = {k: params[k] for k in call.own if k != 'bias'}
+    _, vjp = jax.vjp(lambda p: _ws_effective_kernel(call.module, p), own)
+    out = jax.vmap(vjp)(grad)[0] if weights is None else vjp(grad)[0]
+  else:
+    out = {'kernel': grad}
+  if 'bias' in call.own:
+    dyr = dy.reshape(dy.shape[0], -1, dy.shape[-1])
+    out['bias'] = _contract('bno', 'bo', weights, dyr)
+  return out
+
+
+def _generic_grads(call: _Call, params: dict, dynamic: list, dy, weights=None) -> dict:
+  """VJP of the module itself w.r.t. its own parameters, per example."""
+  own = {k: params[k] for k in call.own}
+  children = {k: v for k, v in params.items() if isinstance(v, dict)}
+
+  def apply(p, dyn):
+    it = iter(dyn)
+    leaves = [next(it) if a else s for a, s in zip(call.is_array, call.static)]
+    args, kwargs = jax.tree_util.tree_unflatten(call.treedef, leaves)
+    return call.module.apply({'params': {**children, **p}}, *args, **kwargs)
+
+  def one(dyn, cot):
+    _, vjp = jax.vjp(lambda p: apply(p, dyn), own)
+    return vjp(cot)[0]
+
+  grads = jax.vmap(one)(dynamic, dy)
+  if weights is None:
+    return grads
+  return jax.tree_util.tree_map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, 1),
+                                grads)
+
+
+def _layer_grads(call: _Call, params: PyTree, dynamic: list, dy, weights=None) -> dict:
+  layer_params = _subtree(params, call.path)
+  if call.kind == 'dense':
+    return _dense_grads(call, dynamic[0], dy, weights)
+  if call.kind in ('conv', 'ws_conv'):
+    return _conv_grads(call, layer_params, dynamic[0], dy, weights)
+  return _generic_grads(call, layer_params, dynamic, dy, weights)
+
+
+# ---------------------------------------------------------------- the passes
+
+
+def _varying_axes(x) -> tuple:
+  """The mesh axes along which ``x`` varies inside shard_map (() outside it)."""
+  manual = getattr(jax.typeof(x), 'manual_axis_type', None)
+  return tuple(sorted(getattr(manual, 'varying', ()) or ()))
+
+
+def _pcast_varying(x, axes: tuple):
+  return jax.lax.pcast(x, axes, to='varying') if axes else x
+
+
+def _forward_backward(loss_fn: Callable, params: PyTree, views, labels, keys):
+  """Runs the recorded forward and the backward w.r.t. the layers' outputs.
+
+  Returns (calls, inputs [per call, list of [B, ...]], output grads [per call], losses).
+  """
+  def one(perturbations, v, y, k):
+    tape = _Tape(params, perturbations)
+    with nn.intercept_methods(tape.interceptor):
+      loss = loss_fn(params, v, y, k)
+    return loss, tape
+
+  def shapes(v, y, k):
+    _, tape = one(None, v, y, k)
+    return tape.outputs
+
+  first = jax.tree_util.tree_map(lambda t: t[0], (views, labels, keys))
+  out_shapes = jax.eval_shape(shapes, *first)
+  batch = labels.shape[0]
+  # Inside shard_map the perturbations must vary across devices like the batch does:
+  # the cotangent of a device-invariant input is summed over the devices, which would
+  # add other devices' examples' output gradients to this device's.
+  varying = _varying_axes(views)
+  zeros = jax.tree_util.tree_map(
+      lambda s: _pcast_varying(jnp.zeros((batch,) + s.shape, s.dtype), varying),
+      out_shapes)
+  calls = []
+
+  def total(perturbations):
+    def traced(p, v, y, k):
+      loss, tape = one(p, v, y, k)
+      calls[:] = tape.calls
+      return loss, tape.inputs
+    losses, inputs = jax.vmap(traced)(perturbations, views, labels, keys)
+    return jnp.sum(losses), (losses, inputs)
+
+  out_grads, (losses, inputs) = jax.grad(total, has_aux=True)(zeros)
+  return calls, inputs, out_grads, losses
+
+
+def _assemble(params: PyTree, calls: list, per_call: list, batch: Optional[int]):
+  """Adds the per-call gradients into a tree shaped like ``params`` ([B, ...] leaves
+  when ``batch``); parameters no call used get zeros."""
+  grads = {}
+  for call, g in zip(calls, per_call):
+    node = grads
+    for name in call.path:
+      node = node.setdefault(name, {})
+    for name, value in g.items():
+      node[name] = node[name] + value if name in node else value
+
+  def fill(p, path=()):
+    out = {}
+    for k, v in p.items():
+      if isinstance(v, dict):
+        out[k] = fill(v, path + (k,))
+      else:
+        node = _subtree(grads, path)
+        if node is not None and k in node:
+          out[k] = node[k].astype(v.dtype)
+        else:
+          out[k] = jnp.zeros(((batch,) if batch else ()) + v.shape, v.dtype)
+    return out
+
+  return fill(params)
+
+
+def per_example_grads(loss_fn: Callable[..., jax.Array], params: PyTree, views,
+                      labels, keys):
+  """Drop-in for ``clipping.per_example_grads``: same arguments, same result.
+
+  ``loss_fn(params, views_k, label, key)`` is the mean loss over the K views of ONE
+  example and must apply a Flax model to ``params`` (a dict of module names).
+  Returns (grads with [B, ...] leaves, losses [B]).
+  """
+  calls, inputs, out_grads, losses = _forward_backward(loss_fn, params, views, labels,
+                                                       keys)
+  per_call = [_layer_grads(c, params, x, dy) for c, x, dy in zip(calls, inputs, out_grads)]
+  return _assemble(params, calls, per_call, labels.shape[0]), losses
+
+
+def batch_grad(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels, keys,
+               weights=None):
+  """The gradient of sum_i weights_i * loss_i with the same layer formulation (no
+  per-example gradient is formed). ``weights`` defaults to ones. Returns (grads, losses).
+  """
+  calls, inputs, out_grads, losses = _forward_backward(loss_fn, params, views, labels,
+                                                       keys)
+  if weights is None:
+    weights = jnp.ones(labels.shape[:1], jnp.float32)
+  per_call = [_layer_grads(c, params, x, dy, weights)
+              for c, x, dy in zip(calls, inputs, out_grads)]
+  return _assemble(params, calls, per_call, None), losses
+
+
+def _sq_norm_per_example(tree) -> jax.Array:
+  leaves = jax.tree_util.tree_leaves(tree)
+  return sum(jnp.sum(jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) ** 2, axis=1)
+             for x in leaves)
+
+
+def _dense_ghost_sq_norms(call: _Call, x, dy) -> Optional[jax.Array]:
+  """||x_i^T dy_i||^2 (+ bias) from Gram matrices when that is cheaper."""
+  b = x.shape[0]
+  x = x.reshape(b, -1, x.shape[-1]).astype(jnp.float32)
+  dy = dy.reshape(b, -1, dy.shape[-1]).astype(jnp.float32)
+  t, d, p = x.shape[1], x.shape[2], dy.shape[2]
+  if t * t * (d + p) >= t * d * p:
+    return None
+  gram_x = jnp.einsum('bsi,bti->bst', x, x)
+  gram_dy = jnp.einsum('bso,bto->bst', dy, dy)
+  sq = jnp.sum(gram_x * gram_dy, axis=(1, 2))
+  if 'bias' in call.own:
+    sq = sq + jnp.sum(jnp.sum(dy, axis=1) ** 2, axis=1)
+  return sq
+
+
+class _LayerParts:
+  """One call's per-example gradient, kept in the pieces it was computed in.
+
+  ``sq_norms`` is each example's squared gradient norm over the call's parameters;
+  ``weighted_sum(factors, valid)`` is sum_i factors_i * grad_i as {name: array},
+  with the examples where ``valid`` is False replaced by zeros first (when given).
+  """
+
+  def __init__(self, sq_norms, pieces: list, combine: Callable[[list], dict]):
+    self.sq_norms = sq_norms
+    self._pieces = pieces
+    self._combine = combine
+
+  def weighted_sum(self, factors, valid=None) -> dict:
+    def one(x):
+      if valid is not None:
+        x = jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x,
+                      jnp.zeros((), x.dtype))
+      return jnp.tensordot(factors.astype(x.dtype), x, axes=1)
+    return self._combine([one(x) for x in self._pieces])
+
+
+def _sq_sum(x) -> jax.Array:
+  """Per-example sum of squares: [B, ...] -> [B]."""
+  x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+  return jnp.einsum('bk,bk->b', x, x)
+
+
+def _ws_statistics(module: layers.WSConv, kernel):
+  """Of WSConv's standardisation, per output filter: the standardised kernel (before
+  the gain), the scale s = 1 / sqrt(max(n var, eps)) and whether the eps floor is
+  active (then the scale is constant and the kernel's gradient has no component
+  along the standardised kernel). Mirrors ``layers.standardize_kernel``."""
+  n = np.prod(kernel.shape[:-1])
+  mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+  var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+  floor = var * n < module.eps
+  scale = jax.lax.rsqrt(jnp.maximum(var * n, module.eps))
+  return (kernel - mean) * scale, scale.reshape(-1), floor.reshape(-1), n
+
+
+def _conv_parts(call: _Call, params: dict, x, dy) -> _LayerParts:
+  geometry = _conv_geometry(call.module)
+  kh, kw = geometry['kernel_size']
+  pieces = _conv_pieces(x, dy, geometry)
+  b, _, cg, g, og = pieces[0].shape
+  bias = None
+  if 'bias' in call.own:
+    bias = jnp.sum(dy.reshape(b, -1, dy.shape[-1]), axis=1)
+
+  if call.kind == 'ws_conv':
+    # The kernel's gradient is J^T h per example, with J the Jacobian of the
+    # standardisation, which acts on each output filter separately: with h the
+    # gradient w.r.t. the standardised kernel w_hat (unit norm, mean 0 per filter),
+    # J^T h = s (h - mean(h) - w_hat <w_hat, h>), so
+    # |J^T h|^2 = s^2 (|h|^2 - (sum h)^2 / n - <w_hat, h>^2): three sums per filter,
+    # taken piece by piece, and J^T is applied once, to the clipped sum.
+    w_hat, scale, floor, n = _ws_statistics(call.module, params['kernel'])
+    w_hat = w_hat.reshape(kh * kw, cg, g, og)
+    gain = params['gain'].reshape(g, og) if call.module.use_gain else None
+    sq2 = sq1 = along = 0.0
+    start = 0
+    for piece in pieces:
+      m = piece.shape[1]
+      sq2 = sq2 + jnp.einsum('bmcgo,bmcgo->bgo', piece, piece)
+      sq1 = sq1 + jnp.sum(piece, axis=(1, 2))
+      along = along + jnp.einsum('bmcgo,mcgo->bgo', piece, w_hat[start:start + m])
+      start += m
+    gain2 = 1.0 if gain is None else gain ** 2
+    scale2 = (scale ** 2).reshape(g, og)
+    kept = sq2 - sq1 ** 2 / n - jnp.where(floor.reshape(g, og), 0.0, along ** 2)
+    sq = jnp.sum(scale2 * gain2 * jnp.maximum(kept, 0.0), axis=(1, 2))
+    if gain is not None:
+      sq = sq + jnp.sum(along ** 2, axis=(1, 2))
+    own = {k: params[k] for k in call.own if k != 'bias'}
+    _, vjp = jax.vjp(lambda p: _ws_effective_kernel(call.module, p), own)
+  else:
+    sq = sum(_sq_sum(piece) for piece in pieces)
+    vjp = lambda kernel: ({'kernel': kernel},)
+  if bias is not None:
+    sq = sq + _sq_sum(bias)
+
+  def combine(sums):
+    kernel = jnp.concatenate(sums[:len(pieces)], axis=0).reshape(kh, kw, cg, g * og)
+    out = dict(vjp(kernel)[0])
+    if bias is not None:
+      out['bias'] = sums[-1]
+    return out
+
+  return _LayerParts(sq, pieces + ([bias] if bias is not None else []), combine)
+
+
+def _layer_parts(call: _Call, params: PyTree, dynamic: list, dy) -> _LayerParts:
+  layer_params = _subtree(params, call.path)
+  if call.kind in ('conv', 'ws_conv'):
+    return _conv_parts(call, layer_params, dynamic[0], dy)
+  grads = _layer_grads(call, params, dynamic, dy)
+  names = sorted(grads)
+  return _LayerParts(sum(_sq_sum(grads[k]) for k in names), [grads[k] for k in names],
+                     lambda sums: dict(zip(names, sums)))
+
+
+def _all_finite(norms: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(norms))
+
+
+def sum_clipped(per_example_tree: PyTree, mask: jax.Array, clipping_norm: float):
+  """``clipping.clipped_sum`` with the same contract and result, faster on CPU.
+
+  The reference masks every per-example leaf with ``jnp.where`` before the weighted
+  sum, an extra pass over all per-example gradients that XLA:CPU does not fuse into
+  the dot. Here the masking pass runs only when some norm is not finite (then a NaN
+  times a zero factor would still be NaN); otherwise a zero clip factor already
+  removes padding slots exactly.
+  Returns (sum tree, norms [B], valid [B]).
+  """
+  norms = clipping.global_norms(per_example_tree)
+  factors, valid = clipping.clip_factors(norms, mask, clipping_norm)
+
+  def weighted_sum(tree):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.tensordot(factors.astype(x.dtype), x, axes=1), tree)
+
+  def masked_sum(tree):
+    return weighted_sum(jax.tree_util.tree_map(
+        lambda x: jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0), tree))
+
+  summed = jax.lax.cond(_all_finite(norms), weighted_sum, masked_sum, per_example_tree)
+  return summed, norms, valid
+
+
+def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels,
+                keys, mask, clipping_norm: float, keep_per_example: bool = False):
+  """Sum over the batch of each example's gradient clipped to norm C.
+
+  Same contract as ``clipping.clipped_sum(clipping.per_example_grads(...), mask, C)``:
+  returns (sum tree, norms [B], valid [B], losses [B]); an example with mask False or
+  a non-finite gradient norm contributes exactly zero, every other one at most C.
+
+  With ``keep_per_example`` the per-example gradients of all layers are formed
+  (``per_example_grads``) and summed with their clip factors: fastest on CPU, memory
+  B x #params. Without it (book-keeping with ghost norms), each example's squared
+  norm is accumulated layer by layer (for dense layers from the Gram matrices of
+  the activations and of the output gradients where that is cheaper, otherwise
+  from that layer's per-example gradient, which is then dropped), and the sum is
+  each layer's batch gradient with example i's output gradient scaled by its clip
+  factor: no second backward pass through the network, and no B x #params buffer.
+  """
+  calls, inputs, out_grads, losses = _forward_backward(loss_fn, params, views, labels,
+                                                       keys)
+  paths = [c.path for c in calls]
+  shared = len(set(paths)) != len(paths)
+  if keep_per_example and shared:
+    grads = _assemble(params, calls, [_layer_grads(c, params, x, dy) for c, x, dy in
+                                      zip(calls, inputs, out_grads)], labels.shape[0])
+    return (*sum_clipped(grads, mask, clipping_norm), losses)
+  if keep_per_example:
+    parts = [_layer_parts(c, params, x, dy) for c, x, dy in zip(calls, inputs, out_grads)]
+    norms = jnp.sqrt(sum(p.sq_norms for p in parts))
+    factors, valid = clipping.clip_factors(norms, mask, clipping_norm)
+    per_call = jax.lax.cond(
+        _all_finite(norms), lambda: [p.weighted_sum(factors) for p in parts],
+        lambda: [p.weighted_sum(factors, valid) for p in parts])
+    return _assemble(params, calls, per_call, None), norms, valid, losses
+  if shared:
+    # A parameter used by several calls needs its per-call gradients added before
+    # the norm is taken: use the exact per-example tree (rare: weight sharing).
+    grads = _assemble(params, calls, [_layer_grads(c, params, x, dy) for c, x, dy in
+                                      zip(calls, inputs, out_grads)], labels.shape[0])
+    sq = _sq_norm_per_example(grads)
+  else:
+    sq = jnp.zeros(labels.shape[:1], jnp.float32)
+    for call, x, dy in zip(calls, inputs, out_grads):
+      ghost = _dense_ghost_sq_norms(call, x[0], dy) if call.kind == 'dense' else None
+      if ghost is None:
+        ghost = _sq_norm_per_example(_layer_grads(call, params, x, dy))
+      sq = sq + ghost
+  norms = jnp.sqrt(sq)
+  factors, valid = clipping.clip_factors(norms, mask, clipping_norm)
+
+  def clean(tensors):  # zero the invalid examples' inputs and output gradients
+    return jax.tree_util.tree_map(
+        lambda t: jnp.where(valid.reshape((-1,) + (1,) * (t.ndim - 1)), t,
+                            jnp.zeros((), t.dtype)),
+        tensors)
+
+  inputs, out_grads = jax.lax.cond(_all_finite(norms), lambda t: t, clean,
+                                   (inputs, out_grads))
+  per_call = [_layer_grads(c, params, x, dy, factors)
+              for c, x, dy in zip(calls, inputs, out_grads)]
+  return _assemble(params, calls, per_call, None), norms, valid, losses

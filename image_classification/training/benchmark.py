@@ -1,0 +1,329 @@
+"""Throughput of the DP-SGD step against the same model's non-private step.
+
+``run_benchmark(config, workdir, batch_sizes, augmults)`` builds the config's model,
+feeds random images of the dataset's shape (no dataset is read), and for every
+(batch size, augmult) times, after compilation and warm-up:
+
+  * the DP step: ``dp_step.DPStep.step``, the real one (per-example gradients ->
+    clip -> sum -> Gaussian noise -> optimizer, one jitted call, state donated), with
+    the config's per-example gradient implementation (or each of ``implementations``);
+  * the non-private step: gradient of the mean loss over the same batch (the same K
+    augmult views of each example), the same optimizer, jitted, state donated.
+
+Images counted = examples x augmult. Each figure is the median over ``reps``
+repetitions of ``steps_per_rep`` steps. It writes DIR/benchmark.json and prints a
+table. Timings on a shared machine are noisy: the load average before and after is
+recorded beside them.
+
+Privacy: nothing here touches private data (the images are random), and the noise
+multiplier only sets the scale of the noise, not the cost, so a placeholder is used
+when the config leaves it to calibration.
+"""
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from image_classification.data import augmentation
+from image_classification.models import registry
+from image_classification.training import dp_step
+from image_classification.training import mesh as mesh_lib
+from image_classification.training import optimizers
+
+BENCHMARK_FILE = 'benchmark.json'
+_PLACEHOLDER_NOISE_MULTIPLIER = 1.0
+
+
+def _input_spec(config: ml_collections.ConfigDict):
+  """(image shape, num classes, mean, std) without reading the dataset when possible.
+
+  Order: config.benchmark.image_shape / num_classes if set; the dataset catalog's
+  published shape; else the dataset itself is opened (cheap local sets, npz, folders).
+  """
+  bench = config.get('benchmark', None) or {}
+  shape = tuple(bench.get('image_shape', ()) or ())
+  num_classes = int(bench.get('num_classes', 0) or 0)
+  name = config.data.name
+  mean = std = None
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  if name in sources.CONSTANTS:
+    constants = sources.CONSTANTS[name]
+    num_classes = num_classes or constants.num_classes
+    mean, std = constants.mean, constants.std
+  if not shape:
+    try:
+      from image_classification.data import catalog  # pylint: disable=g-import-not-at-top
+      if name in catalog.KNOWN:
+        shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
+    except ImportError:
+      pass
+  if not shape or not num_classes:
+    data = sources.load_dataset(config.data)
+    shape = shape or tuple(data.train.image_shape)
+    num_classes = num_classes or data.num_classes
+    mean, std = data.mean, data.std
+  channels = shape[-1]
+  mean = tuple(mean) if mean is not None else (0.5,) * channels
+  std = tuple(std) if std is not None else (0.5,) * channels
+  return shape, num_classes, mean, std
+
+
+def _peak_memory(devices) -> tuple[Optional[int], str]:
+  """(bytes, what the number is)."""
+  stats = None
+  try:
+    stats = devices[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    stats = None
+  if stats and 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use']), 'device peak_bytes_in_use (memory_stats)'
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+  return int(rss) * 1024, ('process peak RSS (ru_maxrss): host memory, cumulative '
+                           'over the process, so it includes earlier rows and '
+                           'compilation')
+
+
+def _compiled_bytes(compiled) -> Optional[int]:
+  """XLA's own estimate of the executable's memory (arguments + outputs + temps)."""
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes +
+               m.temp_size_in_bytes - m.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _time_steps(run_once, state, reps: int, warmup: int, min_rep_seconds: float):
+  """Median seconds per step; ``run_once(state) -> state`` (the state is donated)."""
+  for _ in range(warmup):
+    state = jax.block_until_ready(run_once(state))
+  t0 = time.perf_counter()
+  state = jax.block_until_ready(run_once(state))
+  estimate = time.perf_counter() - t0
+  steps = max(1, int(np.ceil(min_rep_seconds / max(estimate, 1e-9))))
+  times, cpu = [], []
+  for _ in range(reps):
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+      state = run_once(state)
+    jax.block_until_ready(state)
+    times.append((time.perf_counter() - t0) / steps)
+    cpu.append((time.process_time() - c0) / steps)
+  return state, statistics.median(times), times, statistics.median(cpu), steps
+
+
+def _nonprivate_step(apply_fn, optimizer, cfg: dp_step.StepConfig):
+  """Mean-loss gradient over the batch's B x K views + optimizer; no clipping, no
+  noise (the same augmentation as the DP step, one key per example)."""
+
+  def step(state, images, labels, keys):
+    aug_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+    views = augmentation.augmult_views(
+        aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
+        random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+    flat = views.reshape((-1,) + views.shape[2:])
+    flat_labels = jnp.repeat(labels, cfg.augmult)
+
+    def loss_fn(params):
+      logits = apply_fn({'params': params}, flat, is_training=True,
+                        rngs={'dropout': keys[0]})
+      return jnp.mean(dp_step.cross_entropy(logits, flat_labels))
+
+    grads = jax.grad(loss_fn)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return state.replace(step=state.step + 1,
+                         params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
+                  batch_sizes: Sequence[int], augmults: Sequence[int],
+                  implementations: Optional[Sequence[str]] = None, reps: int = 5,
+                  warmup: int = 2, min_rep_seconds: float = 0.0,
+                  include_nonprivate: bool = True) -> dict[str, Any]:
+  """Times the DP and the non-private step; writes WORKDIR/benchmark.json.
+
+  Args:
+    config: an experiment config (model, optimizer, clipping norm, micro-batch size,
+      augmentation and per-example gradient implementation are taken from it).
+    workdir: where benchmark.json goes (created if missing).
+    batch_sizes: examples per step (the expected batch size and the static batch;
+      all slots are real examples). Must split evenly over the devices and, when
+      config.training.micro_batch_size is set, into micro-batches.
+    augmults: augmentation multiplicities K to time.
+    implementations: per-example gradient implementations to time (see
+      ``fast_clipping.IMPLEMENTATIONS``); default: the config's
+      (config.training.per_example_grads, else 'vmap').
+    reps: timed repetitions; the figures are medians.
+    warmup: untimed steps after compilation.
+    min_rep_seconds: each repetition runs enough steps to last about this long.
+    include_nonprivate: also time the non-private step.
+
+  Returns:
+    The content of benchmark.json.
+  """
+  devices = jax.devices()
+  mesh = mesh_lib.make_mesh(devices)
+  shape, num_classes, mean, std = _input_spec(config)
+  model = registry.build(config.model.name, num_classes,
+                         **config.model.kwargs.to_dict())
+  t = config.training
+  default_impl = t.get('per_example_grads', 'vmap') or 'vmap'
+  implementations = tuple(implementations or (default_impl,))
+  noise_multiplier = config.privacy.noise_multiplier
+  if noise_multiplier is None or noise_multiplier <= 0:
+    noise_multiplier = _PLACEHOLDER_NOISE_MULTIPLIER
+  optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
+  base_key = jax.random.PRNGKey(config.seed)
+  params = jax.jit(model.init)(
+      {'params': base_key, 'dropout': base_key},
+      jnp.zeros((1,) + shape, jnp.float32))['params']
+  num_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+  replicated = mesh_lib.replicated(mesh)
+
+  def fresh_state():  # each step donates its state, so every timing gets a copy
+    copy = jax.tree_util.tree_map(jnp.copy, params)
+    return jax.device_put(dp_step.init_state(copy, optimizer, False), replicated)
+
+  sharding = mesh_lib.batch_sharding(mesh)
+  load_before = os.getloadavg()
+
+  rows = []
+  for augmult in augmults:
+    for batch in batch_sizes:
+      rng = np.random.default_rng(batch * 1000 + augmult)
+      images = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
+      labels = rng.integers(0, num_classes, batch).astype(np.int32)
+      mask = np.ones(batch, bool)
+      images, labels, mask = jax.device_put((images, labels, mask), sharding)
+      images_per_step = batch * augmult
+
+      nonprivate = None
+      if include_nonprivate:
+        cfg = dp_step.StepConfig(
+            clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
+            expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
+            random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+            mean=mean, std=std)
+        np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
+        state = fresh_state()
+        jitted = _nonprivate_step(model.apply, optimizer, cfg)
+        t0 = time.perf_counter()
+        compiled = jitted.lower(state, images, labels, np_keys).compile()
+        compile_s = time.perf_counter() - t0
+        state, sec, times, cpu, steps = _time_steps(
+            lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
+            min_rep_seconds)
+        nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
+                          compiled_bytes=_compiled_bytes(compiled))
+        del state
+
+      for impl in implementations:
+        cfg = dp_step.StepConfig(
+            clipping_norm=config.privacy.clipping_norm,
+            noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
+            micro_batch_size=int(t.micro_batch_size or 0), augmult=augmult,
+            random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+            mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
+            per_example_grads=impl)
+        step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key)
+        state = fresh_state()
+        t0 = time.perf_counter()
+        compiled = step.step.lower(state, images, labels, mask).compile()
+        compile_s = time.perf_counter() - t0
+        state, sec, times, cpu, steps = _time_steps(
+            lambda s: compiled(s, images, labels, mask)[0], state, reps, warmup,
+            min_rep_seconds)
+        del state
+        peak, peak_source = _peak_memory(devices)
+        row = {
+            'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
+            'images_per_step': images_per_step,
+            'dp_images_per_sec': images_per_step / sec,
+            'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
+            'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
+            'dp_compiled_bytes': _compiled_bytes(compiled),
+            'steps_per_rep': steps,
+            'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
+        }
+        if nonprivate:
+          row.update({
+              'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
+              'nonprivate_step_sec': nonprivate['sec'],
+              'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
+              'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
+              'nonprivate_compile_sec': nonprivate['compile_s'],
+              'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
+              'dp_over_nonprivate_time': sec / nonprivate['sec'],
+          })
+        rows.append(row)
+        print(_format_row(row), flush=True)
+
+  result = {
+      'device': mesh_lib.describe(devices),
+      'backend': jax.default_backend(),
+      'host': {'cpus': os.cpu_count(), 'machine': platform.machine(),
+               'processor': platform.processor() or None},
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'model': config.model.name,
+      'model_kwargs': config.model.kwargs.to_dict(),
+      'num_params': num_params,
+      'image_shape': list(shape),
+      'num_classes': num_classes,
+      'optimizer': t.optimizer.name,
+      'clipping_norm': config.privacy.clipping_norm,
+      'noise_multiplier': float(noise_multiplier),
+      'micro_batch_size': int(t.micro_batch_size or 0),
+      'jax_version': jax.__version__,
+      'reps': reps, 'warmup_steps': warmup,
+      'timing': 'median over reps of wall-clock seconds per step, after compilation '
+                'and warm-up; images = examples x augmult',
+      'load_average_before': list(load_before),
+      'load_average_after': list(os.getloadavg()),
+      'rows': rows,
+  }
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, BENCHMARK_FILE), 'w') as f:
+    json.dump(result, f, indent=2)
+  print(format_table(result), flush=True)
+  return result
+
+
+def _format_row(row: dict) -> str:
+  nonprivate = row.get('nonprivate_images_per_sec')
+  return (f"B={row['batch_size']} K={row['augmult']} {row['per_example_grads']}: "
+          f"DP {row['dp_images_per_sec']:.1f} img/s" +
+          (f", non-private {nonprivate:.1f} img/s, DP/non-private time "
+           f"{row['dp_over_nonprivate_time']:.2f}" if nonprivate else ''))
+
+
+def format_table(result: dict) -> str:
+  """The rows as a markdown table."""
+  lines = [
+      f"{result['model']} ({result['num_params']:,} params) on {result['device']}, "
+      f"jax {result['jax_version']}",
+      '| batch | augmult | per-example grads | DP img/s | non-private img/s | '
+      'DP/non-private time | peak memory MiB |',
+      '|---|---|---|---|---|---|---|',
+  ]
+  for r in result['rows']:
+    nonprivate = r.get('nonprivate_images_per_sec')
+    ratio = r.get('dp_over_nonprivate_time')
+    lines.append(
+        f"| {r['batch_size']} | {r['augmult']} | {r['per_example_grads']} | "
+        f"{r['dp_images_per_sec']:.1f} | "
+        f"{'-' if nonprivate is None else f'{nonprivate:.1f}'} | "
+        f"{'-' if ratio is None else f'{ratio:.2f}'} | "
+        f"{r['peak_memory_bytes'] / 2**20:.0f} |")
+  return '\n'.join(lines)
