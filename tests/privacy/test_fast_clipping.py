@@ -102,16 +102,17 @@ def test_fast_paths_equal_reference(name):
     _assert_trees_close(summed, r['ref_sum'])
 
 
-@pytest.mark.slow
-def test_per_tap_kernel_gradient_equals_reference(monkeypatch):
+@pytest.mark.parametrize('name', [
+    'wide_resnet', pytest.param('nfnet', marks=pytest.mark.slow)])
+def test_per_tap_kernel_gradient_equals_reference(monkeypatch, name):
   """Convs with many input channels take one matmul per kernel tap (no im2col)."""
   monkeypatch.setattr(fast_clipping, 'IM2COL_MAX_CHANNELS', 1)
-  loss_fn, params, views, labels, keys = _setup('nfnet', batch=3)
-  ref, _ = jax.jit(functools.partial(clipping.per_example_grads, loss_fn))(
-      params, views, labels, keys)
-  fast, _ = jax.jit(functools.partial(fast_clipping.per_example_grads, loss_fn))(
-      params, views, labels, keys)
-  _assert_trees_close(fast, ref)
+  loss_fn, params, views, labels, keys = _setup(name, batch=3)
+  mask = jnp.ones(3, bool)
+  r = jax.jit(functools.partial(_all, loss_fn))(params, views, labels, keys, mask)
+  _assert_trees_close(r['fast'], r['ref'])
+  for mode in ('ghost', 'kept'):
+    _assert_trees_close(r[mode][0], r['ref_sum'])
 
 
 class _Shared(nn.Module):
