@@ -71,7 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.lr_schedule.name = 'constant'  # constant | cosine | linear
   config.training.lr_schedule.warmup_steps = 0
   config.training.ema = ml_collections.ConfigDict()
-  config.training.ema.decay = 0.0     # 0 disables EMA; e.g. 0.999
+  # 0 disables EMA; e.g. 0.999. Warmed up as min(decay, (1 + t) / (10 + t)), t counted
+  # from start_step, so the average does not hold on to the initialisation.
+  config.training.ema.decay = 0.0
   config.training.ema.start_step = 0
   config.training.log_every_steps = 10
   config.training.eval_every_steps = 0  # 0: evaluate only at the end

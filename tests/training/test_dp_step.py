@@ -1,5 +1,6 @@
 """The DP step as a whole: micro-batching, noise once per logical batch, overflow chunks,
 the expected-batch-size normaliser, and multi-device == single-device."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from image_classification.privacy import noise
+from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 from tests.training import helpers
 
@@ -139,3 +141,30 @@ def test_four_devices_equal_one_device():
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['ndev'] == 4
   np.testing.assert_allclose(result['four'], result['one'], rtol=1e-4, atol=1e-6)
+
+
+def test_ema_is_warmed_up_and_forgets_the_initialisation():
+  """EMA of the real step's iterates with decay_t = min(decay, (1+t)/(10+t)): after a
+  few steps the random initialisation no longer weighs on it (with a constant 0.9999
+  it would still weigh 0.9999^T ~ 1)."""
+  base, state, mesh = helpers.make_step(noise_multiplier=1.0)
+  step = dp_step.DPStep(base.apply_fn, base.optimizer,
+                        dataclasses.replace(base.cfg, ema_decay=0.9999, ema_start_step=2),
+                        mesh, base.base_key)
+  images, labels = helpers.tiny_batch(8)
+  batch = jax.device_put((images, labels, np.ones(8, bool)), mesh_lib.batch_sharding(mesh))
+  expected = _flat(jax.device_get(state.params))
+  init = expected.copy()
+  for t in range(12):
+    state, _ = step.run(state, [batch])
+    params = _flat(jax.device_get(state.params))
+    decay = 0.0 if t < 2 else min(0.9999, (1 + t - 2) / (10 + t - 2))
+    assert float(dp_step.ema_decay_at(np.int32(t), 0.9999, 2)) == pytest.approx(decay)
+    expected = decay * expected + (1 - decay) * params
+  np.testing.assert_allclose(_flat(jax.device_get(state.ema_params)), expected,
+                             rtol=1e-5, atol=1e-6)
+  weight_of_init = np.prod([(1 + t) / (10 + t) for t in range(10)])
+  assert weight_of_init < 1e-4  # vs 0.9999**10 ~ 0.999 without the warm-up
+  assert not np.allclose(expected, init)
+  # Far into a run the decay reaches the configured value.
+  assert float(dp_step.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(0.9999)
