@@ -7,6 +7,7 @@ import pytest
 
 from configs import base
 from image_classification.training import benchmark
+from tests import test_configs
 
 
 def _tiny_config():
@@ -53,3 +54,22 @@ def test_default_implementation_comes_from_config(tmp_path):
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['per_example_grads'] for r in out['rows']] == ['vmap']
   assert 'nonprivate_images_per_sec' not in out['rows'][0]
+
+
+@pytest.mark.parametrize('name', [
+    pytest.param(n, marks=pytest.mark.slow) if n in test_configs.SLOW_TRAINING else n
+    for n in test_configs.CONFIG_NAMES])
+def test_benchmark_runs_for_every_config(name, tmp_path):
+  """`launch.py --config=configs/<name>.py --benchmark` on the shrunk experiment: the
+  config's own model family, per-example gradient implementation, augmentation and
+  dataset shape (from the catalog, nothing is read), DP and non-private rows."""
+  config = test_configs.shrink(test_configs.get_config(name))
+  augmult = config.data.augmult
+  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[4],
+                                augmults=[augmult], reps=1, warmup=0)
+  (row,) = out['rows']
+  assert out['model'] == config.model.name
+  assert row['per_example_grads'] == config.training.per_example_grads
+  assert row['images_per_step'] == 4 * augmult
+  assert row['dp_images_per_sec'] > 0 and row['nonprivate_images_per_sec'] > 0
+  assert os.path.exists(os.path.join(tmp_path, benchmark.BENCHMARK_FILE))
