@@ -211,10 +211,12 @@ class _WithMethod(nn.Module):
     return x @ self.param('w', nn.initializers.ones, (x.shape[-1], 2))
 
 
+@pytest.mark.parametrize('train_only_head', [False, True])
 @pytest.mark.parametrize('impl', ['fast', 'ghost'])
-def test_dp_step_with_fast_paths_equals_reference(impl):
+def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
   """The whole DP step (augmult with flips, micro-batches, padding, noise, update)
-  gives the same new parameters and statistics with every implementation."""
+  gives the same new parameters and statistics with every implementation, also when
+  only the head is trained (fine-tuning: the backbone is frozen, not differentiated)."""
   from image_classification.training import dp_step  # pylint: disable=g-import-not-at-top
   from image_classification.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   model = registry.build('cnn', 3, channels=(8,), hidden=5)
@@ -234,11 +236,14 @@ def test_dp_step_with_fast_paths_equals_reference(impl):
     optimizer = optax.sgd(0.5)
     step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1))
     state = jax.device_put(
-        dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, False),
+        dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer,
+                           train_only_head),
         mesh_lib.replicated(mesh))
     batch = jax.device_put((images, labels, mask), mesh_lib.batch_sharding(mesh))
     new_state, stats = step.run(state, [batch])
     out[name] = (jax.device_get(new_state.params), jax.device_get(stats))
+    if train_only_head:
+      assert set(out[name][0]) == {'head'}
   _assert_trees_close(out[impl][0], out['vmap'][0], rtol=1e-5, atol=1e-6)
   for k, v in out['vmap'][1].items():
     np.testing.assert_allclose(out[impl][1][k], v, rtol=1e-5, err_msg=k)
