@@ -314,9 +314,13 @@ def format_table(result: dict) -> str:
       f"{result['model']} ({result['num_params']:,} params) on {result['device']}, "
       f"jax {result['jax_version']}",
       '| batch | augmult | per-example grads | DP img/s | non-private img/s | '
-      'DP/non-private time | peak memory MiB |',
-      '|---|---|---|---|---|---|---|',
+      'DP/non-private time | peak memory MiB | XLA buffers MiB (DP / non-private) |',
+      '|---|---|---|---|---|---|---|---|',
   ]
+
+  def mib(x):
+    return '-' if x is None else f'{x / 2**20:.0f}'
+
   for r in result['rows']:
     nonprivate = r.get('nonprivate_images_per_sec')
     ratio = r.get('dp_over_nonprivate_time')
@@ -325,5 +329,9 @@ def format_table(result: dict) -> str:
         f"{r['dp_images_per_sec']:.1f} | "
         f"{'-' if nonprivate is None else f'{nonprivate:.1f}'} | "
         f"{'-' if ratio is None else f'{ratio:.2f}'} | "
-        f"{r['peak_memory_bytes'] / 2**20:.0f} |")
+        f"{mib(r['peak_memory_bytes'])} | {mib(r.get('dp_compiled_bytes'))} / "
+        f"{mib(r.get('nonprivate_compiled_bytes'))} |")
+  lines.append(f"peak memory: {result['rows'][0]['peak_memory_source']}; XLA buffers: "
+               'arguments + outputs + temporaries of the compiled step'
+               if result['rows'] else '')
   return '\n'.join(lines)
