@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from image_classification import config as config_lib
 from image_classification.data import augmentation
 from image_classification.models import registry
 from image_classification.training import dp_step
@@ -147,6 +148,26 @@ def _nonprivate_step(apply_fn, optimizer, cfg: dp_step.StepConfig):
   return jax.jit(step, donate_argnums=(0,))
 
 
+def _micro_batch_size(batch: int, num_devices: int, micro: int) -> int:
+  """The DP step's micro-batch size (per device) for ``batch`` examples per step.
+
+  A batch that fits in one micro-batch is one pass (0); a larger one must split
+  evenly. Raises ValueError naming the flag and the field before anything compiles.
+  """
+  if batch % num_devices:
+    raise config_lib.ConfigError(f'--benchmark_batch_sizes: {batch} does not split over the '
+                     f'{num_devices} devices; use a multiple of {num_devices}')
+  per_device = batch // num_devices
+  if not micro or micro >= per_device:
+    return 0
+  if per_device % micro:
+    raise config_lib.ConfigError(
+        f'--benchmark_batch_sizes: {batch} is {per_device} examples per device, not a '
+        f'multiple of config.training.micro_batch_size={micro}; use a multiple of '
+        f'{micro * num_devices} or override --config.training.micro_batch_size')
+  return micro
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
                   batch_sizes: Sequence[int], augmults: Sequence[int],
                   implementations: Optional[Sequence[str]] = None, reps: int = 5,
@@ -160,7 +181,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     workdir: where benchmark.json goes (created if missing).
     batch_sizes: examples per step (the expected batch size and the static batch;
       all slots are real examples). Must split evenly over the devices and, when
-      config.training.micro_batch_size is set, into micro-batches.
+      larger than config.training.micro_batch_size per device, into micro-batches
+      (a smaller batch is one pass).
     augmults: augmentation multiplicities K to time.
     implementations: per-example gradient implementations to time (see
       ``fast_clipping.IMPLEMENTATIONS``); default: the config's
@@ -197,6 +219,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     return jax.device_put(dp_step.init_state(copy, optimizer, False), replicated)
 
   sharding = mesh_lib.batch_sharding(mesh)
+  micro_batch_sizes = {b: _micro_batch_size(b, len(devices), int(t.micro_batch_size or 0))
+                       for b in batch_sizes}  # bad sizes fail here, before compiling
   load_before = os.getloadavg()
 
   rows = []
@@ -233,7 +257,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         cfg = dp_step.StepConfig(
             clipping_norm=config.privacy.clipping_norm,
             noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
-            micro_batch_size=int(t.micro_batch_size or 0), augmult=augmult,
+            micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
             random_crop=config.data.random_crop, random_flip=config.data.random_flip,
             mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
             per_example_grads=impl)
@@ -249,6 +273,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         peak, peak_source = _peak_memory(devices)
         row = {
             'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
+            'micro_batch_size': micro_batch_sizes[batch],
             'images_per_step': images_per_step,
             'dp_images_per_sec': images_per_step / sec,
             'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],

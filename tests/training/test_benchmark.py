@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 
 from configs import base
+from image_classification import config as config_lib
 from image_classification.training import benchmark
 from tests import test_configs
 
@@ -75,3 +76,13 @@ def test_benchmark_runs_for_every_config(name, tmp_path):
   assert row['images_per_step'] == 4 * augmult
   assert row['dp_images_per_sec'] > 0 and row['nonprivate_images_per_sec'] > 0
   assert os.path.exists(os.path.join(tmp_path, benchmark.BENCHMARK_FILE))
+
+
+def test_batch_smaller_than_the_micro_batch_is_one_pass_and_bad_sizes_are_named(tmp_path):
+  config = _tiny_config()
+  config.training.micro_batch_size = 4
+  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2, 8], augmults=[1],
+                                reps=1, warmup=0, include_nonprivate=False)
+  assert [r['micro_batch_size'] for r in out['rows']] == [0, 4]
+  with pytest.raises(config_lib.ConfigError, match='micro_batch_size=4'):
+    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[6], augmults=[1])
