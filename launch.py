@@ -6,7 +6,9 @@
   python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
   python launch.py --report=DIR1,DIR2 --workdir=OUT
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
+  add --host_devices=2 on a 2-core CPU: one XLA device per core (see --help)
 """
+import os
 import sys
 
 from absl import app
@@ -34,13 +36,34 @@ _BENCHMARK_AUGMULTS = flags.DEFINE_list(
 _BENCHMARK_IMPLEMENTATIONS = flags.DEFINE_list(
     'benchmark_implementations', None, "Per-example gradient implementations to time "
     "(vmap, fast, ghost); default: the config's training.per_example_grads.")
+_HOST_DEVICES = flags.DEFINE_integer(
+    'host_devices', 0, 'On the CPU: split the host into this many XLA devices (e.g. its '
+    'number of cores); the trainer then shards every batch over them with shard_map. '
+    'XLA:CPU runs each convolution on one core, so on 2 cores 2 devices train a '
+    'WRN-16-4 about 1.3x faster (results/benchmarks.md). 0 keeps JAX\'s default. '
+    'The batch size must split over the devices.')
 _REPORT = flags.DEFINE_list(
     'report', None, 'Comma-separated run or sweep folders to aggregate into '
     '--workdir/report.md and plots.')
 
 
+def _split_host_into_devices(count: int) -> None:
+  """Sets XLA_FLAGS so that the CPU backend shows ``count`` devices (before jax loads)."""
+  if count <= 0:
+    return
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_force_host_platform_device_count' in xla_flags:
+    raise app.UsageError(f'--host_devices={count} and XLA_FLAGS={xla_flags!r} both set '
+                         'the CPU device count; keep one of them')
+  if 'jax' in sys.modules:
+    raise app.UsageError('--host_devices must take effect before jax is imported')
+  os.environ['XLA_FLAGS'] = (
+      f'{xla_flags} --xla_force_host_platform_device_count={count}'.strip())
+
+
 def main(argv):
   del argv
+  _split_host_into_devices(_HOST_DEVICES.value)
   # Imported after flag parsing so that --help is instant.
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top

@@ -87,3 +87,14 @@ def test_four_fake_devices(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'cpu x4' in proc.stdout
   assert _read(workdir, 'summary.json')['status'] == 'complete'
+
+
+def test_host_devices_flag_splits_the_cpu(tmp_path):
+  workdir = str(tmp_path / 'run2')
+  proc = _launch(FAST + [f'--workdir={workdir}', '--host_devices=2'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'cpu x2' in proc.stdout
+  assert _read(workdir, 'summary.json')['status'] == 'complete'
+  clash = _launch(FAST + [f'--workdir={tmp_path / "clash"}', '--host_devices=2'],
+                  env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert clash.returncode != 0 and 'keep one of them' in clash.stderr
