@@ -16,6 +16,9 @@ eps = RDP(alpha) + log(1/delta) / (alpha - 1); dp-accounting's tighter conversio
 credits sigma=1.23 with epsilon 2.58 only. The target they calibrated to is
 epsilon=3, so calibrating here is the faithful choice.
 
+Measured here: 0.9782 at epsilon 3.000 in 16 min on a 2-core CPU (results/mnist_eps3.md,
+with the variants tried: a parameter EMA does not help, a cosine decay hurts).
+
   python launch.py --config=configs/mnist_eps3.py --workdir=/tmp/mnist_eps3
   # the original IDX files instead of tfds:
   python launch.py --config=configs/mnist_eps3.py \
@@ -38,11 +41,6 @@ def get_config():
   config.training.optimizer.name = 'sgd'
   config.training.optimizer.learning_rate = 0.5
   config.training.optimizer.momentum = 0.9
-  # Not in Tramer & Boneh: an EMA of the parameters (De et al. 2022), evaluated at
-  # the end. Post-processing of the noisy iterates, so free in privacy; it averages
-  # out the noise of the last ~1000 steps. Without it this setting ended at 97.83%
-  # here (results/mnist_eps3.md).
-  config.training.ema.decay = 0.999
   config.training.log_every_steps = 100
   config.training.eval_every_steps = 500
   return config
