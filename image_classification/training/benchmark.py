@@ -152,11 +152,12 @@ def _micro_batch_size(batch: int, num_devices: int, micro: int) -> int:
   """The DP step's micro-batch size (per device) for ``batch`` examples per step.
 
   A batch that fits in one micro-batch is one pass (0); a larger one must split
-  evenly. Raises ValueError naming the flag and the field before anything compiles.
+  evenly. Raises ConfigError naming the flag and the field, before anything compiles.
   """
   if batch % num_devices:
-    raise config_lib.ConfigError(f'--benchmark_batch_sizes: {batch} does not split over the '
-                     f'{num_devices} devices; use a multiple of {num_devices}')
+    raise config_lib.ConfigError(
+        f'--benchmark_batch_sizes: {batch} does not split over the {num_devices} '
+        f'devices; use a multiple of {num_devices}')
   per_device = batch // num_devices
   if not micro or micro >= per_device:
     return 0
