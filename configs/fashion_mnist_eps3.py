@@ -28,6 +28,7 @@ def get_config():
   config.experiment = 'fashion_mnist_eps3'
   config.data.name = 'fashion_mnist'
   config.model.name = 'tanh_cnn'  # Tramer & Boneh's end-to-end CNN (about 26k params).
+  config.model.kwargs.init_scheme = 'torch'  # their PyTorch initialisation
   config.privacy.target_epsilon = 3.0
   config.privacy.delta = 1e-5
   config.privacy.noise_multiplier = None  # calibrated: ~1.93 (paper: 2.15, looser conversion)

@@ -8,18 +8,27 @@ accuracy on MNIST at (3, 1e-5). Hyperparameters from their code release
 with cnns.py's defaults SGD momentum 0.9, max_grad_norm (C) 0.1, and the noise
 multiplier computed so that the budget is spent after 40 epochs.
 
+Two departures from that command, both measured (results/mnist_eps3.md, seed 0 unless
+said): the expected batch is 1024 with the learning rate scaled linearly to 1.0 (still
+40 epochs), following De et al. 2022's finding that larger batches help at a fixed
+budget, and which Tramer & Boneh themselves use for Fashion-MNIST (batch 2048); and the
+CNN is initialised as their PyTorch code was (uniform +-1/sqrt(fan_in) weights and
+biases, model.kwargs.init_scheme='torch'), not with Flax's LeCun normal.
+  batch 1024, torch init (shipped): 0.9807 / 0.9817 / 0.9831 on seeds 0 / 1 / 2
+  batch 512, torch init (their exact setting): 0.9806
+  batch 1024, LeCun init: 0.9797;  batch 512, LeCun init: 0.9782
+Restore their setting with --config.training.batch_size=512
+--config.training.optimizer.learning_rate=0.5.
+
 The noise multiplier is left None: the trainer calibrates it so that 40 epochs of
-Poisson-sampled batches (expected size 512, RDP accountant) spend exactly epsilon=3,
-which gives sigma ~1.12 with dp-accounting's RDP. Their 1.23 comes from the same
+Poisson-sampled batches (RDP accountant) spend exactly epsilon=3: sigma ~1.447 at
+expected batch 1024 (~1.124 at 512). Their 1.23 (for batch 512) comes from the same
 calibration with the classic, looser RDP-to-(epsilon, delta) conversion
 eps = RDP(alpha) + log(1/delta) / (alpha - 1); dp-accounting's tighter conversion
-credits sigma=1.23 with epsilon 2.58 only. The target they calibrated to is
-epsilon=3, so calibrating here is the faithful choice.
+credits sigma=1.23 at batch 512 with epsilon 2.58 only. The target they calibrated to
+is epsilon=3, so calibrating here is the faithful choice.
 
-Measured here: 0.9782 at epsilon 3.000 in 16 min on a 2-core CPU. Larger batches at the
-same 40 epochs do better: --config.training.batch_size=1024
---config.training.optimizer.learning_rate=1.0 gives 0.9797 (results/mnist_eps3.md, with
-the other variants tried: a parameter EMA does not help, a cosine decay hurts).
+Measured here: 0.9807 at epsilon 3.000 in about 17 min on a 2-core CPU.
 
   python launch.py --config=configs/mnist_eps3.py --workdir=/tmp/mnist_eps3
   # the original IDX files instead of tfds:
@@ -34,14 +43,15 @@ def get_config():
   config.experiment = 'mnist_eps3'
   config.data.name = 'mnist'
   config.model.name = 'tanh_cnn'  # Tramer & Boneh's end-to-end CNN (about 26k params).
+  config.model.kwargs.init_scheme = 'torch'  # their PyTorch initialisation
   config.privacy.target_epsilon = 3.0
   config.privacy.delta = 1e-5
-  config.privacy.noise_multiplier = None  # calibrated: ~1.12 (paper: 1.23, looser conversion)
+  config.privacy.noise_multiplier = None  # calibrated: ~1.447 at batch 1024
   config.privacy.clipping_norm = 0.1
-  config.training.batch_size = 512
+  config.training.batch_size = 1024  # theirs: 512 (with lr 0.5)
   config.training.num_epochs = 40.0
   config.training.optimizer.name = 'sgd'
-  config.training.optimizer.learning_rate = 0.5
+  config.training.optimizer.learning_rate = 1.0
   config.training.optimizer.momentum = 0.9
   config.training.log_every_steps = 100
   config.training.eval_every_steps = 500
