@@ -56,9 +56,10 @@ class TanhCNN(nn.Module):
   conv 16@8x8 stride 2, max-pool 2 stride 1, conv 32@4x4 stride 2, max-pool 2 stride 1,
   dense 32, dense num_classes, tanh activations (about 26k parameters).
 
-  init_scheme='torch' (the default) initialises as their PyTorch code did: weights and biases
-  uniform in +-1/sqrt(fan_in). init_scheme='lecun' is Flax's default (LeCun normal weights,
-  zero biases), sqrt(3) larger weights, which trains slower under DP here."""
+  init_scheme='torch' (the default) initialises as their PyTorch code did: weights
+  and biases uniform in +-1/sqrt(fan_in). 'lecun' is Flax's default (LeCun normal
+  weights, sqrt(3) larger; zero biases): 0.9782 vs 0.9806 on MNIST at epsilon 3
+  (results/mnist_eps3.md)."""
   num_classes: int
   activation: str = 'tanh'
   init_scheme: str = 'torch'
@@ -69,8 +70,8 @@ class TanhCNN(nn.Module):
     if self.init_scheme == 'torch':
       bound = 1.0 / math.sqrt(fan_in)
       return {'kernel_init': _uniform(bound), 'bias_init': _uniform(bound)}
-    raise ValueError(f"TanhCNN init {self.init_scheme!r} unknown; choose 'torch' or 'lecun' "
-                     '(config.model.kwargs.init_scheme)')
+    raise ValueError(f"TanhCNN init_scheme {self.init_scheme!r} unknown; choose 'torch' "
+                     "or 'lecun' (config.model.kwargs.init_scheme)")
 
   @nn.compact
   def __call__(self, x, is_training: bool = False):
