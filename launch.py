@@ -67,6 +67,7 @@ def main(argv):
   # Imported after flag parsing so that --help is instant.
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
+  from image_classification.privacy import mechanism_secret  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where the run writes its files')
@@ -96,7 +97,8 @@ def main(argv):
           base_command=sweep_lib.base_command_from_argv(sys.argv))
       return
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
-  except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError) as e:
+  except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
+          mechanism_secret.SecretError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

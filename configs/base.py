@@ -8,6 +8,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiment = 'base'
+  # Initialisation, augmentation and dropout only (public randomness). The noise and the
+  # batches never depend on it (see privacy.insecure_seeded_noise).
   config.seed = 0
 
   # ---------------------------------------------------------------- data
@@ -42,13 +44,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.privacy.target_epsilon = 4.0
   config.privacy.delta = 1e-5
   # None: calibrate sigma so that training ends exactly within target_epsilon.
-  # A number: use it; training stops before passing target_epsilon.
+  # A number: use it if the planned steps stay within target_epsilon; a plan that would
+  # pass the target is refused before training (nothing is trained).
   config.privacy.noise_multiplier = ml_collections.FieldReference(None, field_type=float)
   config.privacy.clipping_norm = 1.0
   config.privacy.accountant = 'rdp'   # rdp | pld
   config.privacy.sampling = 'poisson'  # poisson | fixed
   # Turns DP off (no noise, no budget). Every report of such a run says non-private.
   config.privacy.allow_non_private = False
+  # TESTING ONLY. The noise and the batch selection come from a secret drawn from the
+  # OS's entropy and kept in WORKDIR/mechanism_secret.json (never published). True
+  # derives them from `seed` instead, so that runs are reproducible: anyone holding the
+  # config can then regenerate the noise and the batches, and the guarantee does not
+  # hold once the config is published. Every report of such a run says so first.
+  config.privacy.insecure_seeded_noise = False
+  # Fine-tuning from an earlier DP run of this platform on the SAME data composes the two
+  # runs; such a model.pretrained_path is refused unless this is True, and then
+  # privacy.json/.md report the total (basic composition: epsilons and deltas add).
+  config.privacy.compose_with_pretrained_run = False
 
   # ---------------------------------------------------------------- training
   config.training = ml_collections.ConfigDict()

@@ -8,6 +8,9 @@
 
 The draw for step t depends only on (seed, t): a resumed run draws the same batches
 without saving sampler state, and the data-order stream is independent of the noise.
+The seed is the run's secret sampling seed (privacy/mechanism_secret.py), never
+config.seed: whoever knows it knows which examples were in each batch, which removes
+the amplification by subsampling that the accountant relies on.
 Batches are padded to a static capacity with a mask so that the jitted step compiles
 once; a Poisson batch larger than the capacity is split into several chunks (never
 truncated, which would change the mechanism).
@@ -25,7 +28,7 @@ class Sampler:
   dataset_size: int
   expected_batch_size: int
   kind: str  # 'poisson' | 'fixed'
-  seed: int
+  seed: int = dataclasses.field(repr=False)  # secret: kept out of logs
 
   @property
   def sampling_rate(self) -> float:

@@ -2,9 +2,10 @@
 
 ``add_noise`` adds N(0, (sigma * C)^2) independently to every coordinate of the clipped
 sum. It must be called exactly once per logical batch, after summing over micro-batches
-and devices, with a key that is the same on every device (the trainer derives it from
-the step number, so it never repeats across steps and is independent of the keys that
-order the data).
+and devices, with a key that is the same on every device. The trainer derives it from
+the run's secret base noise key (privacy/mechanism_secret.py: OS entropy, never
+config.seed) and the step number, so it never repeats across steps or runs and is
+independent of the keys that order the data.
 """
 from typing import Any
 

@@ -8,11 +8,12 @@ import math
 import ml_collections
 
 from image_classification.privacy import accounting
+from image_classification.privacy import mechanism_secret
 
 # Figures the trainer logs that are computed from private data WITHOUT noise: they are
 # not covered by the (epsilon, delta) guarantee and must not be published as such.
 NON_PRIVATE_FIGURES = ('train_loss', 'clip_fraction', 'realized_batch_size',
-                       'nonfinite_gradients')
+                       'nonfinite_gradients', 'images_per_sec')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,9 @@ class PrivacyPlan:
   neighboring_relation: str
   dataset_size: int
   non_private: bool = False
+  # Testing switch: noise and batches derived from config.seed (no guarantee once the
+  # config is published); see privacy/mechanism_secret.py.
+  insecure_seeded_noise: bool = False
 
   @property
   def mechanism(self) -> accounting.Mechanism:
@@ -47,6 +51,9 @@ class PrivacyPlan:
                       'N(0, (sigma*C)^2) added once per logical batch, normalised by '
                       'the expected batch size')
     d['computed_without_noise'] = list(NON_PRIVATE_FIGURES)
+    d['randomness'] = mechanism_secret.describe(self.insecure_seeded_noise)
+    if self.insecure_seeded_noise:
+      d['WARNING'] = mechanism_secret.INSECURE_WARNING
     return d
 
 
@@ -69,7 +76,8 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
                 sampling_rate=batch / dataset_size, expected_batch_size=batch,
                 steps=steps, delta=float(p.delta), accountant=p.accountant,
                 neighboring_relation=accounting.NEIGHBORING_RELATIONS[p.sampling],
-                dataset_size=int(dataset_size))
+                dataset_size=int(dataset_size),
+                insecure_seeded_noise=bool(p.get('insecure_seeded_noise', False)))
   if p.allow_non_private and (p.noise_multiplier is None or p.noise_multiplier == 0):
     return PrivacyPlan(noise_multiplier=0.0, epsilon=math.inf, target_epsilon=math.inf,
                        non_private=True, **common)

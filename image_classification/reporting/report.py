@@ -311,6 +311,9 @@ def load_run(name: str, run_dir: str,
       'sampling': _get(privacy, 'sampling'),
       'neighboring_relation': _get(privacy, 'neighboring_relation'),
       'non_private': non_private,
+      'insecure_seeded_noise': bool(_first(
+          _get(privacy, 'insecure_seeded_noise'),
+          _get(config, 'privacy', 'insecure_seeded_noise'), False)),
       'status': _get(summary, 'status') or (
           'no summary (running or crashed)' if metrics else 'no results'),
   }
@@ -328,7 +331,8 @@ def _table_row(row: dict[str, Any]) -> list[str]:
                          ('accountant', 'sampling', 'neighboring_relation')
                          if row.get(k))
   return [
-      row['run'] + (' (non-private)' if non_private else ''),
+      row['run'] + (' (non-private)' if non_private else '')
+      + (INSECURE_LABEL if row.get('insecure_seeded_noise') else ''),
       row['model'] or '',
       row['dataset'] or '',
       format_accuracy(row['test_accuracy']),
@@ -342,6 +346,9 @@ def _table_row(row: dict[str, Any]) -> list[str]:
       row['status'],
   ]
 
+
+# Marks a run whose noise and batches were derived from config.seed (testing switch).
+INSECURE_LABEL = ' (INSECURE: seeded noise, no guarantee once its config is published)'
 
 REPORT_HEADER = ('run', 'model', 'dataset', 'test accuracy (%)', 'epsilon',
                  'delta', 'steps', 'noise multiplier', 'wall time',

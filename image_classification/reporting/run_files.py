@@ -90,6 +90,8 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
   """A short report a reviewer can check by hand."""
   p = privacy
   lines = ['# Privacy report', '']
+  if p.get('WARNING'):
+    lines += [f"**{p['WARNING']}**", '']
   if p.get('non_private'):
     lines += ['**NON-PRIVATE RUN: no noise was added; this model has NO differential '
               'privacy guarantee.**', '']
@@ -105,6 +107,7 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
       f"- Noise multiplier sigma = {p['noise_multiplier']:.6g}; clipping norm C = "
       f"{p['clipping_norm']:.6g}; noise std per coordinate sigma*C = "
       f"{p['noise_multiplier'] * p['clipping_norm']:.6g}.",
+      f"- Randomness: {p.get('randomness', 'not recorded')}.",
       f"- Steps: {p.get('steps_taken', p['steps'])} taken of {p['steps']} planned.",
       f"- delta = {p['delta']:.3g}; epsilon = {_fmt(p.get('epsilon'))} "
       f"({p['accountant'].upper()} accountant, the one the run enforces).",
@@ -112,11 +115,19 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
   if epsilon_rdp is not None or epsilon_pld is not None:
     lines.append(f'- Cross-check at the same delta: epsilon under RDP = '
                  f'{_fmt(epsilon_rdp)}, under PLD = {_fmt(epsilon_pld)}.')
+  pre = p.get('pretrained')
+  if pre:
+    lines.append(f"- Fine-tuned from {pre['path']}: {pre['assumption']}.")
+  if p.get('total_epsilon_with_pretrained') is not None:
+    lines.append(
+        f"- **Total with the earlier run on the same data** (basic composition): "
+        f"epsilon = {_fmt(p['total_epsilon_with_pretrained'])}, delta = "
+        f"{p['total_delta_with_pretrained']:.3g}.")
   lines += [
       '- Computed from private data WITHOUT noise (not covered by the guarantee): '
       + ', '.join(p.get('computed_without_noise', [])) + '.',
-      '- Test accuracy is computed on the held-out evaluation split, not on training '
-      'data.', '']
+      '- ' + p.get('evaluation_data', 'Test accuracy is computed on the held-out '
+                   'evaluation split, not on training data.'), '']
   return '\n'.join(lines)
 
 

@@ -406,7 +406,7 @@ def summarize_sweep(workdir: str, points: Sequence[Mapping[str, Any]],
     row.update(point)
     row.update({'status': status, 'error': error or ''})
     for key in ('test_accuracy', 'epsilon', 'delta', 'steps', 'wall_time_sec',
-                'non_private'):
+                'non_private', 'insecure_seeded_noise'):
       row[key] = summary.get(key)
     rows.append(row)
 
@@ -461,7 +461,8 @@ def _markdown(rows: list[dict[str, Any]], fields: list[str]) -> str:
   for row in rows:
     non_private = bool(row.get('non_private'))
     table.append(
-        [row['point'] + (' (non-private)' if non_private else '')] +
+        [row['point'] + (' (non-private)' if non_private else '')
+         + (report.INSECURE_LABEL if row.get('insecure_seeded_noise') else '')] +
         [_format_value(row[f]) if f in row['overrides'] else '(base)'
          for f in fields] +
         [report.format_accuracy(row['test_accuracy']),

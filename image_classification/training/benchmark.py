@@ -262,14 +262,16 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
             random_crop=config.data.random_crop, random_flip=config.data.random_flip,
             mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
             per_example_grads=impl)
-        step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key)
+        # Random data and a fixed public key: a benchmark releases nothing private.
+        step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
+                              noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
         state = fresh_state()
         t0 = time.perf_counter()
-        compiled = step.step.lower(state, images, labels, mask).compile()
+        compiled = step.step.lower(state, images, labels, mask, step.noise_key).compile()
         compile_s = time.perf_counter() - t0
         state, sec, times, cpu, steps = _time_steps(
-            lambda s: compiled(s, images, labels, mask)[0], state, reps, warmup,
-            min_rep_seconds)
+            lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state, reps,
+            warmup, min_rep_seconds)
         del state
         peak, peak_source = _peak_memory(devices)
         row = {

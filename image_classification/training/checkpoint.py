@@ -3,10 +3,13 @@
 What a resumed run needs, and why saving the step is enough:
 - params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
   saved in the checkpoint.
-- The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (seed, t).
+- The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (the
+  run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
+  t)``, a pure function of (the run's secret noise key, t). Both secrets live in
+  WORKDIR/mechanism_secret.json (privacy/mechanism_secret.py), which a resume reads;
+  neither is in the checkpoint or its metadata.
 - The augmentation and dropout keys of step t are ``dp_step.example_keys(base_key, t,
-  ...)`` and its noise key is ``noise.step_noise_key(base_key, t)``, where base_key is
-  PRNGKey(seed): pure functions of (seed, t).
+  ...)``, where base_key is PRNGKey(config.seed): public, pure functions of (seed, t).
 - The privacy ledger is ``accounting.Ledger.epsilon(t)``, a pure function of
   (mechanism, t).
 So restoring the step restores the data order, the keys and the spent budget. Each

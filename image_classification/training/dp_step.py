@@ -5,6 +5,10 @@ One logical batch (padded to a static capacity, with a mask) flows as:
   per-example gradients averaged over views -> clip to C -> sum ->
   psum across devices -> add N(0, (sigma C)^2) ONCE, from the step's noise key (the same
   on every device) -> divide by the expected batch size -> optax -> EMA.
+The noise key is secret (privacy/mechanism_secret.py): it is passed to the jitted
+functions as an argument on every call, never closed over, so it is not baked into a
+compiled executable (the compilation cache, XLA dumps). ``base_key`` (from config.seed)
+drives only augmentation and dropout, which need not be secret.
 A batch larger than the capacity (a rare Poisson overflow) is processed as several
 chunks whose clipped sums are added before the single noise draw.
 """
@@ -13,6 +17,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
@@ -78,12 +83,15 @@ class DPStep:
   """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
 
   def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
-               cfg: StepConfig, mesh, base_key):
+               cfg: StepConfig, mesh, base_key, noise_key):
+    """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
+    secret base noise key (raw uint32[2]), step t's noise uses fold-ins of t."""
     self.apply_fn = apply_fn
     self.optimizer = optimizer
     self.cfg = cfg
     self.mesh = mesh
     self.base_key = base_key
+    self.noise_key = np.asarray(noise_key, dtype=np.uint32)
     self.num_devices = mesh.devices.size
     if cfg.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
       raise ValueError(f'per_example_grads={cfg.per_example_grads!r}; choose one of '
@@ -171,10 +179,10 @@ class DPStep:
     return clipped_sum
 
   # ------------------------------------------------------------ per logical batch
-  def _update(self, state, summed, stats):
+  def _update(self, state, summed, stats, noise_key):
     """Adds noise once, normalises by the expected batch size, applies optax and EMA."""
     cfg = self.cfg
-    key = noise.step_noise_key(self.base_key, state.step)
+    key = noise.step_noise_key(noise_key, state.step)
     grads = noise.privatise(summed, key, cfg.noise_multiplier, cfg.clipping_norm,
                             cfg.expected_batch_size)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -189,19 +197,19 @@ class DPStep:
                               ema_params=ema)
     return new_state, stats
 
-  def _fused_step(self, state, images, labels, mask):
+  def _fused_step(self, state, images, labels, mask, noise_key):
     summed, stats = self._sum_fn(state, images, labels, mask, 0)
-    return self._update(state, summed, stats)
+    return self._update(state, summed, stats, noise_key)
 
   def run(self, state, chunks):
     """One logical batch given as a list of (images, labels, mask) device arrays."""
     if len(chunks) == 1:
-      return self.step(state, *chunks[0])
+      return self.step(state, *chunks[0], self.noise_key)
     total = None
     for i, chunk in enumerate(chunks):
       part = self.clipped_sum(state, *chunk, i)
       total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
-    return self.apply_update(state, *total)
+    return self.apply_update(state, *total, self.noise_key)
 
 
 def init_state(params: dict, optimizer, train_only_head: bool) -> state_lib.TrainState:

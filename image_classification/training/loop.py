@@ -23,6 +23,7 @@ from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.privacy import accounting
 from image_classification.privacy import canary_audit
+from image_classification.privacy import mechanism_secret
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
@@ -55,6 +56,10 @@ class Experiment:
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     self.plan = plan_lib.make_plan(config, self.dataset_size)
+    path = config.model.pretrained_path
+    self.pretrained = (pretrained.composition(
+        path, config.data, config.privacy.compose_with_pretrained_run)
+                       if path and os.path.exists(path) else None)
     self.model = registry.build(config.model.name, self.data.num_classes,
                                 **config.model.kwargs.to_dict())
     self.image_shape = tuple(self.data.train.image_shape)
@@ -77,6 +82,21 @@ class Experiment:
     d.update(num_params=self.num_params, model=self.config.model.name,
              dataset=self.config.data.name, num_devices=len(self.devices),
              image_shape=list(self.image_shape))
+    if self.data.private_evaluation_note:
+      d['evaluation_data'] = self.data.private_evaluation_note
+      d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
+    if self.pretrained is not None:
+      d['pretrained'] = self.pretrained
+    return d
+
+  def privacy_json(self, steps_taken: int, epsilon: float) -> dict:
+    """privacy.json after ``steps_taken`` steps; with a composed earlier run, the total."""
+    d = {**self.plan_json(), 'steps_taken': steps_taken, 'epsilon': epsilon}
+    earlier = self.pretrained or {}
+    if earlier.get('earlier_run') and self.config.privacy.compose_with_pretrained_run \
+        and earlier.get('earlier_epsilon') is not None:
+      d['total_epsilon_with_pretrained'] = earlier['earlier_epsilon'] + epsilon
+      d['total_delta_with_pretrained'] = earlier['earlier_delta'] + self.plan.delta
     return d
 
 
@@ -117,9 +137,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     return out
 
   run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
+  checkpoints = checkpoint.Checkpoints(workdir)
+  # The noise key and the batch-selection seed: secret, from the workdir's private file
+  # (drawn from OS entropy for a new run); never derived from config.seed unless the
+  # insecure testing switch is on.
+  randomness = mechanism_secret.for_run(
+      workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()))
+  if randomness.insecure:
+    print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
 
   t = config.training
-  base_key = jax.random.PRNGKey(config.seed)
+  base_key = jax.random.PRNGKey(config.seed)  # public: initialisation and augmentation
   variables = exp._init_variables(jax.random.fold_in(base_key, _INIT_STREAM))  # pylint: disable=protected-access
   optimizer, schedule = optimizers.make_optimizer(t, plan.steps)
   params = variables['params']
@@ -138,9 +166,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       random_flip=config.data.random_flip, mean=tuple(exp.data.mean),
       std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
       per_example_grads=t.per_example_grads)
-  step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key)
+  step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
+                           noise_key=randomness.noise_key())
   sampler = sampling.Sampler(exp.dataset_size, plan.expected_batch_size, plan.sampling,
-                             config.seed)
+                             randomness.sampling_seed)
   ledger = accounting.Ledger(plan.mechanism, plan.delta)
   eval_fn = evaluation.make_eval_fn(exp.model.apply, tuple(exp.data.mean),
                                     tuple(exp.data.std))
@@ -153,10 +182,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   def write_privacy(step):
     run_files.write_json(workdir, run_files.PRIVACY,
-                         {**exp.plan_json(), 'steps_taken': step,
-                          'epsilon': epsilon_at(step)})
+                         exp.privacy_json(step, epsilon_at(step)))
 
-  checkpoints = checkpoint.Checkpoints(workdir)
   restored = checkpoints.restore_latest(state)
   start_step = 0
   if restored is not None:
@@ -175,7 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   def batch_of(step):
     chunks = []
     for idx, mask in sampling.pad_chunks(sampler.indices(step), capacity):
-      images, labels = exp.data.train.get(idx)
+      images, labels = exp.data.train.get(idx, step=step)
       chunks.append(jax.device_put((images, labels, mask), sharding))
     return chunks
 
@@ -243,7 +270,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         exp.audit, exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
         tuple(exp.data.std), plan, workdir)
   eps = epsilon_at(step)
-  privacy = {**exp.plan_json(), 'steps_taken': step, 'epsilon': eps}
+  privacy = exp.privacy_json(step, eps)
   if not plan.non_private:
     other = 'pld' if plan.accountant == 'rdp' else 'rdp'
     cross = {plan.accountant: eps}
@@ -260,16 +287,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
                                        privacy.get('epsilon_pld')))
   summary = {
+      **({'WARNING': mechanism_secret.INSECURE_WARNING} if randomness.insecure else {}),
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
       'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
       'wall_time_sec': time.time() - start, 'resumed_from_step': start_step,
       'audit_epsilon_lower_bound': (None if audit_result is None
                                     else audit_result['epsilon_lower_bound']),
       'non_private': plan.non_private,
+      'insecure_seeded_noise': plan.insecure_seeded_noise,
       'evaluated_with_ema': use_ema, 'model': config.model.name,
       'dataset': config.data.name, 'num_params': exp.num_params,
       'device': mesh_lib.describe(exp.devices)}
   run_files.write_json(workdir, run_files.SUMMARY, summary)
+  mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it
   tracker.log_privacy(privacy)
   tracker.log_summary(summary)
   tracker.close()
@@ -277,4 +307,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   print(f'done: test accuracy {test_accuracy:.4f} at (epsilon={eps_text}, '
         f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s; '
         f'run files in {workdir}', flush=True)
+  if randomness.insecure:
+    print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   return summary

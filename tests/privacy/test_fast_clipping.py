@@ -234,7 +234,8 @@ def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
         micro_batch_size=4, augmult=2, random_flip=True, random_crop=True,
         per_example_grads=name)
     optimizer = optax.sgd(0.5)
-    step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1))
+    step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
+                          noise_key=jax.random.PRNGKey(2))
     state = jax.device_put(
         dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer,
                            train_only_head),
@@ -257,7 +258,7 @@ def test_unknown_implementation_is_refused():
                            per_example_grads='ghosts')
   with pytest.raises(ValueError, match='per_example_grads'):
     dp_step.DPStep(lambda *a, **k: None, optax.sgd(1.0), cfg, mesh_lib.make_mesh(),
-                   jax.random.PRNGKey(0))
+                   jax.random.PRNGKey(0), noise_key=jax.random.PRNGKey(1))
 
 
 _MULTI_DEVICE_SCRIPT = r"""
@@ -279,7 +280,8 @@ for impl, n in (('vmap', 1), ('fast', 4), ('ghost', 4)):
                            micro_batch_size=2, augmult=2, random_flip=True,
                            per_example_grads=impl)
   opt = optax.sgd(1.0)
-  step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1))
+  step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1),
+                        noise_key=jax.random.PRNGKey(2))
   state = jax.device_put(dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), opt,
                                             False), mesh_lib.replicated(mesh))
   batch = jax.device_put((images, labels, mask), mesh_lib.batch_sharding(mesh))

@@ -25,7 +25,8 @@ def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
       expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
       augmult=augmult, random_flip=random_flip)
   mesh = mesh_lib.make_mesh(devices)
-  step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1))
+  step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1),
+                        noise_key=jax.random.PRNGKey(seed + 2))
   state = jax.device_put(dp_step.init_state(params, optimizer, False),
                          mesh_lib.replicated(mesh))
   return step, state, mesh

@@ -56,7 +56,7 @@ def test_noise_is_drawn_once_with_std_sigma_c_over_b():
   assert np.std(residual) == pytest.approx(expected_std, rel=4 / np.sqrt(2 * n))
   assert abs(np.mean(residual)) < 4 * expected_std / np.sqrt(n)
   # And it is exactly the noise of the step's key (no other draw happened).
-  key = noise.step_noise_key(step.base_key, 0)
+  key = noise.step_noise_key(step.noise_key, 0)
   zeros = jax.tree_util.tree_map(np.zeros_like, jax.device_get(state0.params))
   expected = noise.privatise(zeros, key, sigma, clip, b)
   np.testing.assert_allclose(residual, _flat(expected), rtol=1e-4, atol=1e-6)
@@ -150,7 +150,7 @@ def test_ema_is_warmed_up_and_forgets_the_initialisation():
   base, state, mesh = helpers.make_step(noise_multiplier=1.0)
   step = dp_step.DPStep(base.apply_fn, base.optimizer,
                         dataclasses.replace(base.cfg, ema_decay=0.9999, ema_start_step=2),
-                        mesh, base.base_key)
+                        mesh, base.base_key, base.noise_key)
   images, labels = helpers.tiny_batch(8)
   batch = jax.device_put((images, labels, np.ones(8, bool)), mesh_lib.batch_sharding(mesh))
   expected = _flat(jax.device_get(state.params))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
+from image_classification.privacy import mechanism_secret
 from image_classification.reporting import run_files
 from image_classification.training import checkpoint
 from image_classification.training import loop
@@ -88,7 +89,13 @@ def _final_state(workdir):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, env):
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
+  # Both runs get the same secret noise/batch randomness (as if one workdir had been
+  # copied), so that the resumed run can be compared with the uninterrupted one.
+  secret = bytes(range(32))
+  for workdir in (reference, resumed):
+    mechanism_secret.write(workdir, secret)
   _run(reference, env)
+  assert not os.path.exists(mechanism_secret.path(reference))  # deleted when complete
 
   # Start the same run elsewhere and SIGKILL it as soon as a checkpoint exists.
   proc = subprocess.Popen(_command(resumed), cwd=ROOT, env=env,
@@ -105,6 +112,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
   killed_at = _checkpoint_steps(resumed)
   assert killed_at and killed_at[-1] < 24
   assert not os.path.exists(os.path.join(resumed, run_files.SUMMARY))
+  assert os.path.exists(mechanism_secret.path(resumed))  # kept for the resume
 
   out = _run(resumed, env)
   assert 'resuming from the checkpoint of step' in out
