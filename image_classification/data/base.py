@@ -27,8 +27,13 @@ class ImageSource(Protocol):
   def image_shape(self) -> tuple[int, int, int]:
     ...
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (images [n, H, W, C], labels int32 [n]) for ``indices``."""
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (images [n, H, W, C], labels int32 [n]) for ``indices``.
+
+    ``step``: the training step the examples are read for. A source whose reads are
+    random (a random crop on the host) draws from (seed, step, index) only, so that a
+    resumed run reads exactly what the uninterrupted run read.
+    """
     ...
 
 
@@ -54,7 +59,8 @@ class ArraySource:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(int(d) for d in self.images.shape[1:])
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    del step  # reads are deterministic
     indices = np.asarray(indices)
     return self.images[indices], self.labels[indices].astype(np.int32)
 
@@ -69,3 +75,6 @@ class DatasetSplits:
   # Fixed, public per-channel constants used to standardise images on device.
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  # Set when the evaluation split was carved out of the private training data: the
+  # sentence privacy.md prints, since accuracy on it is released without noise.
+  private_evaluation_note: str = ''

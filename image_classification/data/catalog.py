@@ -57,8 +57,8 @@ class ShapeOnlySource:
   def image_shape(self) -> tuple[int, int, int]:
     return self.shape
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    del indices
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    del indices, step
     raise base.DataError(
         f'{self.name}: this is a dry-run stand-in with no images (only the '
         'published size and shape); load the dataset to train')

@@ -34,6 +34,7 @@ class LocalData:
   test: base.ArraySource
   num_classes: int
   class_names: tuple[str, ...] = ()
+  private_evaluation_note: str = ''  # see base.DatasetSplits
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -404,10 +405,17 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
     train_images, test_images = images[train_idx], images[test_idx]
     test_labels = train_labels[test_idx]
     train_labels = train_labels[train_idx]
+  note = '' if os.path.isdir(test_dir) else (
+      f'The evaluation split is a fixed stratified {TEST_FRACTION:.0%} of the private '
+      f'folder {train_dir} (there is no test/ folder): it is private data, held out '
+      'from training, and the accuracy measured on it is released WITHOUT noise (it is '
+      'not covered by the guarantee). Add a test/ folder of data you may publish '
+      'results on to avoid this.')
   return LocalData(
       train=base.ArraySource(train_images, train_labels),
       test=base.ArraySource(test_images, test_labels),
-      num_classes=len(class_names), class_names=class_names)
+      num_classes=len(class_names), class_names=class_names,
+      private_evaluation_note=note)
 
 
 # --------------------------------------------------------------------------- npz

@@ -100,7 +100,8 @@ def _load_local(name: str, path: str, data_config) -> base.DatasetSplits:
         data.num_classes, (GENERIC_MEAN,) * channels, (GENERIC_STD,) * channels)
   return base.DatasetSplits(
       name=name, train=data.train, test=data.test,
-      num_classes=constants.num_classes, mean=constants.mean, std=constants.std)
+      num_classes=constants.num_classes, mean=constants.mean, std=constants.std,
+      private_evaluation_note=data.private_evaluation_note)
 
 
 def _load_tfds(name: str, data_config) -> base.DatasetSplits:
@@ -134,11 +135,11 @@ class _Head:
   def image_shape(self) -> tuple[int, int, int]:
     return self.source.image_shape
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices)
     if indices.size and (indices.min() < 0 or indices.max() >= self.limit):
       raise IndexError(f'indices outside [0, {self.limit})')
-    return self.source.get(indices)
+    return self.source.get(indices, step=step)
 
 
 def _truncate(splits: base.DatasetSplits, data_config) -> base.DatasetSplits:

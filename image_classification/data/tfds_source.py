@@ -37,6 +37,7 @@ MANUAL_FILES = {
 # Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
 # (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
 CROP_PADDING = 32
+_CROP_STREAM = 0xC809  # the random-resized-crop stream: (seed, stream, step, index)
 # Records per batched read when a split is loaded into memory.
 READ_CHUNK = 1024
 
@@ -208,9 +209,11 @@ class CroppingSource:
   """Random access to records {'image': uint8 [H, W, C], 'label'} of any size.
 
   Each ``get`` decodes the requested records, crops and resizes them to
-  ``image_size`` x ``image_size`` on the host. The random crops use only public
-  randomness (a generator seeded with ``seed``), never the data, so they do not
-  change the privacy analysis: each example still enters the batch at most once.
+  ``image_size`` x ``image_size`` on the host. The random crop of an example read at
+  training step t is drawn from (seed, t, index) alone: public randomness, never the
+  data, so it does not change the privacy analysis (each example still enters a batch
+  at most once per step), and a resumed run recomputes a step with exactly the crops
+  the interrupted run used.
   """
 
   def __init__(self, records: Sequence[dict[str, Any]], *, image_size: int,
@@ -219,7 +222,7 @@ class CroppingSource:
     self._image_size = image_size
     self._channels = channels
     self._random_resized_crop = random_resized_crop
-    self._rng = np.random.default_rng(seed)
+    self._seed = int(seed)
 
   @property
   def num_examples(self) -> int:
@@ -229,18 +232,19 @@ class CroppingSource:
   def image_shape(self) -> tuple[int, int, int]:
     return (self._image_size, self._image_size, self._channels)
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
     images = np.empty((len(indices),) + self.image_shape, np.uint8)
     labels = np.empty((len(indices),), np.int32)
     records = read_records(self._records, indices) if indices else []
-    for row, record in enumerate(records):
+    for row, (index, record) in enumerate(zip(indices, records)):
       image = np.asarray(record['image'])
       if image.ndim == 2:
         image = image[..., None]
       height, width = image.shape[:2]
       if self._random_resized_crop:
-        box = random_resized_crop_box(height, width, self._rng)
+        rng = np.random.default_rng([self._seed, _CROP_STREAM, int(step), index])
+        box = random_resized_crop_box(height, width, rng)
       else:
         box = center_crop_box(height, width, self._image_size)
       images[row] = crop_and_resize(image, box, self._image_size)

@@ -144,11 +144,11 @@ class RelabelledSource:
   def image_shape(self) -> tuple[int, int, int]:
     return self.source.image_shape
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size and (indices.min() < 0 or indices.max() >= self.num_examples):
       raise IndexError(f'indices outside [0, {self.num_examples})')
-    images, labels = self.source.get(self.indices[indices])
+    images, labels = self.source.get(self.indices[indices], step=step)
     labels = (np.asarray(labels, np.int32) + self.shifts[indices]) % self.num_classes
     return images, labels.astype(np.int32)
 

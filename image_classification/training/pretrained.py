@@ -21,8 +21,10 @@ target's even when the counts agree, and De et al. 2022 (jax_privacy's
 ``reset_classifier=True``) always start fine-tuning from a fresh head. Pass
 ``reset_head=False`` to keep a head of matching shape (resuming on the same labels).
 
-Privacy: the pre-trained parameters are public (or another party's) input, not
-derived from the private training set here, so loading them costs no budget.
+Privacy: parameters trained on public data (or another party's data) cost no budget.
+Parameters from an earlier DP run of this platform on the same private data do:
+``composition`` finds that run's privacy.json and refuses, unless the config accepts
+that the two runs compose and the total is reported.
 """
 import os
 from typing import Any, Mapping
@@ -277,3 +279,83 @@ def load_pretrained(path: str, params: Mapping[str, Any],
   """
   return merge_pretrained(read_params(path), params, source=path,
                           reset_head=reset_head)
+
+
+# ------------------------------------------------------------------ privacy
+def earlier_run_files(path: str) -> tuple[dict, dict] | None:
+  """(config.json, privacy.json) of the run of this platform that wrote ``path``.
+
+  ``path`` may be the run's workdir, its checkpoints/ folder, a step or item inside
+  it, or a parameter file exported into the workdir; None when no run files are found
+  (parameters from elsewhere).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
+  for _ in range(4):
+    files = [os.path.join(folder, n) for n in ('config.json', 'privacy.json')]
+    if all(os.path.exists(f) for f in files):
+      try:
+        loaded = []
+        for f in files:
+          with open(f) as handle:
+            loaded.append(json.load(handle))
+        return loaded[0], loaded[1]
+      except (OSError, ValueError) as e:
+        raise PretrainedError(
+            f'{folder}: the run files of the run that trained config.model.'
+            f'pretrained_path cannot be read ({e}); its privacy cost cannot be '
+            'checked') from e
+    folder = os.path.dirname(folder)
+  return None
+
+
+def _same_data(earlier: dict, data_config) -> bool:
+  data = earlier.get('data', {})
+  if data.get('name') != data_config.name:
+    return False
+  if data_config.name in ('image_folder', 'npz'):  # names say nothing: compare files
+    return os.path.realpath(data.get('path') or '') == \
+        os.path.realpath(data_config.path or '')
+  return True
+
+
+def composition(path: str, data_config, compose: bool) -> dict:
+  """What privacy.json records about the pre-trained parameters at ``path``.
+
+  Privacy: parameters trained elsewhere on public data cost nothing. Parameters from
+  an earlier DP run of this platform on the SAME private data are a release of that
+  data: fine-tuning again composes the two runs. Refused (PretrainedError) unless
+  ``compose`` (config.privacy.compose_with_pretrained_run) accepts that the total
+  is reported, by basic composition: epsilon = e1 + e2 and delta = d1 + d2.
+  """
+  record = {'path': path}
+  found = earlier_run_files(path)
+  if found is None:
+    record['assumption'] = ('the guarantee assumes these parameters were trained on '
+                            'public data (or data disjoint from this training set)')
+    return record
+  config, privacy = found
+  record.update(earlier_run=True, earlier_dataset=config.get('data', {}).get('name'),
+                earlier_epsilon=privacy.get('epsilon'), earlier_delta=privacy.get('delta'),
+                earlier_non_private=bool(privacy.get('non_private')))
+  if not _same_data(config, data_config):
+    record['assumption'] = ('trained by an earlier run on another dataset; the guarantee '
+                            'assumes that data is disjoint from this training set')
+    return record
+  if privacy.get('non_private'):
+    raise PretrainedError(
+        f'config.model.pretrained_path={path!r} was trained WITHOUT privacy on the same '
+        f'dataset ({data_config.name}): fine-tuning from it can give no guarantee for '
+        'that data. Start from parameters trained on public data')
+  if not compose:
+    raise PretrainedError(
+        f'config.model.pretrained_path={path!r} comes from an earlier DP run on the same '
+        f'dataset ({data_config.name}, epsilon={privacy.get("epsilon")}, '
+        f'delta={privacy.get("delta")}): fine-tuning again spends budget on the same '
+        'examples, and the two runs compose. Set '
+        'config.privacy.compose_with_pretrained_run=True to train and report the total '
+        '(basic composition: epsilons and deltas add up), or start from public '
+        'parameters')
+  record['assumption'] = ('an earlier DP run on the same data: the two runs compose, '
+                          'and the total (basic composition) is reported')
+  return record

@@ -295,6 +295,7 @@ def test_image_folder_with_test_split(tmp_path):
               for name in data.class_names}
   for k, name in enumerate(data.class_names):
     np.testing.assert_array_equal(images[2 * k:2 * k + 2], np.stack(by_class[name]))
+  assert data.private_evaluation_note == ''  # a test/ folder: not the private data
   test_images, test_labels = data.test.get(np.arange(3))
   np.testing.assert_array_equal(test_labels, [0, 1, 2])
   np.testing.assert_array_equal(
@@ -313,6 +314,9 @@ def test_image_folder_stratified_split_and_grayscale(tmp_path):
   again = local_files.load_image_folder(str(tmp_path))
   np.testing.assert_array_equal(again.test.get(np.arange(2))[0],
                                 data.test.get(np.arange(2))[0])
+  # The evaluation split is carved out of the private folder: the report must say so.
+  assert 'private data' in data.private_evaluation_note
+  assert 'WITHOUT noise' in data.private_evaluation_note
 
 
 def test_image_folder_sizes(tmp_path):

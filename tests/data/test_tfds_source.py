@@ -123,6 +123,28 @@ def test_cropping_source_on_plain_records():
   assert images.shape == (2, 4, 4, 1) and list(labels) == [5, 5]
 
 
+def test_random_crops_depend_on_step_and_index_only():
+  """A resumed run re-reads a step with the crops the interrupted run used: the crop
+  is a function of (seed, step, index), not of a generator's history."""
+  rng = np.random.default_rng(2)
+  records = [{'image': rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), 'label': i}
+             for i in range(4)]
+
+  def source():
+    return tfds_source.CroppingSource(records, image_size=8, channels=3,
+                                      random_resized_crop=True, seed=3)
+
+  first, _ = source().get(np.array([1, 2, 3]), step=5)
+  reused = source()
+  reused.get(np.array([0, 1, 2, 3]), step=4)  # earlier reads change nothing
+  again, _ = reused.get(np.array([1, 2, 3]), step=5)
+  np.testing.assert_array_equal(again, first)
+  alone, _ = source().get(np.array([2]), step=5)  # nor does the rest of the batch
+  np.testing.assert_array_equal(alone[0], first[1])
+  later, _ = source().get(np.array([1, 2, 3]), step=6)
+  assert not np.array_equal(later, first)  # another step, other crops
+
+
 def test_read_records_uses_batched_reads():
   class Batched(list):
     def __getitems__(self, indices):

@@ -175,3 +175,89 @@ def test_abstract_params_are_checked_without_materialising(tmp_path):
                             np.zeros((1, 8, 8, 1), np.float32))['params']
   with pytest.raises(pretrained.PretrainedError, match='conv1'):
     pretrained.load_pretrained(path, abstract)
+
+
+# ------------------------------------------------------------------ composition
+def _earlier_run(folder, dataset='digits', epsilon=2.0, non_private=False, path=''):
+  """A workdir as an earlier run of this platform leaves it, with exported params."""
+  import json  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump({'data': {'name': dataset, 'path': path}}, f)
+  with open(os.path.join(folder, 'privacy.json'), 'w') as f:
+    json.dump({'epsilon': None if non_private else epsilon, 'delta': 1e-5,
+               'non_private': non_private}, f)
+  pretrained.save_params(os.path.join(folder, 'params.npz'), _params(3))
+  return os.path.join(folder, 'params.npz')
+
+
+def _data(name='digits', path=''):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({'name': name, 'path': path})
+
+
+def test_an_earlier_dp_run_on_the_same_data_is_refused_unless_composed(tmp_path):
+  params_file = _earlier_run(str(tmp_path / 'run'))
+  with pytest.raises(pretrained.PretrainedError, match='compose_with_pretrained_run'):
+    pretrained.composition(params_file, _data(), compose=False)
+  record = pretrained.composition(params_file, _data(), compose=True)
+  assert record['earlier_run'] and record['earlier_epsilon'] == 2.0
+  assert 'compose' in record['assumption']
+  # The run's workdir or its checkpoints/ folder are found the same way.
+  os.makedirs(tmp_path / 'run' / 'checkpoints' / '7')
+  with pytest.raises(pretrained.PretrainedError, match='same dataset'):
+    pretrained.composition(str(tmp_path / 'run' / 'checkpoints' / '7'), _data(), False)
+
+
+def test_a_non_private_run_on_the_same_data_is_refused_even_when_composed(tmp_path):
+  params_file = _earlier_run(str(tmp_path / 'run'), non_private=True)
+  with pytest.raises(pretrained.PretrainedError, match='WITHOUT privacy'):
+    pretrained.composition(params_file, _data(), compose=True)
+
+
+def test_other_data_and_outside_parameters_are_recorded_with_their_assumption(tmp_path):
+  other = pretrained.composition(_earlier_run(str(tmp_path / 'a'), dataset='mnist'),
+                                 _data(), compose=False)
+  assert other['earlier_run'] and 'disjoint' in other['assumption']
+  folder_a = _earlier_run(str(tmp_path / 'b'), dataset='npz', path=str(tmp_path / 'x.npz'))
+  same_name_other_file = pretrained.composition(
+      folder_a, _data('npz', str(tmp_path / 'y.npz')), compose=False)
+  assert 'disjoint' in same_name_other_file['assumption']
+  with pytest.raises(pretrained.PretrainedError):
+    pretrained.composition(folder_a, _data('npz', str(tmp_path / 'x.npz')), False)
+  outside = str(tmp_path / 'public' / 'p.npz')
+  os.makedirs(os.path.dirname(outside))
+  pretrained.save_params(outside, _params(3))
+  record = pretrained.composition(outside, _data(), compose=False)
+  assert record == {'path': outside, 'assumption': record['assumption']}
+  assert 'public data' in record['assumption']
+
+
+def test_fine_tuning_on_the_same_data_reports_the_composed_total(tmp_path):
+  """Through the trainer: a second run from the first run's workdir on the same data
+  is refused, then with the switch its privacy.json/.md give the sum."""
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  from image_classification.reporting import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  config = quickstart.get_config()
+  config.training.num_steps = 2
+  config.training.batch_size = 64
+  config.privacy.noise_multiplier = 3.0
+  config.model.kwargs.channels = (4,)
+  first = str(tmp_path / 'first')
+  loop.train(config, first)
+  eps1 = run_files.read_json(first, run_files.PRIVACY)['epsilon']
+  config.model.pretrained_path = first
+  with pytest.raises(config_lib.ConfigError, match='compose_with_pretrained_run'):
+    loop.train(config, str(tmp_path / 'refused'))
+  config.privacy.compose_with_pretrained_run = True
+  second = str(tmp_path / 'second')
+  loop.train(config, second)
+  privacy = run_files.read_json(second, run_files.PRIVACY)
+  assert privacy['pretrained']['earlier_epsilon'] == eps1
+  assert privacy['total_epsilon_with_pretrained'] == pytest.approx(
+      eps1 + privacy['epsilon'])
+  assert privacy['total_delta_with_pretrained'] == pytest.approx(2e-5)
+  with open(os.path.join(second, run_files.PRIVACY_MD)) as f:
+    assert 'basic composition' in f.read()
