@@ -1,6 +1,6 @@
 """Quickstart: a small CNN on scikit-learn's 8x8 digits (ships with the package, no
-download) with DP-SGD at epsilon = 4, delta = 1e-5. Tuned on seeds 0-2 (test accuracy 0.93-0.95);
-under a minute on a 2-core CPU.
+download) with DP-SGD at epsilon = 4, delta = 1e-5. Test accuracy 0.914 +- 0.010 over 7 runs
+with fresh secret noise (results/README.md); under a minute on a 2-core CPU.
 
   python launch.py --config=configs/quickstart.py --workdir=/tmp/run1
 """
