@@ -220,6 +220,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   progress = progress_lib.Progress(plan.steps)
   log_every = max(1, t.log_every_steps or plan.steps)
   pending, images_seen, timer = [], 0, None
+  startup_sec = None  # launch to the end of the first step: loading and compiling
   test_accuracy = None
   step = int(state.step)
   while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
@@ -230,6 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     if timer is None:  # the first step of a start or resume compiles; time from its end
       jax.block_until_ready(state.step)
       timer, images_seen = time.time(), 0
+      startup_sec = timer - start
       progress.start(step)
     else:
       images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
@@ -291,6 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
       'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
       'wall_time_sec': time.time() - start, 'resumed_from_step': start_step,
+      'startup_sec': startup_sec,
       'audit_epsilon_lower_bound': (None if audit_result is None
                                     else audit_result['epsilon_lower_bound']),
       'non_private': plan.non_private,
