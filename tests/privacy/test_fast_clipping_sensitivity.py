@@ -88,3 +88,98 @@ def test_ws_conv_gradient_along_removed_directions_is_clipped(impl):
   keys = jax.random.split(jax.random.PRNGKey(1), batch)
   got = contributions(impl, _loss_fn(model), params, views, labels, keys, 1.0)
   assert np.all(got <= TOL), (impl, np.sort(got)[-5:])
+
+
+# ------------------------------------------------------------ every layer kind
+# One parameter-owning layer of each kind the fast paths have a rule for, then a
+# Dense head with a bias. 'dense' applies a Dense layer to every pixel (a sequence of
+# H*W vectors per view) and sees one view per example, so its head takes the
+# one-vector Dense route; the others see two views (augmult). With ``center`` the
+# layer's output is centred over the pixels of each view (as an instance norm
+# does): its output gradients then sum to ~0 over positions, so with near-constant
+# inputs its kernel and bias gradients are small differences of large terms; without
+# it, a near-constant input puts a WS conv's gradient along the constant filter.
+LAYERS = {
+    'dense': lambda: nn.Dense(4),
+    'conv': lambda: nn.Conv(4, (3, 3)),
+    'grouped_conv': lambda: nn.Conv(4, (3, 3), feature_group_count=2),
+    'ws_conv': lambda: layers.WSConv(4, 3, padding='VALID'),
+    'scaled_ws_conv': lambda: layers.ScaledWSConv(4, 3),  # NF models': gain, bias
+    'grouped_scaled_ws_conv': lambda: layers.ScaledWSConv(4, 3, feature_group_count=2),
+}
+
+# name -> views as a function of N(0, 1) noise.
+INPUTS = {
+    'near_constant': lambda z: 1.0 + 1e-4 * z,
+    'large': lambda z: 1e4 * (1.0 + 1e-4 * z),
+    'tiny': lambda z: 1e-4 * (1.0 + 1e-4 * z),
+    'normal': lambda z: z,
+}
+
+
+class _OneLayer(nn.Module):
+  kind: str
+  center: bool = False
+
+  @nn.compact
+  def __call__(self, x, is_training=False):
+    del is_training
+    h = LAYERS[self.kind]()(x)
+    if self.center:
+      h = h - jnp.mean(h, axis=(-3, -2), keepdims=True)
+    return nn.Dense(3, name='head')(h.reshape(h.shape[0], -1))
+
+
+def _scale_head(params, scale):
+  """The head's kernel times ``scale``: the layer below gets output gradients
+  ``scale`` times larger (logits saturate for some examples, not all)."""
+  params = dict(params)
+  params['head'] = dict(params['head'], kernel=params['head']['kernel'] * scale)
+  return params
+
+
+def _median_positive(norms):
+  """The median of the positive finite norms (1 if none): about half the examples
+  with a gradient are clipped."""
+  ok = jnp.isfinite(norms) & (norms > 0)
+  clip = jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
+  return jnp.where(jnp.isfinite(clip), clip, 1.0)
+
+
+@pytest.mark.parametrize('center', [False, True], ids=['plain', 'centered'])
+@pytest.mark.parametrize('kind', sorted(LAYERS))
+def test_every_example_contributes_at_most_c(kind, center):
+  """'vmap', 'fast' and 'ghost', every input family, the head scaled by 1 and 1e6:
+  each example's masked contribution is <= C (1 + 1e-5)."""
+  model = _OneLayer(kind, center)
+  batch, augmult = 8, (1 if kind == 'dense' else 2)
+  shape = (batch, augmult, 5, 5, 2)
+  params0 = model.init(jax.random.PRNGKey(0), jnp.zeros(shape[1:]))['params']
+  labels = jax.random.randint(jax.random.PRNGKey(1), (batch,), 0, 3)
+  keys = jax.random.split(jax.random.PRNGKey(2), batch)
+  loss_fn = _loss_fn(model)
+  impls = ('vmap', 'fast', 'ghost')
+
+  @jax.jit
+  def run(params, views):
+    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
+    clip = _median_positive(clipping.global_norms(grads))
+
+    def one(mask):
+      return [_clipped_sum(impl, loss_fn, params, views, labels, keys, mask, clip)
+              for impl in impls]
+    return clip, jax.lax.map(one, jnp.eye(batch, dtype=bool))
+
+  failures = []
+  for i, (name, make) in enumerate(sorted(INPUTS.items())):
+    views = make(jax.random.normal(jax.random.PRNGKey(3 + i), shape))
+    for scale in (1.0, 1e6):
+      clip, sums = jax.device_get(run(_scale_head(params0, scale), views))
+      assert np.isfinite(clip) and clip > 0
+      for impl, tree in zip(impls, sums):
+        leaves = [np.asarray(x, np.float64).reshape(batch, -1)
+                  for x in jax.tree_util.tree_leaves(tree)]
+        got = np.sqrt(sum(np.sum(x * x, axis=1) for x in leaves)) / float(clip)
+        if not np.all(got <= TOL):
+          failures.append(f'{impl} {name} head x{scale:g}: max {got.max():.6g} C')
+  assert not failures, failures
