@@ -105,6 +105,14 @@ def standardize_kernel(kernel: Array, eps: float = 1e-4) -> Array:
   return (kernel - mean) * jax.lax.rsqrt(jnp.maximum(var * fan_in, eps))
 
 
+def ws_kernel(kernel: Array, gain: Array | None = None, eps: float = 1e-4) -> Array:
+  """The kernel a ``WSConv`` convolves with: ``standardize_kernel(kernel, eps)``,
+  times the per-filter ``gain`` when given. The one definition of that map: the fast
+  per-example gradient paths (privacy/fast_clipping.py) differentiate this function."""
+  kernel = standardize_kernel(kernel, eps)
+  return kernel if gain is None else kernel * gain
+
+
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -134,11 +142,10 @@ class WSConv(nn.Module):
                        f'{self.feature_group_count} groups')
     shape = _pair(self.kernel_size) + (
         in_features // self.feature_group_count, self.features)
-    kernel = standardize_kernel(
-        self.param('kernel', self.kernel_init, shape), self.eps)
-    if self.use_gain:
-      kernel = kernel * self.param('gain', nn.initializers.ones, (self.features,))
-    return kernel
+    kernel = self.param('kernel', self.kernel_init, shape)
+    gain = (self.param('gain', nn.initializers.ones, (self.features,))
+            if self.use_gain else None)
+    return ws_kernel(kernel, gain, self.eps)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:

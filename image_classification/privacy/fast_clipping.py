@@ -289,22 +289,21 @@ def _conv_kernel_grad(x, dy, geometry, weights=None):
   return grad.reshape(kh, kw, cg, g * og)
 
 
-def _ws_effective_kernel(module: layers.WSConv, own: dict):
-  """The kernel WSConv convolves with, as a function of its own parameters (mirrors
-  ``layers.WSConv.standardized_kernel``; the tests compare with the reference)."""
-  kernel = layers.standardize_kernel(own['kernel'], module.eps)
-  if module.use_gain:
-    kernel = kernel * own['gain']
-  return kernel
+def _ws_kernel_vjp(call: _Call, params: dict) -> Callable[[jax.Array], dict]:
+  """The VJP of the kernel a WSConv convolves with (``layers.ws_kernel``, the model's
+  own code) w.r.t. its parameters: effective-kernel gradient -> {'kernel'[, 'gain']}."""
+  own = {k: params[k] for k in call.own if k in ('kernel', 'gain')}
+  _, vjp = jax.vjp(
+      lambda p: layers.ws_kernel(p['kernel'], p.get('gain'), call.module.eps), own)
+  return lambda grad: vjp(grad)[0]
 
 
 def _conv_grads(call: _Call, params: dict, x, dy, weights=None) -> dict:
   geometry = _conv_geometry(call.module)
   grad = _conv_kernel_grad(x, dy, geometry, weights)
   if call.kind == 'ws_conv':
-    own = {k: params[k] for k in call.own if k != 'bias'}
-    _, vjp = jax.vjp(lambda p: _ws_effective_kernel(call.module, p), own)
-    out = jax.vmap(vjp)(grad)[0] if weights is None else vjp(grad)[0]
+    vjp = _ws_kernel_vjp(call, params)
+    out = jax.vmap(vjp)(grad) if weights is None else vjp(grad)
   else:
     out = {'kernel': grad}
   if 'bias' in call.own:
@@ -451,39 +450,46 @@ def batch_grad(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels,
   return _assemble(params, calls, per_call, None), losses
 
 
-def _sq_norm_per_example(tree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return sum(jnp.sum(jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32) ** 2, axis=1)
-             for x in leaves)
+def _dense_outer_sq_norms(call: _Call, x, dy) -> Optional[jax.Array]:
+  """||x_i dy_i^T||^2 (+ bias) = |x_i|^2 |dy_i|^2 for a Dense layer that sees ONE
+  vector per example (a head without augmult), else None.
 
-
-def _dense_ghost_sq_norms(call: _Call, x, dy) -> Optional[jax.Array]:
-  """||x_i^T dy_i||^2 (+ bias) from Gram matrices when that is cheaper."""
+  A product of two sums of squares: no cancellation, and the vector the ghost sum
+  adds for example i, x_i (f_i dy_i)^T, has exactly these entries up to one rounding
+  each. With several vectors per example (augmult views, a sequence), the Gram-matrix
+  form sum_st <x_s, x_t><dy_s, dy_t> cancels catastrophically in float32 when the
+  vectors are near-parallel and the output gradients nearly cancel: such layers take
+  the per-example route instead.
+  """
   b = x.shape[0]
-  x = x.reshape(b, -1, x.shape[-1]).astype(jnp.float32)
-  dy = dy.reshape(b, -1, dy.shape[-1]).astype(jnp.float32)
-  t, d, p = x.shape[1], x.shape[2], dy.shape[2]
-  if t * t * (d + p) >= t * d * p:
+  x = x.reshape(b, -1, x.shape[-1])
+  dy = dy.reshape(b, -1, dy.shape[-1])
+  if x.shape[1] != 1:
     return None
-  gram_x = jnp.einsum('bsi,bti->bst', x, x)
-  gram_dy = jnp.einsum('bso,bto->bst', dy, dy)
-  sq = jnp.sum(gram_x * gram_dy, axis=(1, 2))
+  sq_dy = _sq_sum(dy)
+  sq = _sq_sum(x) * sq_dy
   if 'bias' in call.own:
-    sq = sq + jnp.sum(jnp.sum(dy, axis=1) ** 2, axis=1)
+    sq = sq + sq_dy
   return sq
 
 
 class _LayerParts:
-  """One call's per-example gradient, kept in the pieces it was computed in.
+  """One call's per-example gradient, as the tensors the sum is made of.
 
-  ``sq_norms`` is each example's squared gradient norm over the call's parameters;
-  ``weighted_sum(factors, valid)`` is sum_i factors_i * grad_i as {name: array},
-  with the examples where ``valid`` is False replaced by zeros first (when given).
+  ``sq_norms`` is each example's squared norm of exactly those tensors, and
+  ``weighted_sum(factors, valid)`` is sum_i factors_i * (example i's tensors), then
+  ``combine``d into {name: array}, with the examples where ``valid`` is False
+  replaced by zeros first (when given). ``combine`` must be linear and
+  norm-preserving (a reshape or transpose), so the norm that clips an example is the
+  norm of what it adds to the sum (DESIGN.md, privacy invariant 11). The optimisation
+  barrier makes both read the same materialised values: XLA may not, e.g., rewrite
+  the weighted sum of per-example matmuls into one batch matmul, which rounds
+  differently.
   """
 
-  def __init__(self, sq_norms, pieces: list, combine: Callable[[list], dict]):
-    self.sq_norms = sq_norms
-    self._pieces = pieces
+  def __init__(self, tensors: list, combine: Callable[[list], dict]):
+    self._tensors = jax.lax.optimization_barrier(list(tensors))
+    self.sq_norms = sum(_sq_sum(t) for t in self._tensors)
     self._combine = combine
 
   def weighted_sum(self, factors, valid=None) -> dict:
@@ -492,7 +498,7 @@ class _LayerParts:
         x = jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x,
                       jnp.zeros((), x.dtype))
       return jnp.tensordot(factors.astype(x.dtype), x, axes=1)
-    return self._combine([one(x) for x in self._pieces])
+    return self._combine([one(x) for x in self._tensors])
 
 
 def _sq_sum(x) -> jax.Array:
@@ -501,69 +507,40 @@ def _sq_sum(x) -> jax.Array:
   return jnp.sum(x * x, axis=1)
 
 
-def _ws_statistics(module: layers.WSConv, kernel):
-  """Of WSConv's standardisation, per output filter: the standardised kernel (before
-  the gain), the scale s = 1 / sqrt(max(n var, eps)) and whether the eps floor is
-  active (then the scale is constant and the kernel's gradient has no component
-  along the standardised kernel). Mirrors ``layers.standardize_kernel``."""
-  n = np.prod(kernel.shape[:-1])
-  mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
-  var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
-  floor = var * n < module.eps
-  scale = jax.lax.rsqrt(jnp.maximum(var * n, module.eps))
-  return (kernel - mean) * scale, scale.reshape(-1), floor.reshape(-1), n
-
-
 def _conv_parts(call: _Call, params: dict, x, dy) -> _LayerParts:
+  """A conv's per-example gradient in the pieces it is computed in (per kernel tap).
+
+  Weight-standardised convs: the standardisation's VJP (of ``layers.ws_kernel``, the
+  model's code) is applied to each example's effective-kernel gradient, and the norm
+  is taken of that result, which is what the sum adds. Not from the identity
+  |J^T h|^2 = s^2 (|h|^2 - (sum h)^2 / n - <w_hat, h>^2): in float32 that difference
+  cancels to ~0 when h lies almost along the removed directions (the constant filter
+  and w_hat), so an example could go unclipped while its true residual is added
+  (DESIGN.md, privacy invariant 11; tests/privacy/test_fast_clipping_sensitivity.py).
+  """
   geometry = _conv_geometry(call.module)
   kh, kw = geometry['kernel_size']
   pieces = _conv_pieces(x, dy, geometry)
-  b, g, og, _, cg = pieces[0].shape
-  bias = None
-  if 'bias' in call.own:
-    bias = jnp.sum(dy.reshape(b, -1, dy.shape[-1]), axis=1)
-
   if call.kind == 'ws_conv':
-    # The kernel's gradient is J^T h per example, with J the Jacobian of the
-    # standardisation, which acts on each output filter separately: with h the
-    # gradient w.r.t. the standardised kernel w_hat (unit norm, mean 0 per filter),
-    # J^T h = s (h - mean(h) - w_hat <w_hat, h>), so
-    # |J^T h|^2 = s^2 (|h|^2 - (sum h)^2 / n - <w_hat, h>^2) (without the last term
-    # where the eps floor holds s constant): three sums per filter, taken piece by
-    # piece; J^T itself is applied once, to the clipped sum.
-    w_hat, scale, floor, n = _ws_statistics(call.module, params['kernel'])
-    w_hat = jnp.transpose(w_hat.reshape(kh * kw, cg, g, og), (2, 3, 0, 1))
-    gain = params['gain'].reshape(g, og) if call.module.use_gain else None
-    sq2 = sq1 = along = 0.0
-    start = 0
-    for piece in pieces:
-      m = piece.shape[3]
-      sq2 = sq2 + jnp.sum(piece * piece, axis=(3, 4))
-      sq1 = sq1 + jnp.sum(piece, axis=(3, 4))
-      along = along + jnp.sum(piece * w_hat[:, :, start:start + m], axis=(3, 4))
-      start += m
-    gain2 = 1.0 if gain is None else gain ** 2
-    scale2 = (scale ** 2).reshape(g, og)
-    kept = sq2 - sq1 ** 2 / n - jnp.where(floor.reshape(g, og), 0.0, along ** 2)
-    sq = jnp.sum(scale2 * gain2 * jnp.maximum(kept, 0.0), axis=(1, 2))
-    if gain is not None:
-      sq = sq + jnp.sum(along ** 2, axis=(1, 2))
-    own = {k: params[k] for k in call.own if k != 'bias'}
-    _, vjp = jax.vjp(lambda p: _ws_effective_kernel(call.module, p), own)
+    kernel = _pieces_to_kernel(pieces, (kh, kw), batched=True)
+    grads = jax.vmap(_ws_kernel_vjp(call, params))(kernel)
+    names = sorted(grads)
+    tensors = [grads[k] for k in names]
+    own = lambda sums: dict(zip(names, sums))
   else:
-    sq = sum(_sq_sum(piece) for piece in pieces)
-    vjp = lambda kernel: ({'kernel': kernel},)
-  if bias is not None:
-    sq = sq + _sq_sum(bias)
+    tensors = pieces
+    own = lambda sums: {'kernel': _pieces_to_kernel(sums, (kh, kw), batched=False)}
+  n = len(tensors)
+  if 'bias' in call.own:
+    tensors = tensors + [jnp.sum(dy.reshape(dy.shape[0], -1, dy.shape[-1]), axis=1)]
 
   def combine(sums):
-    kernel = _pieces_to_kernel(sums[:len(pieces)], (kh, kw), batched=False)
-    out = dict(vjp(kernel)[0])
-    if bias is not None:
-      out['bias'] = sums[-1]
+    out = own(sums[:n])
+    if len(sums) > n:
+      out['bias'] = sums[n]
     return out
 
-  return _LayerParts(sq, pieces + ([bias] if bias is not None else []), combine)
+  return _LayerParts(tensors, combine)
 
 
 def _layer_parts(call: _Call, params: PyTree, dynamic: list, dy) -> _LayerParts:
@@ -572,8 +549,7 @@ def _layer_parts(call: _Call, params: PyTree, dynamic: list, dy) -> _LayerParts:
     return _conv_parts(call, layer_params, dynamic[0], dy)
   grads = _layer_grads(call, params, dynamic, dy)
   names = sorted(grads)
-  return _LayerParts(sum(_sq_sum(grads[k]) for k in names), [grads[k] for k in names],
-                     lambda sums: dict(zip(names, sums)))
+  return _LayerParts([grads[k] for k in names], lambda sums: dict(zip(names, sums)))
 
 
 def _all_finite(norms: jax.Array) -> jax.Array:
@@ -633,7 +609,9 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
                                                        keys)
   paths = [c.path for c in calls]
   shared = len(set(paths)) != len(paths)
-  if keep_per_example and shared:
+  if shared:
+    # A parameter used by several calls needs its per-call gradients added before
+    # the norm is taken: the exact per-example tree (rare: weight sharing).
     grads = _assemble(params, calls, [_layer_grads(c, params, x, dy) for c, x, dy in
                                       zip(calls, inputs, out_grads)], labels.shape[0])
     return (*sum_clipped(grads, mask, clipping_norm), losses)
@@ -645,19 +623,13 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
         _all_finite(norms), lambda: [p.weighted_sum(factors) for p in parts],
         lambda: [p.weighted_sum(factors, valid) for p in parts])
     return _assemble(params, calls, per_call, None), norms, valid, losses
-  if shared:
-    # A parameter used by several calls needs its per-call gradients added before
-    # the norm is taken: use the exact per-example tree (rare: weight sharing).
-    grads = _assemble(params, calls, [_layer_grads(c, params, x, dy) for c, x, dy in
-                                      zip(calls, inputs, out_grads)], labels.shape[0])
-    sq = _sq_norm_per_example(grads)
-  else:
-    sq = jnp.zeros(labels.shape[:1], jnp.float32)
-    for call, x, dy in zip(calls, inputs, out_grads):
-      ghost = _dense_ghost_sq_norms(call, x[0], dy) if call.kind == 'dense' else None
-      if ghost is None:  # this layer's per-example gradient, dropped after its norm
-        ghost = _layer_parts(call, params, x, dy).sq_norms
-      sq = sq + ghost
+  # Ghost. Pass 1: squared norms, layer by layer; each layer's per-example tensors
+  # are dropped right after their norm (a one-vector Dense layer needs none).
+  outer = [_dense_outer_sq_norms(c, x[0], dy) if c.kind == 'dense' else None
+           for c, x, dy in zip(calls, inputs, out_grads)]
+  sq = jnp.zeros(labels.shape[:1], jnp.float32)
+  for call, x, dy, o in zip(calls, inputs, out_grads, outer):
+    sq = sq + (_layer_parts(call, params, x, dy).sq_norms if o is None else o)
   norms = jnp.sqrt(sq)
   factors, valid = clipping.clip_factors(norms, mask, clipping_norm)
 
@@ -669,6 +641,17 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
 
   inputs, out_grads = jax.lax.cond(_all_finite(norms), lambda t: t, clean,
                                    (inputs, out_grads))
-  per_call = [_layer_grads(c, params, x, dy, factors)
-              for c, x, dy in zip(calls, inputs, out_grads)]
+  # Pass 2: each layer's per-example tensors again, by the same code on the same
+  # values (so the same vectors whose norms gave the factors), summed with the
+  # factors. The barrier keeps XLA from merging this with pass 1 (which would keep
+  # every layer's tensors alive at once, as 'fast' does) and makes it wait for the
+  # factors. A one-vector Dense layer's sum is the batch matmul with scaled output
+  # gradients: per example, x_i (f_i dy_i)^T, entries rounded once.
+  per_call = []
+  for call, x, dy, o in zip(calls, inputs, out_grads, outer):
+    if o is not None:
+      per_call.append(_layer_grads(call, params, x, dy, factors))
+    else:
+      x, dy, _ = jax.lax.optimization_barrier((x, dy, factors))
+      per_call.append(_layer_parts(call, params, x, dy).weighted_sum(factors))
   return _assemble(params, calls, per_call, None), norms, valid, losses
