@@ -38,28 +38,36 @@ def test_micro_batches_equal_one_shot_including_noise():
 
 def test_noise_is_drawn_once_with_std_sigma_c_over_b():
   """privatised - noiseless gradient = sigma*C/B * N(0, I): one draw, whatever the
-  micro-batching (several draws would multiply the std by sqrt(#micro-batches))."""
+  micro-batching (several draws would multiply the std by sqrt(#micro-batches)).
+
+  The expected std is computed here, not by the noise module. 60 steps' noise (fresh
+  keys per step) gives about 24000 coordinates: the sample std has a relative
+  standard error of 0.46%, so the 2.5% tolerance is 5.5 standard errors from the
+  truth and a 10% error in the std (or a second draw) is 16 or more away.
+  Deterministic: fixed seeds."""
   images, labels = helpers.tiny_batch(16)
   mask = np.ones(16, bool)
   sigma, clip, b = 3.0, 0.5, 8.0
   step0, state0, _ = helpers.make_step(0.0, micro_batch_size=2, clipping_norm=clip,
                                        expected_batch_size=b)
   clean, _ = helpers.privatised_gradient(step0, state0, images, labels, mask)
-  step, state, _ = helpers.make_step(sigma, micro_batch_size=2, clipping_norm=clip,
-                                     expected_batch_size=b)
-  noisy, _ = helpers.privatised_gradient(step, state, images, labels, mask)
-  residual = _flat(noisy) - _flat(clean)
+  step, state, mesh = helpers.make_step(sigma, micro_batch_size=2, clipping_norm=clip,
+                                        expected_batch_size=b)
+  host = jax.device_get(state)
+  residuals = []
+  for s in range(60):
+    state_s = jax.device_put(host.replace(step=np.int32(s)), mesh_lib.replicated(mesh))
+    noisy, _ = helpers.privatised_gradient(step, state_s, images, labels, mask)
+    residuals.append(_flat(noisy) - _flat(clean))
+  residual = np.concatenate(residuals)
   expected_std = sigma * clip / b
-  n = residual.size  # about 400 coordinates
-  assert n > 200
-  # std of a sample of n normals: relative standard error ~ 1/sqrt(2n) (< 5%).
-  assert np.std(residual) == pytest.approx(expected_std, rel=4 / np.sqrt(2 * n))
-  assert abs(np.mean(residual)) < 4 * expected_std / np.sqrt(n)
-  # And it is exactly the noise of the step's key (no other draw happened).
-  key = noise.step_noise_key(step.noise_key, 0)
-  zeros = jax.tree_util.tree_map(np.zeros_like, jax.device_get(state0.params))
-  expected = noise.privatise(zeros, key, sigma, clip, b)
-  np.testing.assert_allclose(residual, _flat(expected), rtol=1e-4, atol=1e-6)
+  n = residual.size
+  assert n > 20000
+  assert np.std(residual) == pytest.approx(expected_std, rel=0.025)
+  assert abs(np.mean(residual)) < 5 * expected_std / np.sqrt(n)
+  # A fresh draw every step: consecutive steps' noise is uncorrelated.
+  corr = np.corrcoef(residuals[0], residuals[1])[0, 1]
+  assert abs(corr) < 5 / np.sqrt(residuals[0].size)
 
 
 def test_noise_keys_never_repeat_across_steps():

@@ -1,0 +1,228 @@
+"""Planted-bug check of the privacy path (docs/testing.md keeps the table).
+
+Each mutation is one small textual change to the library (old -> new, which must
+occur exactly once) and the tests that must fail with it. Usage, from the repo root:
+
+  python tests/mutation_check.py list
+  python tests/mutation_check.py plant NAME     # edits the working tree; undo with
+                                                # git checkout -- FILE
+  python tests/mutation_check.py run [NAME...]  # plant, run its tests, restore; prints
+                                                # 'caught' or 'NOT CAUGHT' per mutation
+
+`run` restores the file even when interrupted. Run it on a clean checkout: it
+refuses files with uncommitted changes. Not collected by pytest (no test_ prefix).
+"""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+
+W = 'tests/training/test_mechanism_wiring.py'
+NB = 'tests/training/test_neighbouring_batches.py'
+DPS = 'tests/training/test_dp_step.py'
+EV = 'tests/training/test_evaluation_and_augmult.py'
+REF = 'tests/privacy/test_accounting_references.py'
+
+# name: (file, old, new, [pytest node ids that must fail])
+MUTATIONS = {
+    'clip_2c': (
+        'image_classification/privacy/clipping.py',
+        'factors = jnp.minimum(1.0, clipping_norm / jnp.maximum(safe, 1e-12))',
+        'factors = jnp.minimum(1.0, 2 * clipping_norm / jnp.maximum(safe, 1e-12))',
+        ['tests/privacy/test_clipping.py', NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+    'normalise_by_realised': (
+        'image_classification/training/dp_step.py',
+        'cfg.clipping_norm,\n                            cfg.expected_batch_size)',
+        "cfg.clipping_norm,\n                            jnp.maximum(stats['num_examples'], 1.0))",
+        [DPS + '::test_normaliser_is_expected_not_realised_batch_size']),
+    'noise_x0.5': (
+        'image_classification/privacy/noise.py',
+        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
+        'add_noise(clipped_sum, key, 0.5 * noise_multiplier * clipping_norm)',
+        [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
+         W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    'noise_x0.9': (
+        'image_classification/privacy/noise.py',
+        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
+        'add_noise(clipped_sum, key, 0.9 * noise_multiplier * clipping_norm)',
+        [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
+         W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    'noise_x0.95': (
+        'image_classification/privacy/noise.py',
+        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
+        'add_noise(clipped_sum, key, 0.95 * noise_multiplier * clipping_norm)',
+        [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    'pmean_not_psum': (
+        'image_classification/training/dp_step.py',
+        'return jax.lax.psum(total, mesh_lib.DATA_AXIS)',
+        'return jax.lax.pmean(total, mesh_lib.DATA_AXIS)',
+        [DPS + '::test_four_devices_equal_one_device',
+         NB + '::test_same_bound_on_four_devices_without_micro_batching']),
+    'nonfinite_not_zeroed': (
+        'image_classification/privacy/clipping.py',
+        'valid = jnp.logical_and(mask, jnp.isfinite(norms))',
+        'valid = mask',
+        ['tests/privacy/test_clipping.py',
+         W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
+    'fixed_event_sigma': (
+        'image_classification/privacy/accounting.py',
+        'dp_accounting.GaussianDpEvent(self.noise_multiplier / 2.0)',
+        'dp_accounting.GaussianDpEvent(self.noise_multiplier)',
+        ['tests/privacy/test_accounting.py', REF,
+         W + '::test_fixed_size_sampling_and_replace_one_accounting']),
+    'accountant_q_n_plus_1': (
+        'image_classification/privacy/accounting.py',
+        '    return self.expected_batch_size / self.dataset_size',
+        '    return self.expected_batch_size / (self.dataset_size + 1)',
+        ['tests/privacy/test_accounting.py',
+         W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    'sampler_q_n_plus_1': (
+        'image_classification/data/sampling.py',
+        '    return self.expected_batch_size / self.dataset_size',
+        '    return self.expected_batch_size / (self.dataset_size + 1)',
+        [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
+    'trainer_half_sigma': (
+        'image_classification/training/loop.py',
+        'noise_multiplier=plan.noise_multiplier,\n',
+        'noise_multiplier=0.5 * plan.noise_multiplier,\n',
+        [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    'trainer_sampler_2b': (
+        'image_classification/training/loop.py',
+        'sampling.Sampler(exp.dataset_size, plan.expected_batch_size,',
+        'sampling.Sampler(exp.dataset_size, 2 * plan.expected_batch_size,',
+        [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
+    'augmult_views_clipped_separately': (
+        'image_classification/training/dp_step.py',
+        'random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)\n',
+        'random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)\n'
+        '    k = views.shape[1]\n'
+        '    views = views.reshape((-1, 1) + views.shape[2:])\n'
+        '    labels, mask = jnp.repeat(labels, k), jnp.repeat(mask, k)\n'
+        '    drop_keys = jnp.repeat(drop_keys, k, axis=0)\n',
+        [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+    'no_varying_cast': (
+        'image_classification/training/dp_step.py',
+        "    trainable = jax.lax.pcast(trainable, mesh_lib.DATA_AXIS, to='varying')\n"
+        "    frozen = jax.lax.pcast(frozen, mesh_lib.DATA_AXIS, to='varying')\n",
+        '',
+        [NB + '::test_same_bound_on_four_devices_without_micro_batching']),
+    'fast_norm_underestimated': (
+        'image_classification/privacy/fast_clipping.py',
+        '    norms = jnp.sqrt(sum(p.sq_norms for p in parts))\n',
+        '    norms = 0.5 * jnp.sqrt(sum(p.sq_norms for p in parts))\n',
+        [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+    'overflow_chunks_dropped': (
+        'image_classification/training/loop.py',
+        'sampling.pad_chunks(sampler.indices(step), capacity):',
+        'sampling.pad_chunks(sampler.indices(step), capacity)[:1]:',
+        [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
+    'noise_per_chunk': (
+        'image_classification/training/dp_step.py',
+        '      part = self.clipped_sum(state, *chunk, i)\n',
+        '      part = self.clipped_sum(state, *chunk, i)\n'
+        '      part = (noise.add_noise(part[0], jax.random.fold_in(self.base_key, i),\n'
+        '                              self.cfg.noise_multiplier * self.cfg.clipping_norm),'
+        ' part[1])\n',
+        [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
+    'realized_is_expected': (
+        'image_classification/training/loop.py',
+        "'realized_batch_size': float(summed['num_examples']) / len(pending),",
+        "'realized_batch_size': float(plan.expected_batch_size),",
+        [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
+    'clip_count_includes_invalid': (
+        'image_classification/training/dp_step.py',
+        "jnp.sum((valid & (norms > cfg.clipping_norm)).astype(jnp.float32))",
+        "jnp.sum(mask.astype(jnp.float32))",
+        [W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
+    'nonfinite_count_includes_padding': (
+        'image_classification/training/dp_step.py',
+        "jnp.sum((mask & ~jnp.isfinite(norms)).astype(jnp.float32))",
+        "jnp.sum((~jnp.isfinite(norms)).astype(jnp.float32))",
+        [W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
+    'cross_check_same_accountant': (
+        'image_classification/training/loop.py',
+        'plan.expected_batch_size, plan.sampling, other),',
+        'plan.expected_batch_size, plan.sampling, plan.accountant),',
+        [W + '::test_pld_accountant_run_reports_pld_and_rdp_cross_check']),
+    'eval_raw_not_ema': (
+        'image_classification/training/loop.py',
+        '        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),',
+        '        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(False),',
+        [EV + '::test_evaluation_uses_ema_params_and_ignores_padding_on_four_devices']),
+    'eval_counts_padding': (
+        'image_classification/training/evaluation.py',
+        'return jnp.sum(correct), jnp.sum(mask)',
+        'return jnp.sum(correct), mask.shape[0]',
+        [EV + '::test_evaluation_uses_ema_params_and_ignores_padding_on_four_devices']),
+    'augmult_no_flip': (
+        'image_classification/data/augmentation.py',
+        'image = jnp.where(flip, image[:, ::-1, :], image)',
+        'image = jnp.where(flip, image, image)',
+        [EV + '::test_augmult_views_are_random_crops_and_flips_of_the_example']),
+    'augmult_same_crop_for_all_views': (
+        'image_classification/data/augmentation.py',
+        'view_keys = jax.random.split(key, augmult)',
+        'view_keys = jnp.stack([key] * augmult)',
+        [EV + '::test_augmult_views_are_random_crops_and_flips_of_the_example']),
+    'poisson_event_replace_one': (
+        'image_classification/privacy/accounting.py',
+        '          self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))',
+        '          self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier / 2))',
+        [REF, W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+}
+
+
+def _plant(name):
+  path, old, new, _ = MUTATIONS[name]
+  full = os.path.join(ROOT, path)
+  with open(full) as f:
+    text = f.read()
+  if text.count(old) != 1:
+    raise SystemExit(f'{name}: the text to replace occurs {text.count(old)} times in '
+                     f'{path} (the code changed: update tests/mutation_check.py)')
+  with open(full, 'w') as f:
+    f.write(text.replace(old, new))
+  return full, text
+
+
+def _run(name):
+  dirty = subprocess.run(['git', 'status', '--porcelain', MUTATIONS[name][0]], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.strip()
+  if dirty:
+    raise SystemExit(f'{MUTATIONS[name][0]} has uncommitted changes; commit or stash')
+  full, original = _plant(name)
+  try:
+    results = []
+    for test in MUTATIONS[name][3]:
+      proc = subprocess.run([PY, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider',
+                             test], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
+      results.append((test, proc.returncode))
+  finally:
+    with open(full, 'w') as f:
+      f.write(original)
+  for test, rc in results:
+    print(f'{name:34s} {"caught" if rc == 1 else f"NOT CAUGHT (rc={rc})":18s} {test}',
+          flush=True)
+  return all(rc == 1 for _, rc in results)
+
+
+def main(argv):
+  if not argv or argv[0] == 'list':
+    for name, (path, _, _, tests) in MUTATIONS.items():
+      print(f'{name:34s} {path:45s} {" ".join(tests)}')
+    return 0
+  if argv[0] == 'plant':
+    _plant(argv[1])
+    return 0
+  if argv[0] == 'run':
+    names = argv[1:] or list(MUTATIONS)
+    ok = [_run(n) for n in names]
+    return 0 if all(ok) else 1
+  raise SystemExit(__doc__)
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
