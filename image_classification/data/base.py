@@ -65,7 +65,11 @@ class DatasetSplits:
   name: str
   train: ImageSource
   test: ImageSource
+  # From the dataset's spec (catalog, class folders, config.data.num_classes), never
+  # from the labels: the model's shape must not depend on the private data.
   num_classes: int
   # Fixed, public per-channel constants used to standardise images on device.
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  # Public names of the classes, index = label ('' entries never; () when unknown).
+  class_names: tuple[str, ...] = ()
