@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.random_resized_crop = False  # ImageNet style (train); centre crop at eval
   config.data.max_train_examples = 0  # 0 = all; >0 truncates (tests, quick looks)
   config.data.max_test_examples = 0
+  # The number of classes, which fixes the model's head. 0 takes it from the dataset's
+  # spec (the catalog for named datasets, the class folders of an image_folder); an npz
+  # must set it (its labels are 0..num_classes-1). Never inferred from the labels.
+  config.data.num_classes = 0
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -49,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.privacy.sampling = 'poisson'  # poisson | fixed
   # Turns DP off (no noise, no budget). Every report of such a run says non-private.
   config.privacy.allow_non_private = False
+  # delta >= 1/N permits releasing a few examples outright and is refused; True runs it
+  # anyway and the privacy report says so in its first lines.
+  config.privacy.allow_large_delta = False
 
   # ---------------------------------------------------------------- training
   config.training = ml_collections.ConfigDict()
