@@ -94,8 +94,10 @@ class Experiment:
 def check(config: ml_collections.ConfigDict, dataset=None) -> Experiment:
   """Everything a dry run checks (config, data, privacy plan, model), writing nothing.
 
-  A sweep calls it on every point before training the first.
+  A sweep calls it on every point before training the first. Unlike a dry run it
+  also needs model.pretrained_path to exist; it does not read the weights.
   """
+  config_lib.validate(config, len(jax.devices()), dry_run=False)
   return Experiment(config, dry_run=True, dataset=dataset)
 
 
