@@ -114,9 +114,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   if t.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
     _fail('training.per_example_grads', t.per_example_grads,
           f'choose one of {fast_clipping.IMPLEMENTATIONS}')
-  if (t.num_steps > 0) == (t.num_epochs > 0):
+  if t.num_steps > 0 and t.num_epochs > 0:
     _fail('training.num_steps', t.num_steps,
-          f'set exactly one of training.num_steps and training.num_epochs '
+          f'and training.num_epochs={t.num_epochs} are both set; set exactly one, the '
+          'other to 0 (to shorten an epoch-based config: --config.training.num_epochs=0 '
+          f'--config.training.num_steps={t.num_steps})')
+  if t.num_steps <= 0 and t.num_epochs <= 0:
+    _fail('training.num_steps', t.num_steps,
+          f'set exactly one of training.num_steps and training.num_epochs to > 0 '
           f'(num_epochs={t.num_epochs})')
   if t.num_steps < 0 or t.num_epochs < 0:
     _fail('training.num_steps', t.num_steps, 'must be >= 0')

@@ -79,3 +79,15 @@ def test_non_private_epsilon_is_null_in_every_file(tmp_path):
     if name.endswith(('.json', '.jsonl')):
       with open(os.path.join(workdir, name)) as f:
         assert '"inf"' not in f.read(), name
+
+
+def test_dry_run_states_the_image_shape_and_classes(tmp_path, capsys):
+  config = quickstart.get_config()
+  config.data.image_size = 0
+  out = loop.train(config, str(tmp_path), dry_run=True)
+  assert 'on digits (N=1437, images 8x8x1, 10 classes)' in capsys.readouterr().out
+  plan = run_files.read_json(str(tmp_path), run_files.PLAN)
+  assert plan == json.loads(json.dumps(run_files._clean(out)))  # pylint: disable=protected-access
+  assert plan['image_shape'] == [8, 8, 1] and plan['num_classes'] == 10
+  assert plan['class_names'] == [str(i) for i in range(10)]
+  assert plan['pretrained_path'] is None and plan['large_delta'] is False
