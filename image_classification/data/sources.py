@@ -92,7 +92,10 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
     splits = _load_tfds(name, data_config)
   if not splits.class_names and name in CLASS_NAMES:
     splits = dataclasses.replace(splits, class_names=CLASS_NAMES[name])
-  check_classes(splits, data_config.get('num_classes', 0) or 0)
+  # tfds splits are the published ones, whose classes the catalog states; files a user
+  # brings (and digits' split) have their labels checked too.
+  check_classes(splits, data_config.get('num_classes', 0) or 0,
+                check_labels=name == 'digits' or bool(path))
   return _truncate(splits, data_config)
 
 
@@ -103,13 +106,14 @@ def spec_num_classes(name: str) -> int | None:
   return CONSTANTS[name].num_classes if name in CONSTANTS else None
 
 
-def check_classes(splits: base.DatasetSplits, configured: int = 0) -> None:
+def check_classes(splits: base.DatasetSplits, configured: int = 0,
+                  check_labels: bool = True) -> None:
   """Refuses class counts and labels that would train a misleading model.
 
   The head has ``splits.num_classes`` outputs, fixed by the dataset's spec; this
   checks that ``config.data.num_classes`` (when set) agrees, that there are at least
-  two classes, and, for splits held in memory, that the training labels hold at least
-  two classes and that every test class occurs in training (a class the model never
+  two classes, and, with ``check_labels`` for splits held in memory, that the
+  training labels hold at least two classes and that every test class occurs in training (a class the model never
   saw cannot be learnt, and its test accuracy would mislead). Run on the whole
   splits, before max_train_examples / max_test_examples cut them.
   """
@@ -124,8 +128,9 @@ def check_classes(splits: base.DatasetSplits, configured: int = 0) -> None:
         f'{name} has {k} class(es): a classifier needs at least 2 (with one class '
         'every prediction is right)')
   train, test = splits.train, splits.test
-  if not (isinstance(train, base.ArraySource) and isinstance(test, base.ArraySource)):
-    return  # read on demand (ImageNet): its published classes are trusted
+  if not (check_labels and isinstance(train, base.ArraySource)
+          and isinstance(test, base.ArraySource)):
+    return
   in_train = np.unique(train.labels)
   if in_train.size < 2:
     raise base.DataError(
