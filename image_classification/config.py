@@ -157,9 +157,9 @@ def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> 
       _fail('privacy.delta', p.delta,
             f'is >= 1/N = {1.0 / dataset_size:.3g} (N={dataset_size} training '
             'examples): such a delta permits releasing a few examples outright. Use '
-            'delta well below 1/N (the paper uses 1e-5 for CIFAR-10, 8e-7 for '
-            'ImageNet), or set privacy.allow_large_delta=True to run it anyway (the '
-            'privacy report then says so first)')
+            'delta well below 1/N (e.g. 1e-5 for CIFAR-10\'s N = 50,000), or set '
+            'privacy.allow_large_delta=True to run it anyway (the privacy report '
+            'then says so first)')
     logging.warning(
         'config.privacy.delta=%g is >= 1/N = %g (allowed by privacy.allow_large_delta): '
         'such a delta permits releasing a few examples outright.', p.delta,
