@@ -85,7 +85,8 @@ def _config_override_error(argv, error: Exception) -> str:
       if missing:
         break
   if not missing:
-    return f'a --config.* override could not be applied: {error}'
+    return (f'loading --config={config_path} with its overrides failed: '
+            f'{type(error).__name__}: {error}')
   field, parent, node = missing
   held = sorted(node.keys()) if hasattr(node, 'keys') else []
   close = difflib.get_close_matches(field.split('.')[len(parent.split('.')) if parent

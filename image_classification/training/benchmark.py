@@ -258,8 +258,16 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   devices = jax.devices()
   mesh = mesh_lib.make_mesh(devices)
   shape, num_classes, mean, std = _input_spec(config)
-  model = registry.build(config.model.name, num_classes,
-                         **config.model.kwargs.to_dict())
+  try:
+    model = registry.build(config.model.name, num_classes,
+                           **config.model.kwargs.to_dict())
+    jax.eval_shape(model.init, {'params': jax.random.PRNGKey(0),
+                                'dropout': jax.random.PRNGKey(0)},
+                   jnp.zeros((1,) + shape, jnp.float32))
+  except (TypeError, ValueError) as e:  # a bad model kwarg, before anything compiles
+    raise config_lib.ConfigError(
+        f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
+        f'{config.model.name!r} for images {shape}: {e}') from e
   t = config.training
   default_impl = t.get('per_example_grads', 'vmap') or 'vmap'
   implementations = tuple(implementations or (default_impl,))

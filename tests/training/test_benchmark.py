@@ -139,3 +139,12 @@ def test_a_failure_after_some_rows_keeps_the_rows_measured(tmp_path, monkeypatch
   assert [r['batch_size'] for r in written['rows']] == [2]
   assert written['error'].startswith('stopped after 1 row(s): RuntimeError: out of '
                                      'memory (simulated)')
+
+
+def test_bad_model_kwarg_is_named_before_timing(tmp_path):
+  config = _tiny_config()
+  config.model.kwargs.activation = 'relu6'
+  with pytest.raises(config_lib.ConfigError, match=r"config.model.kwargs=.*'relu6'.*"
+                     r"do not build model 'cnn'"):
+    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1])
+  assert not os.listdir(tmp_path)
