@@ -38,7 +38,7 @@ def test_privacy_md_opens_with_large_delta_and_names_the_pretrained_checkpoint()
   assert 'LARGE DELTA' not in plain and 'pre-trained' not in plain
 
 
-def test_fine_tuned_large_delta_run_says_so_in_every_run_file(tmp_path):
+def test_fine_tuned_large_delta_run_says_so_in_every_run_file(tmp_path, capsys):
   config = test_configs.shrink(quickstart.get_config())
   config.data.max_train_examples = 40      # N = 40: delta 0.05 >= 1/N
   config.privacy.delta = 0.05
@@ -49,6 +49,7 @@ def test_fine_tuned_large_delta_run_says_so_in_every_run_file(tmp_path):
       config, data, tmp_path)
   workdir = str(tmp_path / 'run')
   summary = loop.train(config, workdir)
+  assert 'on digits (N=40, images 8x8x1, 10 classes) |' in capsys.readouterr().out
   privacy = run_files.read_json(workdir, run_files.PRIVACY)
   assert privacy['large_delta'] is True
   assert privacy['pretrained_path'] == config.model.pretrained_path
