@@ -8,6 +8,7 @@
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
   add --host_devices=2 on a 2-core CPU: one XLA device per core (see --help)
 """
+import difflib
 import os
 import sys
 
@@ -92,6 +93,63 @@ def _enable_compilation_cache(path) -> None:
   # Cache every program that took a noticeable time to compile (the DP step, the
   # evaluation step), not the many tiny ones.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+def _config_override_error(argv, error: Exception) -> str:
+  """The message for a --config.a.b=v override that the config file does not hold."""
+  config_path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')),
+                     None)
+  overrides = [a for a in argv if a.startswith('--config.')]
+  fields = [a[len('--config.'):].split('=', 1)[0] for a in overrides]
+  missing = None
+  if config_path:
+    try:  # the file loaded fine (the override failed), so this is cheap and safe
+      config = config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
+          'config', config_path.split(':', 1)[0]).get_config()
+    except Exception:  # pylint: disable=broad-except
+      config = None
+    for field in fields if config is not None else []:
+      node = config
+      for i, key in enumerate(field.split('.')):
+        if not hasattr(node, 'keys') or key not in node:
+          missing = (field, '.'.join(field.split('.')[:i]), node)
+          break
+        node = node[key]
+      if missing:
+        break
+  if not missing:
+    return (f'loading --config={config_path} with its overrides failed: '
+            f'{type(error).__name__}: {error}')
+  field, parent, node = missing
+  held = sorted(node.keys()) if hasattr(node, 'keys') else []
+  close = difflib.get_close_matches(field.split('.')[len(parent.split('.')) if parent
+                                                    else 0], held, n=1)
+  text = (f'--config.{field}: {config_path} has no field config.{field}'
+          + (f' (did you mean config.{parent + "." if parent else ""}{close[0]}?)'
+             if close else '')
+          + (f'; config.{parent} holds {held}' if parent else '') + '. An override '
+          'can only set a field the config file defines: add it to the config file '
+          f'(e.g. config.{field} = <value> in get_config())')
+  if parent == 'model.kwargs':
+    text += "; model.kwargs are the keyword arguments of the model's constructor"
+    try:
+      from image_classification.models import registry  # pylint: disable=g-import-not-at-top
+      text += (f', and model {config.model.name!r} accepts '
+               f'{registry.keyword_arguments(config.model.name)}')
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return text
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with an override of a field the config lacks turned into
+  one `error:` line and exit code 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # e.g. --config.training.batch_size=abc
+    print(f'error: {e}. Pass --helpfull to see the flags.', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    print(f'error: {_config_override_error(argv, e)}', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -106,6 +164,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where the run writes its files')
   try:
+    config_lib.check_workdir(_WORKDIR.value)
     if _REPORT.value:
       from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
       result = report.make_report(_REPORT.value, _WORKDIR.value)
@@ -118,17 +177,26 @@ def main(argv):
     from image_classification.training import loop  # pylint: disable=g-import-not-at-top
     if _BENCHMARK.value:
       from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
+      batch_sizes, augmults, implementations = benchmark.parse_flags(
+          _BENCHMARK_BATCH_SIZES.value, _BENCHMARK_AUGMULTS.value,
+          _BENCHMARK_IMPLEMENTATIONS.value)
       benchmark.run_benchmark(  # prints the table and writes benchmark.json
-          _CONFIG.value, _WORKDIR.value,
-          batch_sizes=[int(b) for b in _BENCHMARK_BATCH_SIZES.value],
-          augmults=[int(k) for k in _BENCHMARK_AUGMULTS.value],
-          implementations=_BENCHMARK_IMPLEMENTATIONS.value)
+          _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
+          implementations=implementations)
       return
     if _SWEEP.value:
-      sweep_lib.run_sweep(
+      rows = sweep_lib.run_sweep(
           _CONFIG.value, _SWEEP.value, _WORKDIR.value, loop.train,
           print_only=_PRINT_ONLY.value,
-          base_command=sweep_lib.base_command_from_argv(sys.argv))
+          base_command=sweep_lib.base_command_from_argv(sys.argv),
+          check_fn=loop.check)
+      failed = [r['point'] for r in rows if r.get('status') == 'failed']
+      if failed:
+        print(f'error: {len(failed)} of {len(rows)} sweep points failed ({failed}); '
+              f'each point folder under {_WORKDIR.value} holds its traceback in '
+              f'{sweep_lib.ERROR_FILE}. Fix the cause and run the same command again: '
+              'finished points are skipped', file=sys.stderr)
+        sys.exit(1)
       return
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
@@ -138,4 +206,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -30,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.random_resized_crop = False  # ImageNet style (train); centre crop at eval
   config.data.max_train_examples = 0  # 0 = all; >0 truncates (tests, quick looks)
   config.data.max_test_examples = 0
+  # The number of classes, which fixes the model's head. 0 takes it from the dataset's
+  # spec (the catalog for named datasets, the class folders of an image_folder); an npz
+  # must set it (its labels are 0..num_classes-1). Never inferred from the labels.
+  config.data.num_classes = 0
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -62,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   # runs; such a model.pretrained_path is refused unless this is True, and then
   # privacy.json/.md report the total (basic composition: epsilons and deltas add).
   config.privacy.compose_with_pretrained_run = False
+  # delta >= 1/N permits releasing a few examples outright and is refused; True runs it
+  # anyway and the privacy report says so in its first lines.
+  config.privacy.allow_large_delta = False
 
   # ---------------------------------------------------------------- training
   config.training = ml_collections.ConfigDict()

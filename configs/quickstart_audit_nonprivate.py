@@ -5,8 +5,8 @@ all), the audit's positive control.
 
 Same data, canaries, model, clipping, batch and learning rate as the private config;
 the noise is off (privacy.allow_non_private=True, noise_multiplier=0), so every report
-of the run says NON-PRIVATE and its epsilon is inf. It trains 1000 steps instead of 200
-and scores the last iterate (no EMA, which would average the memorisation away), so
+of the run says NON-PRIVATE and its epsilon is infinite (null in the JSON files). It
+trains 1000 steps instead of 200 and scores the last iterate (no EMA, which would average the memorisation away), so
 the model memorises many of the included canaries' wrong labels: the audit's lower
 bound comes out well above 1 (1.92, 2.24, 2.07 on seeds 0-2, 96-98 of 100 guesses
 right), evidence from this one run that it is not (1, 1e-5)-DP, i.e. that the audit

@@ -2,7 +2,8 @@
 is loaded or anything compiles.
 
 ``validate(config, num_devices)`` checks the config alone; ``validate_with_data``
-checks what needs the dataset size (batch vs dataset, delta vs 1/N).
+checks what needs the dataset size (batch vs dataset, delta vs 1/N);
+``check_workdir`` checks the output folder.
 """
 import math
 import os
@@ -52,6 +53,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           "dataset's original files, or leave it empty to use tfds")
   if d.augmult < 1:
     _fail('data.augmult', d.augmult, 'must be >= 1 (1 means no augmentation multiplicity)')
+  for field in ('max_train_examples', 'max_test_examples'):
+    if d[field] < 0:
+      _fail(f'data.{field}', d[field], 'must be >= 0 (0 keeps every example)')
+  if d.image_size < 0:
+    _fail('data.image_size', d.image_size,
+          'must be >= 0 (0 keeps the native size; > 0 resizes to a square)')
+  num_classes = d.get('num_classes', 0) or 0
+  spec = sources.spec_num_classes(d.name)
+  if num_classes < 0:
+    _fail('data.num_classes', num_classes, 'must be >= 0 (0: from the dataset)')
+  if d.name == 'npz' and num_classes < 2:
+    _fail('data.num_classes', num_classes,
+          'an npz dataset must state its number of classes (>= 2), e.g. '
+          '--config.data.num_classes=10: the model\'s head must not depend on which '
+          'labels happen to occur in the private data')
+  if spec is not None and num_classes not in (0, spec):
+    _fail('data.num_classes', num_classes,
+          f'{d.name} has {spec} classes; set {spec} or leave it 0')
 
   p = config.privacy
   if not p.allow_non_private or p.noise_multiplier:
@@ -82,6 +101,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   t = config.training
   if not t.batch_size > 0:
     _fail('training.batch_size', t.batch_size, 'must be > 0')
+  if not t.eval_batch_size > 0:
+    _fail('training.eval_batch_size', t.eval_batch_size,
+          'must be > 0 (examples per evaluation batch, e.g. 1000)')
   if t.batch_size % num_devices:
     _fail('training.batch_size', t.batch_size,
           f'must be divisible by the number of devices ({num_devices}); use e.g. '
@@ -92,9 +114,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   if t.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
     _fail('training.per_example_grads', t.per_example_grads,
           f'choose one of {fast_clipping.IMPLEMENTATIONS}')
-  if (t.num_steps > 0) == (t.num_epochs > 0):
+  if t.num_steps > 0 and t.num_epochs > 0:
     _fail('training.num_steps', t.num_steps,
-          f'set exactly one of training.num_steps and training.num_epochs '
+          f'and training.num_epochs={t.num_epochs} are both set; set exactly one, the '
+          'other to 0 (to shorten an epoch-based config: --config.training.num_epochs=0 '
+          f'--config.training.num_steps={t.num_steps})')
+  if t.num_steps <= 0 and t.num_epochs <= 0:
+    _fail('training.num_steps', t.num_steps,
+          f'set exactly one of training.num_steps and training.num_epochs to > 0 '
           f'(num_epochs={t.num_epochs})')
   if t.num_steps < 0 or t.num_epochs < 0:
     _fail('training.num_steps', t.num_steps, 'must be >= 0')
@@ -126,7 +153,42 @@ def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> 
     _fail('training.batch_size', t.batch_size,
           f'is larger than the training set ({dataset_size} examples); lower it')
   if p.delta >= 1.0 / dataset_size:
+    if not p.get('allow_large_delta', False):
+      _fail('privacy.delta', p.delta,
+            f'is >= 1/N = {1.0 / dataset_size:.3g} (N={dataset_size} training '
+            'examples): such a delta permits releasing a few examples outright. Use '
+            'delta well below 1/N (e.g. 1e-5 for CIFAR-10\'s N = 50,000), or set '
+            'privacy.allow_large_delta=True to run it anyway (the privacy report '
+            'then says so first)')
     logging.warning(
-        'config.privacy.delta=%g is >= 1/N = %g: such a delta permits releasing a few '
-        'examples outright; use delta well below 1/N (the paper uses 1e-5 for CIFAR-10 '
-        'and 8e-7 for ImageNet).', p.delta, 1.0 / dataset_size)
+        'config.privacy.delta=%g is >= 1/N = %g (allowed by privacy.allow_large_delta): '
+        'such a delta permits releasing a few examples outright.', p.delta,
+        1.0 / dataset_size)
+
+
+def large_delta(config: ml_collections.ConfigDict, dataset_size: int) -> bool:
+  """Whether delta >= 1/N (only possible with privacy.allow_large_delta=True)."""
+  return bool(config.privacy.delta >= 1.0 / dataset_size)
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuses a --workdir that cannot hold run files, before anything is loaded.
+
+  Nothing is created: a workdir that does not exist yet must lie under a writable
+  folder.
+  """
+  if not workdir:
+    raise ConfigError('--workdir is required: the folder where the run writes its files')
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f'--workdir={workdir} is a file, not a folder; give a folder '
+                      '(it is created if missing)')
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f'--workdir={workdir} lies under {existing}, which is a file; '
+                      'give a folder path')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f'--workdir={workdir}: {existing} is not writable by this user; '
+                      'choose a folder you can write to')

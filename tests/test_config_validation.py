@@ -1,4 +1,6 @@
 """Bad input gets a clear error naming the field, before anything compiles."""
+import os
+
 import pytest
 
 from configs import quickstart
@@ -39,6 +41,15 @@ def _config(**overrides):
     ({'model.kwargs.normalization': 'batch_norm'}, 'model.kwargs.normalization'),
     ({'model.pretrained_path': '/no/such/ckpt'}, 'model.pretrained_path'),
     ({'wandb.mode': 'loud'}, 'wandb.mode'),
+    ({'training.eval_batch_size': 0}, 'training.eval_batch_size'),
+    ({'data.max_train_examples': -10}, 'data.max_train_examples'),
+    ({'data.max_test_examples': -1}, 'data.max_test_examples'),
+    ({'data.image_size': -4}, 'data.image_size'),
+    ({'data.num_classes': 7}, 'data.num_classes'),  # digits has 10
+    ({'data.num_classes': -1}, 'data.num_classes'),
+    ({'data.name': 'npz', 'data.path': __file__}, 'data.num_classes'),
+    ({'data.name': 'npz', 'data.path': __file__, 'data.num_classes': 1},
+     'data.num_classes'),
 ])
 def test_bad_field_is_named(overrides, field):
   with pytest.raises(config_lib.ConfigError) as e:
@@ -56,14 +67,97 @@ def test_batch_larger_than_dataset_is_refused_after_loading(tmp_path):
     loop.train(_config(**{'training.batch_size': 4000}), str(tmp_path), dry_run=True)
 
 
-def test_small_delta_warning(caplog):
-  config_lib.validate_with_data(_config(**{'privacy.delta': 0.01}), 1437)
+def test_bad_field_messages_say_what_fixes_them():
+  cases = {
+      'training.eval_batch_size': (0, 'must be > 0'),
+      'data.max_train_examples': (-10, 'must be >= 0 (0 keeps every example)'),
+      'data.image_size': (-4, 'must be >= 0'),
+  }
+  for field, (value, fix) in cases.items():
+    with pytest.raises(config_lib.ConfigError) as e:
+      config_lib.validate(_config(**{field: value}), num_devices=1)
+    assert str(e.value).startswith(f'config.{field}={value}: {fix}')
+  with pytest.raises(config_lib.ConfigError, match=(
+      r'config.training.num_steps=200: and training.num_epochs=3.0 are both set.*'
+      r'--config.training.num_epochs=0 --config.training.num_steps=200')):
+    config_lib.validate(_config(**{'training.num_epochs': 3.0}), num_devices=1)
+  with pytest.raises(config_lib.ConfigError, match='--config.data.num_classes=10'):
+    config_lib.validate(_config(**{'data.name': 'npz', 'data.path': __file__}), 1)
+
+
+def test_delta_of_at_least_one_over_n_is_refused_unless_allowed(caplog):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'config.privacy.delta=0.5: is >= 1/N = 0.000696 \(N=1437 .*'
+                     'privacy.allow_large_delta=True'):
+    config_lib.validate_with_data(_config(**{'privacy.delta': 0.5}), 1437)
+  config = _config(**{'privacy.delta': 0.01, 'privacy.allow_large_delta': True})
+  config_lib.validate_with_data(config, 1437)
   assert any('1/N' in r.getMessage() for r in caplog.records)
+  assert config_lib.large_delta(config, 1437)
+  config_lib.validate_with_data(_config(), 1437)  # 1e-5 < 1/1437
+  assert not config_lib.large_delta(_config(), 1437)
 
 
 def test_noise_multiplier_that_passes_target_is_refused(tmp_path):
-  with pytest.raises(ValueError, match='config.privacy.noise_multiplier=0.5 spends'):
+  with pytest.raises(config_lib.ConfigError,
+                     match='config.privacy.noise_multiplier=0.5 spends'):
     loop.train(_config(**{'privacy.noise_multiplier': 0.5}), str(tmp_path), dry_run=True)
+
+
+def test_unreachable_target_epsilon_is_a_config_error(tmp_path):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'^config.privacy.target_epsilon=0.001: no noise multiplier '
+                     'below 1e5 reaches'):
+    loop.train(_config(**{'privacy.target_epsilon': 0.001}), str(tmp_path),
+               dry_run=True)
+  assert not (tmp_path / 'plan.json').exists()
+
+
+@pytest.mark.parametrize('kwargs,expected', [
+    ({'activation': 'relu6'}, "activation 'relu6' unknown; choose one of"),
+    ({'widht': 3}, "unexpected keyword argument 'widht'"),
+])
+def test_bad_model_kwarg_is_a_config_error(tmp_path, kwargs, expected):
+  config = _config()
+  config.model.kwargs = {**config.model.kwargs.to_dict(), **kwargs}
+  with pytest.raises(config_lib.ConfigError) as e:
+    loop.train(config, str(tmp_path), dry_run=True)
+  assert str(e.value).startswith('config.model.kwargs=') and expected in str(e.value)
+  assert "model 'cnn' for images (8, 8, 1)" in str(e.value)
+
+
+def test_workdir_that_cannot_hold_run_files(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('x')
+  with pytest.raises(config_lib.ConfigError, match=r'a_file is a file, not a folder'):
+    config_lib.check_workdir(str(a_file))
+  with pytest.raises(config_lib.ConfigError, match=r'lies under .*a_file, which is a file'):
+    config_lib.check_workdir(str(a_file / 'run' / 'deeper'))
+  config_lib.check_workdir(str(tmp_path / 'new' / 'run'))  # created later
+  assert not (tmp_path / 'new').exists()
+
+
+def test_unwritable_workdir(tmp_path, monkeypatch):
+  # Tests run as root, for whom every folder is writable: fake the permission check.
+  real_access = os.access
+  locked = str(tmp_path / 'locked')
+  os.makedirs(locked)
+  monkeypatch.setattr(os, 'access', lambda p, mode: (
+      False if os.path.abspath(p) == locked else real_access(p, mode)))
+  with pytest.raises(config_lib.ConfigError, match='locked is not writable'):
+    config_lib.check_workdir(os.path.join(locked, 'run'))
+
+
+def test_dry_run_refuses_a_workdir_of_another_config(tmp_path):
+  from image_classification.reporting import run_files  # pylint: disable=g-import-not-at-top
+  run_files.write_json(str(tmp_path), run_files.CONFIG, _config().to_dict())
+  run_files.write_json(str(tmp_path), run_files.SUMMARY, {'status': 'complete'})
+  with pytest.raises(config_lib.ConfigError,
+                     match='config.privacy.target_epsilon: 4.0 in the workdir, 2.0 now'):
+    loop.train(_config(**{'privacy.target_epsilon': 2.0}), str(tmp_path), dry_run=True)
+  assert not (tmp_path / 'plan.json').exists()
+  loop.train(_config(), str(tmp_path), dry_run=True)  # the same config: fine
+  assert (tmp_path / 'plan.json').exists()
 
 
 def test_batchnorm_model_refused_at_build(tmp_path, monkeypatch):

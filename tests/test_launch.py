@@ -98,3 +98,86 @@ def test_host_devices_flag_splits_the_cpu(tmp_path):
   clash = _launch(FAST + [f'--workdir={tmp_path / "clash"}', '--host_devices=2'],
                   env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert clash.returncode != 0 and 'keep one of them' in clash.stderr
+
+
+def _error_line(proc):
+  """The one `error:` line a refused command ends with (no traceback)."""
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
+  assert sum(line.startswith('error: ') for line in lines) == 1
+  return lines[-1]
+
+
+def _npz_file(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  good = tmp_path / 'good.npz'
+  x = np.zeros((20, 8, 8, 1), np.uint8)
+  np.savez(good, x_train=x, y_train=np.arange(20) % 2, x_test=x[:4],
+           y_test=np.arange(4) % 2)
+  truncated = tmp_path / 'truncated.npz'
+  truncated.write_bytes(good.read_bytes()[:300])
+  return truncated
+
+
+# One case per way out of launch.py (a DataError, a ConfigError from the plan in a dry
+# run, a flag the config lacks, the workdir check, the benchmark flags); the library
+# tests check every message in-process.
+@pytest.mark.parametrize('case', ['truncated_npz', 'target_epsilon', 'undeclared_kwarg',
+                                  'workdir_file', 'benchmark_flag'])
+def test_bad_input_ends_in_one_error_line_and_exit_2(tmp_path, case):
+  truncated = _npz_file(tmp_path)
+  workdir = tmp_path / 'run'
+  npz = ['--config.data.name=npz', '--config.data.num_classes=2',
+         '--config.training.batch_size=8']
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder')
+  args, expected = {
+      'truncated_npz': (npz + [f'--config.data.path={truncated}'],
+                        f"error: '{truncated}' is truncated or corrupt"),
+      'target_epsilon': (['--config.privacy.target_epsilon=0.001', '--dry_run'],
+                         'error: config.privacy.target_epsilon=0.001: no noise '
+                         'multiplier below 1e5'),
+      'undeclared_kwarg': (['--config.model.kwargs.normalization=group_norm'],
+                           'error: --config.model.kwargs.normalization: '
+                           'configs/quickstart.py has no field'),
+      'workdir_file': ([f'--workdir={a_file}'], 'is a file, not a folder'),
+      'benchmark_flag': (['--benchmark', '--benchmark_batch_sizes=64,abc'],
+                         "error: --benchmark_batch_sizes=64,abc: 'abc' is not an "
+                         'integer'),
+  }[case]
+  if not any(a.startswith('--workdir') for a in args):
+    args = args + [f'--workdir={workdir}']
+  proc = _launch(args)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert expected in _error_line(proc)
+  assert not workdir.exists()  # refused before anything was written
+  if case == 'undeclared_kwarg':
+    assert "model 'cnn' accepts ['activation', 'channels', 'flatten', 'hidden']" in \
+        proc.stderr
+
+
+def test_sweep_exit_codes(tmp_path):
+  bad = tmp_path / 'bad_sweep.py'
+  bad.write_text('def get_sweep():\n'
+                 "  return [{'seed': 0}, {'training.eval_batch_size': 0}]\n")
+  proc = _launch([f'--sweep={bad}', f'--workdir={tmp_path / "bad"}'])
+  assert proc.returncode == 2
+  assert 'error: 1 of 2 sweep points have a bad config; nothing was trained' in \
+      _error_line(proc)
+  assert not (tmp_path / 'bad').exists()
+
+  corrupt = tmp_path / 'corrupt.npz'
+  corrupt.write_bytes(b'not weights')
+  failing = tmp_path / 'failing_sweep.py'
+  # Passes the checks (the file exists), fails in training when the weights are read.
+  failing.write_text('def get_sweep():\n'
+                     f"  return [{{'model.pretrained_path': '{corrupt}'}}]\n")
+  workdir = tmp_path / 'sweep'
+  proc = _launch(['--config.training.num_steps=2', '--config.wandb.mode=disabled',
+                  f'--sweep={failing}', f'--workdir={workdir}'])
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  line = _error_line(proc)
+  assert line.startswith('error: 1 of 1 sweep points failed')
+  assert 'run the same command again' in line
+  assert (workdir / 'sweep.md').exists()

@@ -71,6 +71,8 @@ class DatasetSplits:
   name: str
   train: ImageSource
   test: ImageSource
+  # From the dataset's spec (catalog, class folders, config.data.num_classes), never
+  # from the labels: the model's shape must not depend on the private data.
   num_classes: int
   # Fixed, public per-channel constants used to standardise images on device.
   mean: tuple[float, ...]
@@ -78,3 +80,5 @@ class DatasetSplits:
   # Set when the evaluation split was carved out of the private training data: the
   # sentence privacy.md prints, since accuracy on it is released without noise.
   private_evaluation_note: str = ''
+  # Public names of the classes, index = label ('' entries never; () when unknown).
+  class_names: tuple[str, ...] = ()

@@ -102,7 +102,8 @@ def shape_only_splits(data_config: ml_collections.ConfigDict) -> base.DatasetSpl
           name, size(info.num_train, data_config.get('max_train_examples', 0)), shape),
       test=ShapeOnlySource(
           name, size(info.num_test, data_config.get('max_test_examples', 0)), shape),
-      num_classes=constants.num_classes, mean=constants.mean, std=constants.std)
+      num_classes=constants.num_classes, mean=constants.mean, std=constants.std,
+      class_names=sources.CLASS_NAMES.get(name, ()))
 
 
 def dry_run_splits(

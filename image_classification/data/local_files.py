@@ -9,7 +9,8 @@ the layout that was expected. Formats:
 * MNIST-family IDX files (MNIST, Fashion-MNIST), gzipped or not.
 * An image folder: ``path/train/<class>/*.png|jpg`` and optionally
   ``path/test/<class>/*.png|jpg``.
-* A ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+* A ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
+  the number of classes given in the config.
 
 Nothing here computes statistics of the images: normalisation constants are fixed
 per dataset in sources.py.
@@ -21,6 +22,8 @@ import os
 import pickle
 import tarfile
 from typing import Callable
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -369,9 +372,11 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
         f'{_folder_layout_text()}')
   class_names = tuple(sorted(
       n for n in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, n))))
-  if not class_names:
+  if len(class_names) < 2:
     raise base.DataError(
-        f'{train_dir!r} has no class sub-folders; expected {_folder_layout_text()}')
+        f'{train_dir!r} has {len(class_names)} class sub-folder(s) {list(class_names)}; '
+        'a classifier needs at least 2 (with one class every prediction is right). '
+        f'Expected {_folder_layout_text()}')
 
   def collect(split_dir, require_images):
     files, labels = [], []
@@ -421,25 +426,61 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
 # --------------------------------------------------------------------------- npz
 
 NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+# The first bytes of a zip archive (what np.savez writes): a local file header, or
+# the end-of-central-directory record of an empty archive.
+_ZIP_MAGICS = (b'PK\x03\x04', b'PK\x05\x06')
+NPZ_LAYOUT = (
+    'a .npz file (np.savez) with arrays x_train, y_train, x_test, y_test: x_* integer '
+    'pixels 0..255 of shape [n, H, W, C] (channels last, C in 1, 3, 4) or [n, H, W]; '
+    'y_* integer labels 0..num_classes-1 of shape [n] or [n, 1]; '
+    'config.data.num_classes set')
 
 
-def load_npz(path: str) -> LocalData:
+def channels_first_hint(shape: tuple[int, ...]) -> str | None:
+  """Why ``shape`` ([n, a, b, c]) looks channel-first, or None if it can be HWC.
+
+  [n, 1 or 3, H, W] with W not a channel count (1, 3, 4) cannot be channels-last
+  images: read as such it would train on 3 x H images with W channels.
+  """
+  if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3, 4):
+    return (f'{tuple(shape)} looks channel-first ([n, C, H, W]); this platform reads '
+            f'[n, H, W, C]: save x.transpose(0, 2, 3, 1) (shape '
+            f'{(shape[0], shape[2], shape[3], shape[1])})')
+  return None
+
+
+def load_npz(path: str, num_classes: int = 0) -> LocalData:
   """Reads a ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 
   ``x_*``: pixel values 0..255 (uint8, or any integer type within that range) of
-  shape [n, H, W, C] or [n, H, W] (one channel). ``y_*``: integer labels 0..K-1 of
-  shape [n] or [n, 1]. The number of classes is 1 + the largest label in either
-  split. Loaded without pickle support.
+  shape [n, H, W, C] (channels last) or [n, H, W] (one channel); channel-first
+  arrays ([n, 1 or 3, H, W]) are refused with the transpose that fixes them.
+  ``y_*``: integer labels 0..num_classes-1 of shape [n] or [n, 1].
+
+  ``num_classes`` (config.data.num_classes) is required: the model's head must not
+  depend on which labels happen to occur in the private data. Labels outside
+  [0, num_classes) are refused. Loaded without pickle support.
   """
-  layout = f'a .npz file with arrays {", ".join(NPZ_KEYS)}'
+  layout = NPZ_LAYOUT
   if not path or not os.path.isfile(path):
     raise base.DataError(f'npz file {path!r} does not exist; expected {layout}')
+  if num_classes < 2:
+    raise base.DataError(
+        f'config.data.num_classes={num_classes}: an npz dataset must state its number '
+        'of classes (>= 2; labels are 0..num_classes-1), e.g. '
+        '--config.data.num_classes=10; it is never inferred from the labels')
+  with open(path, 'rb') as f:
+    magic = f.read(4)
+  if magic not in _ZIP_MAGICS:
+    what = ('a single .npy array (np.save)' if magic.startswith(b'\x93NUM')
+            else f'not a zip archive (starts with {magic!r})')
+    raise base.DataError(f'{path!r} is {what}; expected {layout}')
   try:
     npz = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'cannot read {path!r} as npz ({e}); expected {layout}') from e
-  if not isinstance(npz, np.lib.npyio.NpzFile):
-    raise base.DataError(f'{path!r} holds a single array, not an npz; expected {layout}')
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    raise base.DataError(
+        f'{path!r} is truncated or corrupt ({type(e).__name__}: {e}); write it again '
+        f'with np.savez. Expected {layout}') from e
   with npz:
     missing = [k for k in NPZ_KEYS if k not in npz.files]
     if missing:
@@ -448,8 +489,10 @@ def load_npz(path: str) -> LocalData:
           f'{layout}')
     try:
       arrays = {k: npz[k] for k in NPZ_KEYS}
-    except (OSError, ValueError) as e:
-      raise base.DataError(f'cannot read arrays from {path!r}: {e}') from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      raise base.DataError(
+          f'cannot read the arrays of {path!r}, it is truncated or corrupt or holds '
+          f'objects ({type(e).__name__}: {e}); expected {layout}') from e
 
   def images(key):
     x = arrays[key]
@@ -459,6 +502,9 @@ def load_npz(path: str) -> LocalData:
       raise base.DataError(
           f'{path!r}: {key} should be integer pixels [n, H, W, C] or [n, H, W], got '
           f'{x.dtype} {x.shape}')
+    hint = channels_first_hint(x.shape)
+    if hint:
+      raise base.DataError(f'{path!r}: {key} of shape {hint}')
     if x.size and (x.min() < 0 or x.max() > 255):
       raise base.DataError(f'{path!r}: {key} has pixel values outside 0..255')
     return x.astype(np.uint8, copy=False)
@@ -470,8 +516,8 @@ def load_npz(path: str) -> LocalData:
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
       raise base.DataError(
           f'{path!r}: {key} should be {n} integer labels, got {y.dtype} {y.shape}')
-    if y.size and y.min() < 0:
-      raise base.DataError(f'{path!r}: {key} has negative labels')
+    _check_labels(y, num_classes, f'{path!r}: {key} (config.data.num_classes='
+                  f'{num_classes})')
     return y.astype(np.int32)
 
   x_train, x_test = images('x_train'), images('x_test')
@@ -481,6 +527,5 @@ def load_npz(path: str) -> LocalData:
         f'{x_test.shape[1:]}')
   y_train = labels('y_train', x_train.shape[0])
   y_test = labels('y_test', x_test.shape[0])
-  num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
   return LocalData(train=base.ArraySource(x_train, y_train),
                    test=base.ArraySource(x_test, y_test), num_classes=num_classes)

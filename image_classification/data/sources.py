@@ -52,6 +52,17 @@ CONSTANTS = {
     'imagenet2012': _Constants(
         1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+# Public class names, index = label, where the dataset defines them.
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+CLASS_NAMES = {
+    'digits': _DIGIT_NAMES,
+    'mnist': _DIGIT_NAMES,
+    'svhn_cropped': _DIGIT_NAMES,
+    'fashion_mnist': ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat', 'sandal',
+                      'shirt', 'sneaker', 'bag', 'ankle boot'),
+    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                'ship', 'truck'),
+}
 # image_folder and npz hold unknown images: map [0, 1] to [-1, 1] in every channel.
 GENERIC_MEAN, GENERIC_STD = 0.5, 0.5
 
@@ -79,7 +90,65 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
     splits = _load_local(name, path, data_config)
   else:
     splits = _load_tfds(name, data_config)
+  if not splits.class_names and name in CLASS_NAMES:
+    splits = dataclasses.replace(splits, class_names=CLASS_NAMES[name])
+  # tfds splits are the published ones, whose classes the catalog states; files a user
+  # brings (and digits' split) have their labels checked too.
+  check_classes(splits, data_config.get('num_classes', 0) or 0,
+                check_labels=name == 'digits' or bool(path))
   return _truncate(splits, data_config)
+
+
+def spec_num_classes(name: str) -> int | None:
+  """The class count a named dataset defines (None: the files or the config say)."""
+  if name == 'digits':
+    return 10
+  return CONSTANTS[name].num_classes if name in CONSTANTS else None
+
+
+def check_classes(splits: base.DatasetSplits, configured: int = 0,
+                  check_labels: bool = True) -> None:
+  """Refuses class counts and labels that would train a misleading model.
+
+  The head has ``splits.num_classes`` outputs, fixed by the dataset's spec; this
+  checks that ``config.data.num_classes`` (when set) agrees, that there are at least
+  two classes, and, with ``check_labels`` for splits held in memory, that the
+  training labels hold at least two classes and that every test class occurs in training (a class the model never
+  saw cannot be learnt, and its test accuracy would mislead). Run on the whole
+  splits, before max_train_examples / max_test_examples cut them.
+  """
+  name, k = splits.name, splits.num_classes
+  if configured and configured != k:
+    raise base.DataError(
+        f'config.data.num_classes={configured} but {name} has {k} classes'
+        + (f' ({_names(splits, range(k))})' if splits.class_names else '')
+        + f'; set it to {k} or leave it 0 to take it from the dataset')
+  if k < 2:
+    raise base.DataError(
+        f'{name} has {k} class(es): a classifier needs at least 2 (with one class '
+        'every prediction is right)')
+  train, test = splits.train, splits.test
+  if not (check_labels and isinstance(train, base.ArraySource)
+          and isinstance(test, base.ArraySource)):
+    return
+  in_train = np.unique(train.labels)
+  if in_train.size < 2:
+    raise base.DataError(
+        f'{name}: the training split holds only class {_names(splits, in_train)}; a '
+        'classifier needs examples of at least 2 classes')
+  unseen = np.setdiff1d(np.unique(test.labels), in_train)
+  if unseen.size:
+    raise base.DataError(
+        f'{name}: the test split has class(es) {_names(splits, unseen)} that the '
+        'training split lacks; the model could never predict them. Give every test '
+        'class training examples, or drop those test examples')
+
+
+def _names(splits: base.DatasetSplits, labels) -> str:
+  labels = [int(i) for i in labels]
+  if splits.class_names:
+    return ', '.join(f'{i} ({splits.class_names[i]!r})' for i in labels)
+  return ', '.join(str(i) for i in labels)
 
 
 def _load_local(name: str, path: str, data_config) -> base.DatasetSplits:
@@ -91,7 +160,7 @@ def _load_local(name: str, path: str, data_config) -> base.DatasetSplits:
   elif name == 'image_folder':
     data = local_files.load_image_folder(path, data_config.get('image_size', 0))
   else:
-    data = local_files.load_npz(path)
+    data = local_files.load_npz(path, data_config.get('num_classes', 0) or 0)
   if name in CONSTANTS:
     constants = CONSTANTS[name]
   else:
@@ -101,6 +170,7 @@ def _load_local(name: str, path: str, data_config) -> base.DatasetSplits:
   return base.DatasetSplits(
       name=name, train=data.train, test=data.test,
       num_classes=constants.num_classes, mean=constants.mean, std=constants.std,
+      class_names=tuple(data.class_names),
       private_evaluation_note=data.private_evaluation_note)
 
 

@@ -5,6 +5,7 @@ is_training=...)`` on images of shape [batch, height, width, channels] and retur
 logits of shape [batch, num_classes]. A factory registered here takes
 ``num_classes`` plus the family's own keyword arguments (``config.model.kwargs``).
 """
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
@@ -42,6 +43,14 @@ def build(name: str, num_classes: int, **kwargs) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
   except TypeError as e:
     raise ValueError(f'config.model.kwargs do not fit model {name!r}: {e}') from e
+
+
+def keyword_arguments(name: str) -> list[str]:
+  """The names ``config.model.kwargs`` may set for model ``name``."""
+  _import_families()
+  module = _REGISTRY[name](num_classes=2)
+  return sorted(f.name for f in dataclasses.fields(module)
+                if f.init and f.name not in ('num_classes', 'parent', 'name'))
 
 
 def _import_families() -> None:

@@ -295,7 +295,7 @@ def finish(setup: AuditSetup, apply_fn, params, mean, std, plan,
 
   Returns:
     audit.json's content as a dict. 'epsilon' is float('inf') for a
-    non-private run (written as 'inf' in the JSON file).
+    non-private run (written as null in the JSON file, beside non_private: true).
 
   Raises:
     ValueError: the plan's N is not the size of the audited training split (the

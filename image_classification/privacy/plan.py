@@ -16,6 +16,10 @@ NON_PRIVATE_FIGURES = ('train_loss', 'clip_fraction', 'realized_batch_size',
                        'nonfinite_gradients', 'images_per_sec')
 
 
+class PlanError(ValueError):
+  """No plan meets the config's privacy target; the message names the fields."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PrivacyPlan:
   noise_multiplier: float
@@ -66,8 +70,8 @@ def num_steps(training: ml_collections.ConfigDict, dataset_size: int) -> int:
 def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPlan:
   """Calibrates (or checks) the noise so that the whole run stays within the target.
 
-  Raises ValueError, naming the fields, when a given noise multiplier would pass the
-  target epsilon within the planned steps.
+  Raises PlanError, naming the fields, when a given noise multiplier would pass the
+  target epsilon within the planned steps, or no noise multiplier reaches the target.
   """
   p = config.privacy
   steps = num_steps(config.training, dataset_size)
@@ -82,14 +86,18 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
     return PrivacyPlan(noise_multiplier=0.0, epsilon=math.inf, target_epsilon=math.inf,
                        non_private=True, **common)
   if p.noise_multiplier is None:
-    sigma = accounting.calibrate_noise_multiplier(
-        p.target_epsilon, p.delta, steps, dataset_size, batch, p.sampling, p.accountant)
+    try:
+      sigma = accounting.calibrate_noise_multiplier(
+          p.target_epsilon, p.delta, steps, dataset_size, batch, p.sampling,
+          p.accountant)
+    except ValueError as e:
+      raise PlanError(f'config.privacy.target_epsilon={p.target_epsilon}: {e}') from e
   else:
     sigma = float(p.noise_multiplier)
   mechanism = accounting.Mechanism(sigma, dataset_size, batch, p.sampling, p.accountant)
   eps = accounting.epsilon(mechanism, steps, p.delta)
   if eps > p.target_epsilon * (1 + 1e-9):
-    raise ValueError(
+    raise PlanError(
         f'config.privacy.noise_multiplier={sigma} spends epsilon={eps:.4g} in {steps} '
         f'steps, more than config.privacy.target_epsilon={p.target_epsilon}; unset '
         'noise_multiplier to calibrate it, raise it, or train fewer steps')

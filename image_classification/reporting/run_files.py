@@ -23,7 +23,12 @@ PLAN = 'plan.json'
 
 
 def _clean(value):
-  """JSON-safe: inf/nan become None or strings, numpy scalars become Python."""
+  """JSON-safe: inf/nan become null, numpy scalars become Python.
+
+  An infinite epsilon (a non-private run) is written as null; the run files say why
+  with ``non_private: true``. JSON has no infinity, and a string 'inf' in a number
+  field breaks every reader that expects a number or null.
+  """
   if isinstance(value, dict):
     return {k: _clean(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
@@ -34,7 +39,7 @@ def _clean(value):
     except (ValueError, AttributeError):
       pass
   if isinstance(value, float) and not math.isfinite(value):
-    return 'inf' if value > 0 else ('-inf' if value < 0 else 'nan')
+    return None
   return value
 
 
@@ -95,6 +100,21 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
   if p.get('non_private'):
     lines += ['**NON-PRIVATE RUN: no noise was added; this model has NO differential '
               'privacy guarantee.**', '']
+  if p.get('large_delta'):
+    lines += [f"**LARGE DELTA: delta = {p['delta']:.3g} is >= 1/N = "
+              f"{1 / p['dataset_size']:.3g}; such a guarantee permits releasing a few "
+              'training examples outright. It ran only because '
+              'privacy.allow_large_delta=True.**', '']
+  earlier = p.get('pretrained') or {}
+  if p.get('pretrained_path') and not earlier.get('earlier_run'):
+    lines += [f"- Fine-tuned from the pre-trained checkpoint `{p['pretrained_path']}`. "
+              'The guarantee covers this run\'s training data only and assumes that '
+              'checkpoint was trained on public data, disjoint from and independent of '
+              'the private training set.', '']
+  elif p.get('pretrained_path'):
+    lines += [f"- Fine-tuned from `{p['pretrained_path']}`, trained by an earlier run of "
+              f"this platform on {earlier.get('earlier_dataset')} (epsilon "
+              f"{_fmt(earlier.get('earlier_epsilon'))}): {earlier['assumption']}.", '']
   lines += [
       f"- Mechanism: {p['mechanism']}.",
       f"- Sampler: {p['sampling']} (sampling rate q = {p['sampling_rate']:.6g}, expected "
@@ -115,9 +135,6 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
   if epsilon_rdp is not None or epsilon_pld is not None:
     lines.append(f'- Cross-check at the same delta: epsilon under RDP = '
                  f'{_fmt(epsilon_rdp)}, under PLD = {_fmt(epsilon_pld)}.')
-  pre = p.get('pretrained')
-  if pre:
-    lines.append(f"- Fine-tuned from {pre['path']}: {pre['assumption']}.")
   if p.get('total_epsilon_with_pretrained') is not None:
     lines.append(
         f"- **Total with the earlier run on the same data** (basic composition): "

@@ -303,9 +303,32 @@ def base_command_from_argv(
   return ' '.join(shlex.quote(a) for a in out)
 
 
+def check_points(config: ml_collections.ConfigDict, points: Sequence[Point],
+                 names: Sequence[str], check_fn: Callable[[ml_collections.ConfigDict],
+                                                          Any],
+                 workdir: Optional[str] = None) -> None:
+  """Runs ``check_fn`` on every point's config; raises one SweepError naming each
+  point that fails (ValueError: ConfigError, DataError), before any point trains.
+  Points already complete in ``workdir`` are not checked again."""
+  problems = []
+  for point, name in zip(points, names):
+    if workdir and report.is_complete(os.path.join(workdir, name)):
+      continue
+    try:
+      check_fn(apply_overrides(config, point))
+    except ValueError as e:
+      problems.append(f'point {name}: {e}')
+  if problems:
+    raise SweepError(
+        f'{len(problems)} of {len(points)} sweep points have a bad config; nothing '
+        'was trained. ' + ' | '.join(problems))
+
+
 def run_sweep(config: ml_collections.ConfigDict, sweep_path: str,
               workdir: str, train_fn: TrainFn, print_only: bool = False,
-              base_command: Optional[str] = None) -> list[dict[str, Any]]:
+              base_command: Optional[str] = None,
+              check_fn: Optional[Callable[[ml_collections.ConfigDict], Any]] = None
+              ) -> list[dict[str, Any]]:
   """Runs every point of a sweep, one after another, and tabulates them.
 
   Args:
@@ -318,6 +341,9 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str,
       scheduler) and run nothing; no file is written.
     base_command: the command those lines start with, e.g. 'python launch.py
       --config=configs/quickstart.py'; default 'python launch.py'.
+    check_fn: ``check_fn(point_config)`` raises ValueError for a bad point (e.g.
+      ``loop.check``: config, data, privacy plan, model); every point not yet
+      complete is checked before the first trains, also with print_only.
 
   Returns:
     One row per point: 'point' (folder name), 'workdir', 'overrides' and the
@@ -327,6 +353,9 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str,
   """
   points = load_sweep(sweep_path, config)
   names = [point_name(p) for p in points]
+  if check_fn is not None:
+    check_points(config, points, names, check_fn,
+                 workdir=None if print_only else workdir)
   if print_only:
     for point, name in zip(points, names):
       print(command_for(point, os.path.join(workdir, name), base_command))
@@ -355,10 +384,11 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str,
       train_fn(apply_overrides(config, point), point_dir)
     except Exception as e:  # pylint: disable=broad-except
       errors[name] = f'{type(e).__name__}: {e}'
-      logging.exception('Sweep point %s failed; the sweep goes on. It will be '
-                        're-run when the sweep is launched again.', name)
       with open(error_file, 'w') as f:
         f.write(traceback.format_exc())
+      logging.error('Sweep point %s failed: %s (traceback in %s); the sweep goes '
+                    'on. Running the same command again re-runs it.', name,
+                    errors[name], error_file)
     else:
       if os.path.exists(error_file):
         os.remove(error_file)

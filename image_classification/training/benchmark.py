@@ -169,6 +169,59 @@ def _micro_batch_size(batch: int, num_devices: int, micro: int) -> int:
   return micro
 
 
+def _flag_error(flag: str, value, why: str):
+  raise config_lib.ConfigError(f'--{flag}={value}: {why}')
+
+
+def parse_flags(batch_sizes: Sequence[str], augmults: Sequence[str],
+                implementations: Optional[Sequence[str]] = None
+                ) -> tuple[list[int], list[int], Optional[tuple[str, ...]]]:
+  """The --benchmark_* flags as values; a bad entry is named before anything runs.
+
+  Raises:
+    ConfigError: an empty list, an entry that is not a positive integer, or an
+      unknown per-example gradient implementation.
+  """
+  def positive_ints(flag, values):
+    values = list(values or [])
+    text = ','.join(str(v) for v in values)
+    if not values or any(str(v).strip() == '' for v in values):
+      _flag_error(flag, text, 'give a comma-separated list of positive integers, '
+                  'e.g. 64,256')
+    out = []
+    for v in values:
+      try:
+        n = int(str(v).strip())
+      except ValueError:
+        _flag_error(flag, text, f'{v!r} is not an integer; give positive integers, '
+                    'e.g. 64,256')
+      if n <= 0:
+        _flag_error(flag, text, f'{n} is not positive; give positive integers')
+      out.append(n)
+    return out
+
+  sizes = positive_ints('benchmark_batch_sizes', batch_sizes)
+  ks = positive_ints('benchmark_augmults', augmults)
+  impls = None
+  if implementations is not None:
+    impls = tuple(str(i).strip() for i in implementations)
+    _check_implementations(impls)
+  return sizes, ks, impls
+
+
+def _check_implementations(implementations: Sequence[str]) -> None:
+  from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
+  text = ','.join(implementations)
+  if not implementations:
+    _flag_error('benchmark_implementations', text,
+                f'give at least one of {list(fast_clipping.IMPLEMENTATIONS)}, or leave '
+                'the flag out to time config.training.per_example_grads')
+  unknown = [i for i in implementations if i not in fast_clipping.IMPLEMENTATIONS]
+  if unknown:
+    _flag_error('benchmark_implementations', text,
+                f'unknown {unknown}; choose from {list(fast_clipping.IMPLEMENTATIONS)}')
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
                   batch_sizes: Sequence[int], augmults: Sequence[int],
                   implementations: Optional[Sequence[str]] = None, reps: int = 5,
@@ -194,13 +247,27 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     include_nonprivate: also time the non-private step.
 
   Returns:
-    The content of benchmark.json.
+    The content of benchmark.json. If a step fails after some rows were timed,
+    benchmark.json still holds those rows (with 'error' saying what stopped it) and
+    the error is raised.
   """
+  # Bad arguments fail here, before anything is built or timed.
+  parse_flags([str(b) for b in batch_sizes], [str(k) for k in augmults])
+  if implementations is not None:
+    _check_implementations(tuple(implementations))
   devices = jax.devices()
   mesh = mesh_lib.make_mesh(devices)
   shape, num_classes, mean, std = _input_spec(config)
-  model = registry.build(config.model.name, num_classes,
-                         **config.model.kwargs.to_dict())
+  try:
+    model = registry.build(config.model.name, num_classes,
+                           **config.model.kwargs.to_dict())
+    jax.eval_shape(model.init, {'params': jax.random.PRNGKey(0),
+                                'dropout': jax.random.PRNGKey(0)},
+                   jnp.zeros((1,) + shape, jnp.float32))
+  except (TypeError, ValueError) as e:  # a bad model kwarg, before anything compiles
+    raise config_lib.ConfigError(
+        f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
+        f'{config.model.name!r} for images {shape}: {e}') from e
   t = config.training
   default_impl = t.get('per_example_grads', 'vmap') or 'vmap'
   implementations = tuple(implementations or (default_impl,))
@@ -225,78 +292,83 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   load_before = os.getloadavg()
 
   rows = []
-  for augmult in augmults:
-    for batch in batch_sizes:
-      rng = np.random.default_rng(batch * 1000 + augmult)
-      images = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
-      labels = rng.integers(0, num_classes, batch).astype(np.int32)
-      mask = np.ones(batch, bool)
-      images, labels, mask = jax.device_put((images, labels, mask), sharding)
-      images_per_step = batch * augmult
+  error = None
+  try:
+    for augmult in augmults:
+      for batch in batch_sizes:
+        rng = np.random.default_rng(batch * 1000 + augmult)
+        images = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
+        labels = rng.integers(0, num_classes, batch).astype(np.int32)
+        mask = np.ones(batch, bool)
+        images, labels, mask = jax.device_put((images, labels, mask), sharding)
+        images_per_step = batch * augmult
 
-      nonprivate = None
-      if include_nonprivate:
-        cfg = dp_step.StepConfig(
-            clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
-            expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
-            random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-            mean=mean, std=std)
-        np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
-        state = fresh_state()
-        jitted = _nonprivate_step(model.apply, optimizer, cfg)
-        t0 = time.perf_counter()
-        compiled = jitted.lower(state, images, labels, np_keys).compile()
-        compile_s = time.perf_counter() - t0
-        state, sec, times, cpu, steps = _time_steps(
-            lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
-            min_rep_seconds)
-        nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
-                          compiled_bytes=_compiled_bytes(compiled))
-        del state
+        nonprivate = None
+        if include_nonprivate:
+          cfg = dp_step.StepConfig(
+              clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
+              expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
+              random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+              mean=mean, std=std)
+          np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
+          state = fresh_state()
+          jitted = _nonprivate_step(model.apply, optimizer, cfg)
+          t0 = time.perf_counter()
+          compiled = jitted.lower(state, images, labels, np_keys).compile()
+          compile_s = time.perf_counter() - t0
+          state, sec, times, cpu, steps = _time_steps(
+              lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
+              min_rep_seconds)
+          nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
+                            compiled_bytes=_compiled_bytes(compiled))
+          del state
 
-      for impl in implementations:
-        cfg = dp_step.StepConfig(
-            clipping_norm=config.privacy.clipping_norm,
-            noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
-            micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
-            random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-            mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
-            per_example_grads=impl)
-        # Random data and a fixed public key: a benchmark releases nothing private.
-        step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
-                              noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
-        state = fresh_state()
-        t0 = time.perf_counter()
-        compiled = step.step.lower(state, images, labels, mask, step.noise_key).compile()
-        compile_s = time.perf_counter() - t0
-        state, sec, times, cpu, steps = _time_steps(
-            lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state, reps,
-            warmup, min_rep_seconds)
-        del state
-        peak, peak_source = _peak_memory(devices)
-        row = {
-            'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
-            'micro_batch_size': micro_batch_sizes[batch],
-            'images_per_step': images_per_step,
-            'dp_images_per_sec': images_per_step / sec,
-            'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
-            'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
-            'dp_compiled_bytes': _compiled_bytes(compiled),
-            'steps_per_rep': steps,
-            'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
-        }
-        if nonprivate:
-          row.update({
-              'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
-              'nonprivate_step_sec': nonprivate['sec'],
-              'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
-              'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
-              'nonprivate_compile_sec': nonprivate['compile_s'],
-              'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
-              'dp_over_nonprivate_time': sec / nonprivate['sec'],
-          })
-        rows.append(row)
-        print(_format_row(row), flush=True)
+        for impl in implementations:
+          cfg = dp_step.StepConfig(
+              clipping_norm=config.privacy.clipping_norm,
+              noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
+              micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
+              random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+              mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
+              per_example_grads=impl)
+          # Random data and a fixed public key: a benchmark releases nothing private.
+          step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
+                                noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
+          state = fresh_state()
+          t0 = time.perf_counter()
+          compiled = step.step.lower(state, images, labels, mask,
+                                     step.noise_key).compile()
+          compile_s = time.perf_counter() - t0
+          state, sec, times, cpu, steps = _time_steps(
+              lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
+              reps, warmup, min_rep_seconds)
+          del state
+          peak, peak_source = _peak_memory(devices)
+          row = {
+              'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
+              'micro_batch_size': micro_batch_sizes[batch],
+              'images_per_step': images_per_step,
+              'dp_images_per_sec': images_per_step / sec,
+              'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
+              'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
+              'dp_compiled_bytes': _compiled_bytes(compiled),
+              'steps_per_rep': steps,
+              'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
+          }
+          if nonprivate:
+            row.update({
+                'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
+                'nonprivate_step_sec': nonprivate['sec'],
+                'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
+                'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
+                'nonprivate_compile_sec': nonprivate['compile_s'],
+                'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
+                'dp_over_nonprivate_time': sec / nonprivate['sec'],
+            })
+          rows.append(row)
+          print(_format_row(row), flush=True)
+  except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
+    error = e  # keep what was measured, then re-raise
 
   result = {
       'device': mesh_lib.describe(devices),
@@ -321,10 +393,18 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'load_average_after': list(os.getloadavg()),
       'rows': rows,
   }
+  if error is not None:
+    result['error'] = (f'stopped after {len(rows)} row(s): {type(error).__name__}: '
+                       f'{error}')
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, BENCHMARK_FILE), 'w') as f:
     json.dump(result, f, indent=2)
-  print(format_table(result), flush=True)
+  if rows:
+    print(format_table(result), flush=True)
+  if error is not None:
+    print(f'benchmark stopped after {len(rows)} row(s); those are in '
+          f'{os.path.join(workdir, BENCHMARK_FILE)}', flush=True)
+    raise error
   return result
 
 

@@ -55,15 +55,23 @@ class Experiment:
     self.data, self.audit = canary_audit.prepare(config, self.data)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
-    self.plan = plan_lib.make_plan(config, self.dataset_size)
+    try:
+      self.plan = plan_lib.make_plan(config, self.dataset_size)
+    except plan_lib.PlanError as e:
+      raise config_lib.ConfigError(str(e)) from e
     path = config.model.pretrained_path
     self.pretrained = (pretrained.composition(
         path, config.data, config.privacy.compose_with_pretrained_run)
                        if path and os.path.exists(path) else None)
-    self.model = registry.build(config.model.name, self.data.num_classes,
-                                **config.model.kwargs.to_dict())
     self.image_shape = tuple(self.data.train.image_shape)
-    abstract = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
+    try:  # a bad model kwarg fails here, in tracing, before anything compiles
+      self.model = registry.build(config.model.name, self.data.num_classes,
+                                  **config.model.kwargs.to_dict())
+      abstract = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
+    except (TypeError, ValueError) as e:
+      raise config_lib.ConfigError(
+          f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
+          f'{config.model.name!r} for images {self.image_shape}: {e}') from e
     extra = sorted(set(abstract) - {'params'})
     if extra:
       raise config_lib.ConfigError(
@@ -81,7 +89,10 @@ class Experiment:
     d = self.plan.to_json()
     d.update(num_params=self.num_params, model=self.config.model.name,
              dataset=self.config.data.name, num_devices=len(self.devices),
-             image_shape=list(self.image_shape))
+             image_shape=list(self.image_shape), num_classes=self.data.num_classes,
+             class_names=list(self.data.class_names) or None,
+             pretrained_path=self.config.model.pretrained_path or None,
+             large_delta=config_lib.large_delta(self.config, self.dataset_size))
     if self.data.private_evaluation_note:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
@@ -100,6 +111,16 @@ class Experiment:
     return d
 
 
+def check(config: ml_collections.ConfigDict, dataset=None) -> Experiment:
+  """Everything a dry run checks (config, data, privacy plan, model), writing nothing.
+
+  A sweep calls it on every point before training the first. Unlike a dry run it
+  also needs model.pretrained_path to exist; it does not read the weights.
+  """
+  config_lib.validate(config, len(jax.devices()), dry_run=False)
+  return Experiment(config, dry_run=True, dataset=dataset)
+
+
 def _stats_row(stats: dict) -> dict:
   n = float(stats['num_examples'])
   return {'train_loss': float(stats['loss_sum']) / max(n, 1.0),
@@ -115,8 +136,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   config; the ledger continues from the restored step, it is never reset.
   """
   start = time.time()
+  # Before loading anything; a dry run too, so that its plan.json never contradicts
+  # the run files of another config already in the workdir.
+  checkpoint.check_config(workdir, config)
   if not dry_run:
-    checkpoint.check_config(workdir, config)  # before loading anything
     done = checkpoint.completed_summary(workdir)
     if done is not None:
       print(f'{workdir} already holds a complete run (test accuracy '
@@ -130,7 +153,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     out = exp.plan_json()
     run_files.write_json(workdir, run_files.PLAN, out)
     print(f'dry run: {config.model.name} ({exp.num_params:,} parameters) on '
-          f'{config.data.name} (N={exp.dataset_size}); {plan.steps} steps, '
+          f'{config.data.name} (N={exp.dataset_size}, images '
+          f'{"x".join(map(str, exp.image_shape))}, {exp.data.num_classes} classes); '
+          f'{plan.steps} steps, '
           f'q={plan.sampling_rate:.4g}, sigma={plan.noise_multiplier:.4f}, '
           f'epsilon={plan.epsilon:.4f} at delta={plan.delta:g}; wrote '
           f'{os.path.join(workdir, run_files.PLAN)}', flush=True)
@@ -207,7 +232,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     return chunks
 
   print(f'{config.model.name} ({exp.num_params:,} params) on {config.data.name} '
-        f'(N={exp.dataset_size}) | {mesh_lib.describe(exp.devices)} | {plan.steps} steps '
+        f'(N={exp.dataset_size}, images {"x".join(map(str, exp.image_shape))}, '
+        f'{exp.data.num_classes} classes) | {mesh_lib.describe(exp.devices)} | '
+        f'{plan.steps} steps '
         f'of expected batch {plan.expected_batch_size} x augmult {config.data.augmult} | '
         + ('NON-PRIVATE (no noise)' if plan.non_private else
            f'sigma={plan.noise_multiplier:.4f}, C={plan.clipping_norm}, target '
@@ -300,6 +327,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'insecure_seeded_noise': plan.insecure_seeded_noise,
       'evaluated_with_ema': use_ema, 'model': config.model.name,
       'dataset': config.data.name, 'num_params': exp.num_params,
+      'image_shape': list(exp.image_shape), 'num_classes': exp.data.num_classes,
+      'class_names': list(exp.data.class_names) or None,
       'device': mesh_lib.describe(exp.devices)}
   run_files.write_json(workdir, run_files.SUMMARY, summary)
   mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it

@@ -43,7 +43,7 @@ def write_cifar10(root, per_batch=3, n_test=4, archive=False, skip=()):
     files[f'data_batch_{i}'] = cifar_pickle(rows, labels)
     train_rows.append(rows)
     train_labels.append(labels)
-  test_rows, test_labels = cifar_rows(n_test, seed=9), np.arange(n_test) % 10
+  test_rows, test_labels = cifar_rows(n_test, seed=9), (np.arange(n_test) + 1) % 10
   files['test_batch'] = cifar_pickle(test_rows, test_labels)
   files['batches.meta'] = pickle.dumps({b'label_names': [b'a'] * 10}, protocol=2)
   for name in skip:
@@ -335,9 +335,13 @@ def test_image_folder_errors(tmp_path):
   with pytest.raises(base.DataError, match='train/<class>'):
     local_files.load_image_folder(str(tmp_path))
   os.makedirs(tmp_path / 'train' / 'a')
+  with pytest.raises(base.DataError, match=r"1 class sub-folder\(s\) \['a'\].*at least 2"):
+    local_files.load_image_folder(str(tmp_path))  # one class: always "right"
+  os.makedirs(tmp_path / 'train' / 'b')
   with pytest.raises(base.DataError, match='holds no'):
     local_files.load_image_folder(str(tmp_path))
   write_png(str(tmp_path / 'train' / 'a' / '0.png'), _pixels(0, (4, 4, 3)))
+  write_png(str(tmp_path / 'train' / 'b' / '0.png'), _pixels(1, (4, 4, 3)))
   write_png(str(tmp_path / 'test' / 'stray' / '0.png'), _pixels(0, (4, 4, 3)))
   with pytest.raises(base.DataError, match='stray'):
     local_files.load_image_folder(str(tmp_path))
@@ -351,7 +355,7 @@ def test_npz_round_trip(tmp_path):
   x_train, x_test = _pixels(0, (5, 3, 4)), _pixels(1, (2, 3, 4))
   np.savez(path, x_train=x_train, y_train=np.array([[0], [3], [1], [2], [0]]),
            x_test=x_test, y_test=np.array([1, 2]))
-  data = local_files.load_npz(str(path))
+  data = local_files.load_npz(str(path), num_classes=4)
   assert data.num_classes == 4
   assert data.train.image_shape == (3, 4, 1)
   images, labels = data.train.get(np.arange(5))
@@ -362,13 +366,75 @@ def test_npz_round_trip(tmp_path):
 
 def test_npz_errors(tmp_path):
   with pytest.raises(base.DataError, match='x_train, y_train, x_test, y_test'):
-    local_files.load_npz(str(tmp_path / 'missing.npz'))
+    local_files.load_npz(str(tmp_path / 'missing.npz'), num_classes=2)
   path = tmp_path / 'partial.npz'
   np.savez(path, x_train=np.zeros((1, 2, 2, 1), np.uint8), y_train=np.zeros(1, int))
   with pytest.raises(base.DataError, match="'x_test', 'y_test'"):
-    local_files.load_npz(str(path))
+    local_files.load_npz(str(path), num_classes=2)
   path = tmp_path / 'floats.npz'
   np.savez(path, x_train=np.zeros((1, 2, 2, 1)), y_train=np.zeros(1, int),
            x_test=np.zeros((1, 2, 2, 1)), y_test=np.zeros(1, int))
   with pytest.raises(base.DataError, match='integer pixels'):
-    local_files.load_npz(str(path))
+    local_files.load_npz(str(path), num_classes=2)
+
+
+def _save_npz(path, x_train, y_train, x_test=None, y_test=None):
+  x_test = x_train[:2] if x_test is None else x_test
+  y_test = np.asarray(y_train)[:2] if y_test is None else y_test
+  np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  return str(path)
+
+
+@pytest.mark.parametrize('shape', [(4, 3, 32, 32), (4, 1, 28, 28), (4, 3, 8, 5)])
+def test_npz_channel_first_is_refused_with_the_transpose(tmp_path, shape):
+  path = _save_npz(tmp_path / 'chw.npz', np.zeros(shape, np.uint8), [0, 1, 0, 1])
+  with pytest.raises(base.DataError) as e:
+    local_files.load_npz(path, num_classes=2)
+  message = str(e.value)
+  assert f'x_train of shape {shape} looks channel-first' in message
+  assert 'x.transpose(0, 2, 3, 1)' in message
+  assert str((shape[0], shape[2], shape[3], shape[1])) in message
+
+
+@pytest.mark.parametrize('shape', [(4, 3, 32, 3), (4, 32, 32, 3), (4, 1, 5, 1),
+                                   (4, 3, 7, 4), (4, 28, 28)])
+def test_npz_channels_last_shapes_still_load(tmp_path, shape):
+  path = _save_npz(tmp_path / 'hwc.npz', np.zeros(shape, np.uint8), [0, 1, 0, 1])
+  data = local_files.load_npz(path, num_classes=2)
+  assert data.train.image_shape == (shape + (1,))[1:4]
+
+
+def test_npz_needs_num_classes_and_refuses_labels_outside(tmp_path):
+  x = np.zeros((3, 4, 4, 1), np.uint8)
+  path = _save_npz(tmp_path / 'd.npz', x, [0, 1, 7], x[:1], [1])
+  with pytest.raises(base.DataError, match=r'config.data.num_classes=0: .*'
+                     r'--config.data.num_classes=10'):
+    local_files.load_npz(path)  # {0, 1, 7} used to give an 8-way head silently
+  with pytest.raises(base.DataError, match=r"y_train \(config.data.num_classes=3\): "
+                     r'labels must lie in \[0, 3\), found \[0, 7\]'):
+    local_files.load_npz(path, num_classes=3)
+  assert local_files.load_npz(path, num_classes=8).num_classes == 8
+  path = _save_npz(tmp_path / 'neg.npz', x, [0, 1, -1], x[:1], [1])
+  with pytest.raises(base.DataError, match='labels must lie in'):
+    local_files.load_npz(path, num_classes=2)
+
+
+def test_npz_truncated_or_not_a_zip(tmp_path):
+  good = _save_npz(tmp_path / 'good.npz', _pixels(0, (20, 8, 8, 3)), [0, 1] * 10)
+  with open(good, 'rb') as f:
+    raw = f.read()
+  cases = {
+      'truncated.npz': (raw[:len(raw) // 2], 'is truncated or corrupt'),
+      'truncated_end.npz': (raw[:-30], 'is truncated or corrupt'),
+      'text.npz': (b'x_train,y_train\n1,2\n', "is not a zip archive \\(starts with b'x_tr'"),
+      'empty.npz': (b'', 'is not a zip archive'),
+  }
+  buffer = io.BytesIO()
+  np.save(buffer, np.zeros(3))
+  cases['array.npz'] = (buffer.getvalue(), r'is a single .npy array \(np.save\)')
+  for name, (content, expected) in cases.items():
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(base.DataError, match=expected) as e:
+      local_files.load_npz(str(path), num_classes=2)
+    assert 'allow_pickle' not in str(e.value) and 'x_train, y_train' in str(e.value)

@@ -1,4 +1,5 @@
 """load_dataset: dispatch on config.data.name, constants, truncation, import weight."""
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -63,17 +64,59 @@ def test_fashion_mnist_from_path(tmp_path):
 def test_npz_and_image_folder_get_generic_constants(tmp_path):
   path = tmp_path / 'd.npz'
   np.savez(path, x_train=np.zeros((3, 2, 2, 3), np.uint8), y_train=[0, 1, 4],
-           x_test=np.zeros((1, 2, 2, 3), np.uint8), y_test=[2])
-  splits = sources.load_dataset(data_config(name='npz', path=str(path)))
-  assert splits.num_classes == 5
+           x_test=np.zeros((1, 2, 2, 3), np.uint8), y_test=[4])
+  splits = sources.load_dataset(data_config(name='npz', path=str(path), num_classes=6))
+  assert splits.num_classes == 6  # from the config, not 1 + the largest label
   assert splits.mean == (0.5,) * 3 and splits.std == (0.5,) * 3
+  assert splits.class_names == ()
 
-  formats.write_png(str(tmp_path / 'f' / 'train' / 'x' / '0.png'),
-                    np.zeros((5, 5), np.uint8))
+  for name in ('x', 'y'):
+    for i in range(2):
+      formats.write_png(str(tmp_path / 'f' / 'train' / name / f'{i}.png'),
+                        np.zeros((5, 5), np.uint8))
   splits = sources.load_dataset(data_config(
       name='image_folder', path=str(tmp_path / 'f'), image_size=3))
-  assert splits.num_classes == 1 and splits.mean == (0.5,)
+  assert splits.num_classes == 2 and splits.mean == (0.5,)
+  assert splits.class_names == ('x', 'y')
   assert splits.train.image_shape == (3, 3, 1)
+
+
+def _npz(path, y_train, y_test):
+  x = np.zeros((len(y_train), 4, 4, 1), np.uint8)
+  np.savez(path, x_train=x, y_train=y_train, x_test=x[:len(y_test)], y_test=y_test)
+  return str(path)
+
+
+def test_class_count_comes_from_the_spec_and_labels_must_fit(tmp_path):
+  path = _npz(tmp_path / 'd.npz', [0, 1, 1, 0], [1, 2])
+  with pytest.raises(base.DataError, match=r"test split has class\(es\) 2 that the "
+                     'training split lacks'):
+    sources.load_dataset(data_config(name='npz', path=path, num_classes=3))
+  path = _npz(tmp_path / 'one.npz', [1, 1, 1, 1], [1])
+  with pytest.raises(base.DataError, match='holds only class 1; .*at least 2 classes'):
+    sources.load_dataset(data_config(name='npz', path=path, num_classes=2))
+  # Checked on the whole splits: a short quick look still loads.
+  path = _npz(tmp_path / 'ok.npz', [0, 0, 0, 1], [1, 0])
+  splits = sources.load_dataset(data_config(name='npz', path=path, num_classes=2,
+                                            max_train_examples=2))
+  assert splits.train.num_examples == 2
+
+
+def test_configured_class_count_must_match_a_named_dataset():
+  with pytest.raises(base.DataError, match=r"config.data.num_classes=7 but digits has "
+                     r"10 classes \(0 \('0'\),"):
+    sources.load_dataset(data_config(num_classes=7))
+  splits = sources.load_dataset(data_config(num_classes=10))
+  assert splits.num_classes == 10 and splits.class_names[3] == '3'
+
+
+def test_test_class_missing_from_train_is_refused_for_every_in_memory_source():
+  splits = sources.load_dataset(data_config())
+  train = base.ArraySource(*splits.train.get(np.flatnonzero(
+      splits.train.labels != 9)))
+  broken = dataclasses.replace(splits, train=train)
+  with pytest.raises(base.DataError, match=r"class\(es\) 9 \('9'\) that the training"):
+    sources.check_classes(broken)
 
 
 @pytest.mark.parametrize('name', ['image_folder', 'npz'])

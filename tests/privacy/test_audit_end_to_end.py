@@ -48,5 +48,5 @@ def test_shipped_audit_configs(tmp_path, module, private):
   if private:
     assert audit['epsilon_lower_bound'] <= audit['epsilon']
   else:
-    assert audit['epsilon'] == 'inf' and audit['non_private']
+    assert audit['epsilon'] is None and audit['non_private']
     assert audit['epsilon_lower_bound'] > 1.0

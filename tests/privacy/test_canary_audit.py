@@ -195,13 +195,13 @@ def test_finish_writes_audit_json_with_every_key(tmp_path):
   assert written['score_summary']['included']['count'] == setup.num_included
   assert written['comparable_with_accountant'] is True
 
-  # Non-private: epsilon is 'inf' in the file and the report says so.
+  # Non-private: epsilon is null in the file and the report says so.
   out = canary_audit.finish(setup, model.apply, params, data.mean, data.std,
                             _plan(config, setup, non_private=True, epsilon=math.inf,
                                   noise_multiplier=0.0), str(tmp_path))
   with open(tmp_path / 'audit.json') as f:
     written = json.load(f)
-  assert written['epsilon'] == 'inf' and out['epsilon'] == math.inf
+  assert written['epsilon'] is None and out['epsilon'] == math.inf
   assert written['non_private'] is True and 'NON-PRIVATE' in written['privacy']
 
 

@@ -26,15 +26,15 @@ def write_run(workdir: str, *, accuracy: float = 0.8, epsilon: float = 4.0,
   privacy = {'noise_multiplier': 0.0 if non_private else 1.1,
              'clipping_norm': 1.0, 'sampling': 'poisson',
              'sampling_rate': 0.01, 'expected_batch_size': 16, 'steps': steps,
-             # The trainer writes an infinite epsilon as the string 'inf'.
-             'delta': 1e-5, 'epsilon': 'inf' if non_private else epsilon,
+             # The trainer writes an infinite epsilon as null (JSON has no inf).
+             'delta': 1e-5, 'epsilon': None if non_private else epsilon,
              'accountant': 'rdp', 'neighboring_relation': 'add_or_remove_one',
              'dataset_size': 1600, 'non_private': non_private}
   with open(os.path.join(workdir, 'privacy.json'), 'w') as f:
     json.dump(privacy, f)
   if complete:
     summary = {'test_accuracy': accuracy,
-               'epsilon': 'inf' if non_private else epsilon, 'delta': 1e-5,
+               'epsilon': None if non_private else epsilon, 'delta': 1e-5,
                'steps': steps, 'noise_multiplier': privacy['noise_multiplier'],
                'wall_time_sec': 12.5, 'non_private': non_private,
                'status': 'complete'}

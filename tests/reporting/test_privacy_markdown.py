@@ -30,10 +30,14 @@ def test_insecure_runs_say_so_in_their_first_lines():
 def test_private_evaluation_split_and_composition_are_stated():
   privacy = _privacy()
   privacy.update(evaluation_data='The evaluation split is private data.',
-                 pretrained={'path': '/runs/a', 'assumption': 'composed'},
+                 pretrained_path='/runs/a',
+                 pretrained={'path': '/runs/a', 'assumption': 'composed',
+                             'earlier_run': True, 'earlier_dataset': 'digits',
+                             'earlier_epsilon': 2.0},
                  total_epsilon_with_pretrained=3.5, total_delta_with_pretrained=2e-5)
   text = run_files.privacy_markdown(privacy)
   assert 'The evaluation split is private data.' in text
   assert 'held-out evaluation split, not on training' not in text
-  assert 'Fine-tuned from /runs/a: composed.' in text
+  assert 'earlier run of this platform on digits (epsilon 2): composed.' in text
+  assert 'assumes that checkpoint was trained on public data' not in text
   assert 'epsilon = 3.5, delta = 2e-05' in text

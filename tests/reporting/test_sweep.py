@@ -278,3 +278,40 @@ def test_plot_several_fields(tmp_path):
   path = sweep.plot_sweep(rows(words), list(words[0]),
                           str(tmp_path / 'words.png'))
   assert os.path.getsize(path) > 1000
+
+
+def test_every_point_is_checked_before_the_first_trains(tmp_path):
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  sweep_file = _write(tmp_path / 's.py', """
+      def get_sweep():
+        return [{'privacy.target_epsilon': 4.0},
+                {'privacy.target_epsilon': 0.001},
+                {'training.eval_batch_size': 0}]
+      """)
+  trainer = FakeTrainer()
+  workdir = str(tmp_path / 'w')
+  config = quickstart.get_config()
+  with pytest.raises(sweep.SweepError) as e:
+    sweep.run_sweep(config, sweep_file, workdir, trainer, check_fn=loop.check)
+  message = str(e.value)
+  assert message.startswith('2 of 3 sweep points have a bad config; nothing was '
+                            'trained.')
+  assert ('point privacy.target_epsilon=0.001: config.privacy.target_epsilon=0.001: '
+          'no noise multiplier') in message
+  assert 'point training.eval_batch_size=0: config.training.eval_batch_size=0' in message
+  assert not trainer.calls and not os.path.exists(workdir)
+  # print_only checks too: a command line for a bad point would only fail later.
+  with pytest.raises(sweep.SweepError):
+    sweep.run_sweep(config, sweep_file, workdir, trainer, print_only=True,
+                    check_fn=loop.check)
+
+
+def test_points_already_complete_are_not_checked_again(tmp_path):
+  sweep_file = _write(tmp_path / 's.py', EPSILON_SWEEP)
+  workdir = str(tmp_path / 'w')
+  sweep.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer())
+  checked = []
+  sweep.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
+                  check_fn=lambda c: checked.append(c.privacy.target_epsilon))
+  assert not checked

@@ -86,3 +86,65 @@ def test_batch_smaller_than_the_micro_batch_is_one_pass_and_bad_sizes_are_named(
   assert [r['micro_batch_size'] for r in out['rows']] == [0, 4]
   with pytest.raises(config_lib.ConfigError, match='micro_batch_size=4'):
     benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[6], augmults=[1])
+
+
+@pytest.mark.parametrize('sizes,augmults,impls,expected', [
+    (['64', 'abc'], ['1'], None, "--benchmark_batch_sizes=64,abc: 'abc' is not an integer"),
+    (['0'], ['1'], None, '--benchmark_batch_sizes=0: 0 is not positive'),
+    (['-8'], ['1'], None, '--benchmark_batch_sizes=-8: -8 is not positive'),
+    (['64'], ['0'], None, '--benchmark_augmults=0: 0 is not positive'),
+    ([], ['1'], None, '--benchmark_batch_sizes=: give a comma-separated list'),
+    (['64'], [], None, '--benchmark_augmults=: give a comma-separated list'),
+    (['64'], ['1'], ['fast', 'turbo'],
+     "--benchmark_implementations=fast,turbo: unknown ['turbo']; choose from"),
+    (['64'], ['1'], [], '--benchmark_implementations=: give at least one of'),
+])
+def test_bad_benchmark_flags_are_named_before_anything_runs(
+    sizes, augmults, impls, expected, tmp_path, monkeypatch):
+  with pytest.raises(config_lib.ConfigError) as e:
+    benchmark.parse_flags(sizes, augmults, impls)
+  assert str(e.value).startswith(expected)
+  # The library entry point checks the same before building anything.
+  monkeypatch.setattr(benchmark.registry, 'build', lambda *a, **k: pytest.fail('built'))
+  with pytest.raises(config_lib.ConfigError):
+    benchmark.run_benchmark(_tiny_config(), str(tmp_path),
+                            batch_sizes=[int(s) if s.lstrip('-').isdigit() else s
+                                         for s in sizes],
+                            augmults=[int(k) for k in augmults], implementations=impls)
+  assert not os.listdir(tmp_path)
+
+
+def test_good_flags_parse():
+  assert benchmark.parse_flags(['64', ' 256'], ['1', '4'], None) == ([64, 256], [1, 4],
+                                                                     None)
+  assert benchmark.parse_flags(['8'], ['1'], ['vmap', 'ghost'])[2] == ('vmap', 'ghost')
+
+
+def test_a_failure_after_some_rows_keeps_the_rows_measured(tmp_path, monkeypatch):
+  calls = []
+  real = benchmark._peak_memory  # pylint: disable=protected-access
+
+  def peak_then_fail(devices):
+    calls.append(1)
+    if len(calls) == 2:
+      raise RuntimeError('out of memory (simulated)')
+    return real(devices)
+
+  monkeypatch.setattr(benchmark, '_peak_memory', peak_then_fail)
+  with pytest.raises(RuntimeError, match='simulated'):
+    benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2, 4],
+                            augmults=[1], reps=1, warmup=0, include_nonprivate=False)
+  with open(os.path.join(tmp_path, benchmark.BENCHMARK_FILE)) as f:
+    written = json.load(f)
+  assert [r['batch_size'] for r in written['rows']] == [2]
+  assert written['error'].startswith('stopped after 1 row(s): RuntimeError: out of '
+                                     'memory (simulated)')
+
+
+def test_bad_model_kwarg_is_named_before_timing(tmp_path):
+  config = _tiny_config()
+  config.model.kwargs.activation = 'relu6'
+  with pytest.raises(config_lib.ConfigError, match=r"config.model.kwargs=.*'relu6'.*"
+                     r"do not build model 'cnn'"):
+    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1])
+  assert not os.listdir(tmp_path)
