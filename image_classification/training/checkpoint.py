@@ -243,19 +243,24 @@ def state_checksum(tree) -> str:
 class Checkpoints:
   """The checkpoints of one workdir: WORKDIR/checkpoints/<step>/{state,metadata}."""
 
-  def __init__(self, workdir: str, keep: int = KEEP):
+  def __init__(self, workdir: str, keep: int = KEEP, read_only: bool = False):
+    """``read_only``: for readers beside a run that may still be writing (evaluate,
+    predict): nothing is created, removed or saved."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
     self.keep = max(int(keep), 2)
-    self._remove_incomplete()
+    self.read_only = read_only
+    if not read_only:
+      self._remove_incomplete()
     self._manager = self._make_manager()
 
   def _make_manager(self):
     ocp = self._ocp
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+        max_to_keep=self.keep, create=not self.read_only, read_only=self.read_only,
+        enable_async_checkpointing=False)
     with _quiet_orbax():
       return ocp.CheckpointManager(self.directory, options=options)
 
@@ -327,7 +332,7 @@ class Checkpoints:
         _say(f'checkpoint: skipping {os.path.join(self.directory, str(step))} '
              f'(step {step}): it cannot be restored ({reason})')
         continue
-      if failures:
+      if failures and not self.read_only:
         self._move_aside([s for s, _ in failures])
         _say(f'checkpoint: falling back to step {step} after skipping steps '
              f'{[s for s, _ in failures]}')
