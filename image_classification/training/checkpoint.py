@@ -68,7 +68,12 @@ IGNORED_CONFIG_FIELDS = (
     'training.eval_every_steps',
     'training.eval_batch_size',
     'training.checkpoint_every_steps',
+    'training.checkpoint_every_minutes',
 )
+
+# Fields added after some workdirs were written: absent from an older config.json
+# and at this value now is no difference (the run computes the same thing).
+ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0}
 
 # Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
 PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
@@ -174,6 +179,8 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
   diffs = []
   for field in sorted(set(old) | set(new)):
     if _ignored(field):
+      continue
+    if field not in old and ADDED_CONFIG_FIELDS.get(field, object()) == new[field]:
       continue
     if field not in old:
       diffs.append(f'config.{field}: absent in the workdir, {new[field]!r} now')
