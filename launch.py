@@ -101,6 +101,11 @@ def _use_workdir_config(argv: list[str]) -> list[str]:
 def _use_a_trained_model(config) -> None:
   """--evaluate and --predict."""
   from image_classification.training import inference  # pylint: disable=g-import-not-at-top
+  for workdir in filter(None, (_EVALUATE.value, _PREDICT.value)):
+    if not os.path.exists(os.path.join(workdir, 'config.json')):
+      raise inference.InferenceError(
+          f'{workdir!r} holds no config.json: it is not the workdir of a training run '
+          '(launch.py --config=... --workdir=DIR)')
   if _EVALUATE.value:
     result = inference.evaluate_workdir(_EVALUATE.value, config)
     top5 = f', top-5 {result["top5"]:.4f}' if 'top5' in result else ''
