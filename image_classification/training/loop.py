@@ -84,6 +84,9 @@ class Experiment:
     d.update(num_params=self.num_params, model=self.config.model.name,
              dataset=self.config.data.name, num_devices=len(self.devices),
              image_shape=list(self.image_shape))
+    if self.validation is not None:  # held out of N, evaluated without noise
+      d['validation_size'] = self.validation.num_examples
+      d['computed_without_noise'] = d['computed_without_noise'] + ['validation_accuracy']
     return d
 
 
