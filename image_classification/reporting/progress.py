@@ -14,7 +14,9 @@ lines (16 of a 20-step quickstart's 20 lines): dp-accounting's "failed to conver
 cannot evaluate and reports epsilon from the others) and JAX's "Unable to initialize
 backend 'tpu'" note on machines without a TPU.
 """
+import io
 import logging
+import os
 import sys
 import time
 
@@ -32,6 +34,18 @@ def _duration(seconds: float) -> str:
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
   return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'
+
+
+def _number(x: float, spec: str) -> str:
+  return format(x, spec) if x == x else '?'
+
+
+def _terminal_size(stream) -> tuple[int, int]:
+  try:
+    size = os.get_terminal_size(stream.fileno())
+  except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    return 0, 0
+  return size.columns, size.lines
 
 
 def _is_terminal(stream) -> bool:
@@ -122,9 +136,13 @@ class Progress:
     self._start_step = step
     if self.live and self._bar is None:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      # A terminal that reports no size (some ptys) would get an empty line.
+      sized = min(_terminal_size(self.stream)) > 0
       self._bar = tqdm(total=self.total, initial=step, file=self.stream,
-                       dynamic_ncols=True, mininterval=self.REFRESH_SEC,
-                       bar_format='step {n_fmt}/{total_fmt} |{bar:12}| {postfix}')
+                       dynamic_ncols=sized, ncols=None if sized else 120,
+                       nrows=None if sized else 40,
+                       mininterval=self.REFRESH_SEC, leave=False,
+                       bar_format='step {n_fmt}/{total_fmt} |{bar:12}| {desc}')
 
   # ------------------------------------------------------------------ the bar
   def _eta(self, step: int) -> float:
@@ -166,7 +184,7 @@ class Progress:
       self._loss = float(np.asarray(done['loss_sum'])) / max(n, 1.0)
     self._refresh_epsilon(step, epsilon_at)
     self._bar.n = step
-    self._bar.set_postfix_str(self._status(step), refresh=False)
+    self._bar.set_description_str(self._status(step), refresh=False)
     self._bar.refresh()
 
   def _status(self, step: int, loss: float | None = None,
@@ -174,8 +192,8 @@ class Progress:
     eta = self._eta(step)
     loss = self._loss if loss is None else loss
     ips = self._images_per_sec(step) if images_per_sec is None else images_per_sec
-    return (f'eps {self._epsilon:.3f} | train loss {loss:.4f} (no noise) | '
-            f'{ips:,.0f} img/s | ETA {_duration(eta) if eta == eta else "?"}')
+    return (f'eps {self._epsilon:.3f} | train loss {_number(loss, ".4f")} (no noise) | '
+            f'{_number(ips, ",.0f")} img/s | ETA {_duration(eta) if eta == eta else "?"}')
 
   # ------------------------------------------------------------------ lines
   def line(self, step: int, epsilon: float, loss: float, images_per_sec: float,
@@ -202,7 +220,8 @@ class Progress:
       print(text, file=self.stream, flush=True)
       return
     self._bar.n = step
-    self._bar.set_postfix_str(self._status(step, loss, images_per_sec), refresh=False)
+    self._bar.set_description_str(self._status(step, loss, images_per_sec),
+                                  refresh=False)
     if test_accuracy is not None or validation_accuracy is not None:
       self._bar.write(text, file=self.stream)
     self._bar.refresh()
