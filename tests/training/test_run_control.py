@@ -227,3 +227,19 @@ def test_wall_clock_adds_segments(tmp_path):
   assert second.total() == pytest.approx(40, abs=1)
   saved = run_files.read_json(workdir, run_control.WALL_TIME)
   assert [(s['from_step'], s['to_step']) for s in saved['segments']] == [(0, 5), (5, 9)]
+
+
+def test_a_stopped_point_stops_the_sweep(tmp_path):
+  from image_classification.reporting import sweep  # pylint: disable=g-import-not-at-top
+  sweep_file = tmp_path / 'sweep.py'
+  sweep_file.write_text('def get_sweep():\n  return [{"seed": 1}, {"seed": 2}]\n')
+  trained = []
+
+  def train_fn(config, workdir):
+    trained.append(config.seed)
+    raise run_control.RunControl().stopped(3, 10, workdir)
+
+  with pytest.raises(run_control.Stopped):
+    sweep.run_sweep(quickstart.get_config(), str(sweep_file), str(tmp_path / 'sw'),
+                    train_fn)
+  assert trained == [1]  # the second point never started
