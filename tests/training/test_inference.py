@@ -180,3 +180,35 @@ def test_class_names(tmp_path):
     os.makedirs(tmp_path / 'train' / name)
   assert class_names.for_dataset(data('image_folder', str(tmp_path)),
                                  num_classes=2) == ['cat', 'zebra']
+
+
+def test_image_folder_run_predicts_folder_names(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for name, half in (('left', 0), ('right', 1)):
+    folder = tmp_path / 'data' / 'train' / name
+    os.makedirs(folder)
+    for i in range(20):
+      image = rng.integers(0, 40, (8, 8), dtype=np.uint8)
+      image[:, 4 * half:4 * half + 4] += 200
+      Image.fromarray(image).save(folder / f'{i}.png')
+  config = quickstart.get_config()
+  config.data.name, config.data.path = 'image_folder', str(tmp_path / 'data')
+  config.training.update(num_steps=3, batch_size=8, log_every_steps=3,
+                         eval_every_steps=0)
+  config.privacy.update(noise_multiplier=1.0, target_epsilon=100.0, delta=1e-3)
+  config.model.kwargs.channels = (4,)
+  config.wandb.mode = 'disabled'
+  workdir = str(tmp_path / 'run')
+  loop.train(config, workdir)
+  card = inference.read_card(workdir)
+  assert card['class_names'] == ['left', 'right'] and card['image_shape'] == [8, 8, 1]
+  rows = inference.predict(workdir, [str(tmp_path / 'data' / 'train' / 'right')])
+  assert len(rows) == 20 and {r['class'] for r in rows} <= {'left', 'right'}
+  result = inference.evaluate_workdir(workdir, config)
+  assert sorted(result['per_class_accuracy']) == ['left', 'right']
+  assert 'top5' not in result  # two classes
+  assert result['top1'] == run_files.read_json(workdir, run_files.SUMMARY)[
+      'test_accuracy']
