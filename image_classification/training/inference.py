@@ -195,8 +195,10 @@ def load(workdir: str) -> TrainedModel:
 
 # ------------------------------------------------------------------------ evaluate
 def _source_logits(model: TrainedModel, source, batch_size: int):
+  from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
   logits, labels = [], []
-  for start in range(0, source.num_examples, batch_size):
+  starts = range(0, source.num_examples, batch_size)
+  for start in progress.iterate(starts, len(starts), 'evaluating'):
     images, y = source.get(np.arange(start, min(start + batch_size,
                                                 source.num_examples)))
     logits.append(model.logits(images, batch_size))

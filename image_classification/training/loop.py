@@ -5,6 +5,12 @@ Running the same command again with the same workdir resumes from the latest usa
 checkpoint (see training/checkpoint.py for why that is exact and what it means for
 privacy); a finished run is reported, not retrained; a workdir of another config is
 refused.
+
+Long runs (training/run_control.py): checkpoints every checkpoint_every_minutes of
+wall time; Ctrl-C / SIGTERM finish the step, checkpoint and raise run_control.Stopped.
+The final checkpoint and the export of the final parameters (training/inference.py)
+come before the final evaluation and the run files, so nothing that fails after the
+last step loses the training: the same command then only evaluates and writes them.
 """
 import json
 import math
