@@ -179,6 +179,11 @@ def main(argv):
   except run_control.Stopped as e:  # Ctrl-C / SIGTERM: a checkpoint was saved
     print(e.message, file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C outside the steps, or a second one inside
+    print('\ninterrupted: nothing was saved since the last checkpoint (if any); the '
+          f'same command resumes from it:\n  {run_control.resume_command()}',
+          file=sys.stderr, flush=True)
+    sys.exit(128 + 2)
 
 
 if __name__ == '__main__':
