@@ -35,8 +35,9 @@ class Subset:
   def image_shape(self) -> tuple[int, int, int]:
     return self.source.image_shape
 
-  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return self.source.get(self.indices[np.asarray(indices)])
+  def get(self, indices: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    # kwargs (e.g. the step of a source with random host-side reads) pass through.
+    return self.source.get(self.indices[np.asarray(indices)], **kwargs)
 
 
 def _labels(source: base.ImageSource, chunk: int = 4096) -> np.ndarray:

@@ -279,6 +279,9 @@ def evaluate_workdir(workdir: str, config) -> dict:
             'step': model.step, 'parameters': model.source,
             'ema': bool(model.card.get('ema')), 'dataset': config.data.name,
             'data_path': config.data.get('path', '')}
+  note = getattr(data, 'private_evaluation_note', '')
+  if note:  # e.g. an image folder without test/: the test split is private data
+    result['note'] = note
   fraction = config.data.get('validation_fraction', 0.0) or 0.0
   if fraction:
     _, held = validation.hold_out(data, fraction)

@@ -3,6 +3,8 @@ published size is known), the privacy report lists its accuracy as computed with
 noise, and older workdirs without the field still resume."""
 import json
 
+import numpy as np
+
 import pytest
 
 from configs import mnist_eps3
@@ -49,3 +51,18 @@ def test_an_older_workdir_without_the_field_still_matches():
   config.data.validation_fraction = 0.1
   assert checkpoint.config_differences(saved, config) == [
       'config.data.validation_fraction: absent in the workdir, 0.1 now']
+
+
+def test_subset_reads_through_to_its_source():
+  class Recording:
+    num_examples, image_shape = 10, (1, 1, 1)
+    def __init__(self):
+      self.calls = []
+    def get(self, indices, **kwargs):
+      self.calls.append((list(indices), kwargs))
+      return indices, indices
+  source = Recording()
+  subset = validation.Subset(source, np.array([7, 3, 5]))
+  assert subset.num_examples == 3
+  subset.get(np.array([2, 0]), step=4)
+  assert source.calls == [([5, 7], {'step': 4})]
