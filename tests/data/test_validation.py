@@ -4,7 +4,6 @@ noise, and older workdirs without the field still resume."""
 import json
 
 import numpy as np
-
 import pytest
 
 from configs import mnist_eps3
