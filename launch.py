@@ -6,6 +6,9 @@
   python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
   python launch.py --report=DIR1,DIR2 --workdir=OUT
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
+  python launch.py --evaluate=WORKDIR [--config.data.path=...]
+  python launch.py --predict=WORKDIR --images=DIR_OR_FILES
+  Ctrl-C or SIGTERM during training saves a checkpoint; the same command resumes.
   add --host_devices=2 on a 2-core CPU: one XLA device per core (see --help)
 """
 import difflib
@@ -50,6 +53,18 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     '$JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME (or ~/.cache)/'
     "dp-image-classification/jax; 'none' turns it off. It holds compiled programs "
     'only: the secret noise key is an argument of the step, never compiled in.')
+_EVALUATE = flags.DEFINE_string(
+    'evaluate', None, "Evaluate a training run's final parameters (EMA where used) on "
+    'the test split of its dataset: writes WORKDIR/evaluation.json (top1, top5, '
+    'per_class_accuracy, confusion_matrix) and confusion_matrix.png. Uses the '
+    "workdir's config; --config.data.path=... and other overrides apply to it.")
+_PREDICT = flags.DEFINE_string(
+    'predict', None, "Classify --images with a training run's final parameters and "
+    "the run's preprocessing and class names; prints and writes "
+    'WORKDIR/predictions.csv (file, class, probability).')
+_IMAGES = flags.DEFINE_list(
+    'images', None, 'With --predict: image files and/or folders (searched '
+    'recursively), comma-separated.')
 _REPORT = flags.DEFINE_list(
     'report', None, 'Comma-separated run or sweep folders to aggregate into '
     '--workdir/report.md and plots.')
@@ -150,6 +165,55 @@ def _parse_flags(argv):
   except (AttributeError, KeyError) as e:
     print(f'error: {_config_override_error(argv, e)}', file=sys.stderr)
     sys.exit(2)
+_WORKDIR_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               'image_classification', 'workdir_config.py')
+
+
+def _use_workdir_config(argv: list[str]) -> list[str]:
+  """With --evaluate/--predict=WORKDIR and no --config: the workdir's own config.
+
+  Inserted as --config=image_classification/workdir_config.py:WORKDIR, so that
+  --config.data.path=... overrides apply to the config the run was trained with.
+  """
+  workdir = None
+  for i, arg in enumerate(argv):
+    for name in ('--evaluate', '--predict'):
+      if arg.startswith(name + '='):
+        workdir = arg.split('=', 1)[1]
+      elif arg == name and i + 1 < len(argv):
+        workdir = argv[i + 1]
+  if not workdir or any(a == '--config' or a.startswith('--config=') for a in argv):
+    return argv
+  return argv[:1] + [f'--config={_WORKDIR_CONFIG}:{workdir}'] + argv[1:]
+
+
+def _use_a_trained_model(config) -> None:
+  """--evaluate and --predict."""
+  from image_classification.training import inference  # pylint: disable=g-import-not-at-top
+  for workdir in filter(None, (_EVALUATE.value, _PREDICT.value)):
+    if not os.path.exists(os.path.join(workdir, 'config.json')):
+      raise inference.InferenceError(
+          f'{workdir!r} holds no config.json: it is not the workdir of a training run '
+          '(launch.py --config=... --workdir=DIR)')
+  if _EVALUATE.value:
+    result = inference.evaluate_workdir(_EVALUATE.value, config)
+    top5 = f', top-5 {result["top5"]:.4f}' if 'top5' in result else ''
+    validation = result.get('validation')
+    print(f'test top-1 {result["top1"]:.4f}{top5} on {result["num_examples"]} images '
+          f'(step {result["step"]}, {"EMA" if result["ema"] else "final"} '
+          'parameters)'
+          + (f'; validation top-1 {validation["top1"]:.4f} (private data, no noise)'
+             if validation else '')
+          + f'; wrote {os.path.join(_EVALUATE.value, inference.EVALUATION)} and '
+          f'{inference.CONFUSION_PNG}', flush=True)
+  if _PREDICT.value:
+    if not _IMAGES.value:
+      raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
+    rows = inference.predict(_PREDICT.value, _IMAGES.value)
+    for row in rows:
+      print(f'{row["file"]}\t{row["class"]}\t{row["probability"]:.4f}')
+    print(f'wrote {os.path.join(_PREDICT.value, inference.PREDICTIONS)} '
+          f'({len(rows)} images)', flush=True)
 
 
 def main(argv):
@@ -160,7 +224,18 @@ def main(argv):
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
   from image_classification.privacy import mechanism_secret  # pylint: disable=g-import-not-at-top
+  from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  from image_classification.training import inference  # pylint: disable=g-import-not-at-top
+  from image_classification.training import run_control  # pylint: disable=g-import-not-at-top
+  progress.quiet_library_logs()
+  if _EVALUATE.value or _PREDICT.value:
+    try:
+      _use_a_trained_model(_CONFIG.value)
+    except (config_lib.ConfigError, data_base.DataError, inference.InferenceError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    return
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required: the folder where the run writes its files')
   try:
@@ -203,7 +278,15 @@ def main(argv):
           mechanism_secret.SecretError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except run_control.Stopped as e:  # Ctrl-C / SIGTERM: a checkpoint was saved
+    print(e.message, file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C outside the steps, or a second one inside
+    print('\ninterrupted: nothing was saved since the last checkpoint (if any); the '
+          f'same command resumes from it:\n  {run_control.resume_command()}',
+          file=sys.stderr, flush=True)
+    sys.exit(128 + 2)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, argv=_use_workdir_config(sys.argv), flags_parser=_parse_flags)

@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   # spec (the catalog for named datasets, the class folders of an image_folder); an npz
   # must set it (its labels are 0..num_classes-1). Never inferred from the labels.
   config.data.num_classes = 0
+  # Hold out this fraction of the training split (stratified, fixed seed) as a
+  # validation split for model selection; the accountant's N is what is left.
+  config.data.validation_fraction = 0.0
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -100,7 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.log_every_steps = 10
   config.training.eval_every_steps = 0  # 0: evaluate only at the end
   config.training.eval_batch_size = 1000
-  config.training.checkpoint_every_steps = 0  # 0: only at the end
+  config.training.checkpoint_every_steps = 0  # 0: none besides the others
+  # Also checkpoint every this many minutes of wall time (0: never by time), so that
+  # a killed run loses at most this much work. Ctrl-C / SIGTERM always checkpoint.
+  config.training.checkpoint_every_minutes = 10.0
 
   # ---------------------------------------------------------------- audit
   config.audit = ml_collections.ConfigDict()

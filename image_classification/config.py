@@ -138,6 +138,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
     if t[field] < 0:
       _fail(f'training.{field}', t[field], 'must be >= 0')
+  if not t.get('checkpoint_every_minutes', 0.0) >= 0:
+    _fail('training.checkpoint_every_minutes', t.checkpoint_every_minutes,
+          'must be >= 0 (0: no checkpoints by wall time)')
+  fraction = d.get('validation_fraction', 0.0)
+  if not 0 <= fraction < 1:
+    _fail('data.validation_fraction', fraction,
+          'must be in [0, 1): the fraction of the training split held out for model '
+          'selection (0: none)')
   if config.wandb.mode not in WANDB_MODES:
     _fail('wandb.mode', config.wandb.mode, f'choose one of {WANDB_MODES}')
   if config.audit.enabled:

@@ -48,6 +48,7 @@ class ShapeOnlySource:
   name: str
   size: int
   shape: tuple[int, int, int]
+  holds_no_images = True
 
   @property
   def num_examples(self) -> int:

@@ -71,7 +71,12 @@ IGNORED_CONFIG_FIELDS = (
     'training.eval_every_steps',
     'training.eval_batch_size',
     'training.checkpoint_every_steps',
+    'training.checkpoint_every_minutes',
 )
+
+# Fields added after some workdirs were written: absent from an older config.json
+# and at this value now is no difference (the run computes the same thing).
+ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0}
 
 # Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
 PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
@@ -178,6 +183,8 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
   for field in sorted(set(old) | set(new)):
     if _ignored(field):
       continue
+    if field not in old and ADDED_CONFIG_FIELDS.get(field, object()) == new[field]:
+      continue
     if field not in old:
       diffs.append(f'config.{field}: absent in the workdir, {new[field]!r} now')
     elif field not in new:
@@ -246,19 +253,24 @@ def state_checksum(tree) -> str:
 class Checkpoints:
   """The checkpoints of one workdir: WORKDIR/checkpoints/<step>/{state,metadata}."""
 
-  def __init__(self, workdir: str, keep: int = KEEP):
+  def __init__(self, workdir: str, keep: int = KEEP, read_only: bool = False):
+    """``read_only``: for readers beside a run that may still be writing (evaluate,
+    predict): nothing is created, removed or saved."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
     self.keep = max(int(keep), 2)
-    self._remove_incomplete()
+    self.read_only = read_only
+    if not read_only:
+      self._remove_incomplete()
     self._manager = self._make_manager()
 
   def _make_manager(self):
     ocp = self._ocp
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=self.keep, create=True, enable_async_checkpointing=False)
+        max_to_keep=self.keep, create=not self.read_only, read_only=self.read_only,
+        enable_async_checkpointing=False)
     with _quiet_orbax():
       return ocp.CheckpointManager(self.directory, options=options)
 
@@ -330,7 +342,7 @@ class Checkpoints:
         _say(f'checkpoint: skipping {os.path.join(self.directory, str(step))} '
              f'(step {step}): it cannot be restored ({reason})')
         continue
-      if failures:
+      if failures and not self.read_only:
         self._move_aside([s for s, _ in failures])
         _say(f'checkpoint: falling back to step {step} after skipping steps '
              f'{[s for s, _ in failures]}')

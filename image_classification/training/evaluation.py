@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from image_classification.data import augmentation
+from image_classification.reporting import progress
 from image_classification.training import mesh as mesh_lib
 
 
@@ -25,7 +26,8 @@ def evaluate(eval_fn, params, source, batch_size: int, mesh) -> float:
   batch_size = int(np.ceil(min(batch_size, n) / ndev) * ndev)
   sharding = mesh_lib.batch_sharding(mesh)
   correct = total = 0
-  for start in range(0, n, batch_size):
+  starts = range(0, n, batch_size)
+  for start in progress.iterate(starts, len(starts), 'evaluating'):
     idx = np.arange(start, min(start + batch_size, n))
     images, labels = source.get(idx)
     pad = batch_size - len(idx)

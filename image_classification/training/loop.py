@@ -5,7 +5,14 @@ Running the same command again with the same workdir resumes from the latest usa
 checkpoint (see training/checkpoint.py for why that is exact and what it means for
 privacy); a finished run is reported, not retrained; a workdir of another config is
 refused.
+
+Long runs (training/run_control.py): checkpoints every checkpoint_every_minutes of
+wall time; Ctrl-C / SIGTERM finish the step, checkpoint and raise run_control.Stopped.
+The final checkpoint and the export of the final parameters (training/inference.py)
+come before the final evaluation and the run files, so nothing that fails after the
+last step loses the training: the same command then only evaluates and writes them.
 """
+import json
 import math
 import os
 import time
@@ -20,6 +27,7 @@ from image_classification import config as config_lib
 from image_classification.data import catalog
 from image_classification.data import sampling
 from image_classification.data import sources
+from image_classification.data import validation
 from image_classification.models import registry
 from image_classification.privacy import accounting
 from image_classification.privacy import canary_audit
@@ -31,9 +39,11 @@ from image_classification.reporting import wandb_logger
 from image_classification.training import checkpoint
 from image_classification.training import dp_step
 from image_classification.training import evaluation
+from image_classification.training import inference
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import optimizers
 from image_classification.training import pretrained
+from image_classification.training import run_control
 
 _INIT_STREAM = 0x1417
 
@@ -51,6 +61,9 @@ class Experiment:
     # downloaded or decoded. Local files are opened, which checks that they exist.
     self.data = (dataset or (catalog.dry_run_splits(config.data) if dry_run else None)
                  or sources.load_dataset(config.data))
+    # Held out before the plan: the accountant's N is the training split that is left.
+    self.data, self.validation = validation.hold_out(
+        self.data, config.data.get('validation_fraction', 0.0))
     # Before the plan: with an audit on, the accountant's N counts the included canaries.
     self.data, self.audit = canary_audit.prepare(config, self.data)
     self.dataset_size = self.data.train.num_examples
@@ -98,6 +111,9 @@ class Experiment:
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
     if self.pretrained is not None:
       d['pretrained'] = self.pretrained
+    if self.validation is not None:  # held out of N, evaluated without noise
+      d['validation_size'] = self.validation.num_examples
+      d['computed_without_noise'] = d['computed_without_noise'] + ['validation_accuracy']
     return d
 
   def privacy_json(self, steps_taken: int, epsilon: float) -> dict:
@@ -170,6 +186,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()))
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
+  inference.write_model_card(workdir, inference.model_card(config, exp.data,
+                                                           exp.image_shape))
 
   t = config.training
   base_key = jax.random.PRNGKey(config.seed)  # public: initialisation and augmentation
@@ -244,54 +262,95 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   # Rows after the restored step are dropped: those steps are redone.
   metrics = run_files.MetricsWriter(
       workdir, truncate_after_step=start_step if restored is not None else None)
-  progress = progress_lib.Progress(plan.steps)
+  progress = progress_lib.Progress(
+      plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult)
   log_every = max(1, t.log_every_steps or plan.steps)
   pending, images_seen, timer = [], 0, None
+  control = run_control.RunControl(t.get('checkpoint_every_minutes', 0.0))
+  clock = run_control.WallClock(workdir, start_step, start_time=start)
+
+  def save_checkpoint(state, step):
+    checkpoints.save(state, checkpoint.make_metadata(config.seed, step,
+                                                     epsilon_at(step), plan))
+    write_privacy(step)
+    control.checkpoint_saved()
+    clock.update(step)
+
+  def accuracies(state) -> dict:
+    return _accuracies(eval_fn, state.eval_params(use_ema), exp, t.eval_batch_size)
+
+  final_row = None
   startup_sec = None  # launch to the end of the first step: loading and compiling
-  test_accuracy = None
   step = int(state.step)
-  while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
-    chunks = batch_of(step)
-    state, stats = step_fn.run(state, chunks)
-    pending.append(stats)
-    step += 1
-    if timer is None:  # the first step of a start or resume compiles; time from its end
-      jax.block_until_ready(state.step)
-      timer, images_seen = time.time(), 0
-      startup_sec = timer - start
-      progress.start(step)
-    else:
-      images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
-    evaluate_now = (t.eval_every_steps and step % t.eval_every_steps == 0) or \
-        step == plan.steps
-    if step % log_every == 0 or evaluate_now:
-      summed = jax.tree_util.tree_map(lambda *x: sum(x), *jax.device_get(pending))
-      elapsed = time.time() - timer
-      row = {'step': step, 'epsilon': epsilon_at(step),
-             'images_per_sec': images_seen / max(elapsed, 1e-9),
-             'learning_rate': float(schedule(step - 1)),
-             'realized_batch_size': float(summed['num_examples']) / len(pending),
-             **_stats_row(summed)}
-      if evaluate_now:
-        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
-                                            exp.data.test, t.eval_batch_size, exp.mesh)
-        row['test_accuracy'] = test_accuracy
-      metrics.write(row)
-      tracker.log_metrics(row, step)
-      progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
-                   test_accuracy=row.get('test_accuracy'))
-      pending, timer, images_seen = [], time.time(), 0
-    every = t.checkpoint_every_steps
-    if step == plan.steps or (every and step % every == 0):
-      # After the step's metrics row, so a resume from here keeps that row.
-      checkpoints.save(state, checkpoint.make_metadata(config.seed, step,
-                                                       epsilon_at(step), plan))
-      write_privacy(step)
-  if test_accuracy is None:  # resumed from the final checkpoint: nothing left to run
-    test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),
-                                        exp.data.test, t.eval_batch_size, exp.mesh)
-  metrics.close()
+  with control, progress:
+    while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
+      chunks = batch_of(step)
+      state, stats = step_fn.run(state, chunks)
+      pending.append(stats)
+      step += 1
+      if timer is None:  # the first step of a start or resume compiles; time from its end
+        jax.block_until_ready(state.step)
+        timer, images_seen = time.time(), 0
+        startup_sec = timer - start
+        progress.start(step)
+      else:
+        images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
+      progress.step(step, epsilon_at, pending)
+      final = step == plan.steps
+      stop = not final and control.stop_requested()
+      evaluate_now = (t.eval_every_steps and step % t.eval_every_steps == 0) or final
+      row = None
+      if step % log_every == 0 or evaluate_now or stop:
+        summed = jax.tree_util.tree_map(lambda *x: sum(x), *jax.device_get(pending))
+        elapsed = time.time() - timer
+        row = {'step': step, 'epsilon': epsilon_at(step),
+               'images_per_sec': images_seen / max(elapsed, 1e-9),
+               'learning_rate': float(schedule(step - 1)),
+               'realized_batch_size': float(summed['num_examples']) / len(pending),
+               **_stats_row(summed)}
+      if final:  # before anything that could fail: the training is kept whatever follows
+        save_checkpoint(state, step)
+      if row is not None:
+        if final:  # evaluated after the loop, once the parameters are exported
+          final_row = row
+        else:
+          if evaluate_now:
+            row.update(accuracies(state))
+          metrics.write(row)
+          tracker.log_metrics(row, step)
+          progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
+                       test_accuracy=row.get('test_accuracy'),
+                       validation_accuracy=row.get('validation_accuracy'))
+          clock.update(step)
+        pending, timer, images_seen = [], time.time(), 0
+      every = t.checkpoint_every_steps
+      if not final and (stop or (every and step % every == 0)
+                        or control.checkpoint_due()):
+        # After the step's metrics row, so a resume from here keeps that row.
+        save_checkpoint(state, step)
+      if stop:
+        metrics.close()
+        checkpoints.close()
+        tracker.close()
+        raise control.stopped(step, plan.steps, checkpoints.directory)
+  # The final checkpoint is saved (here or by an earlier attempt): export the final
+  # parameters, then evaluate and write the run files.
   checkpoints.close()
+  inference.export_params(workdir, state.eval_params(use_ema), step=step,
+                          epsilon=epsilon_at(step), delta=plan.delta)
+  final_accuracies = accuracies(state)
+  test_accuracy = final_accuracies['test_accuracy']
+  if final_row is None:  # resumed from the final checkpoint: no step ran here
+    final_row = {'step': step, 'epsilon': epsilon_at(step)}
+  final_row.update(final_accuracies)
+  if not _has_evaluation_row(workdir, step):  # else an earlier attempt wrote it
+    metrics.write(final_row)
+  metrics.close()
+  tracker.log_metrics(final_row, step)
+  if 'train_loss' in final_row:
+    progress.log(step, final_row['epsilon'], final_row['train_loss'],
+                 final_row['images_per_sec'], test_accuracy=test_accuracy,
+                 validation_accuracy=final_row.get('validation_accuracy'))
 
   audit_result = None
   if exp.audit is not None:
@@ -315,11 +374,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
     f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
                                        privacy.get('epsilon_pld')))
+  clock.update(step)
   summary = {
       **({'WARNING': mechanism_secret.INSECURE_WARNING} if randomness.insecure else {}),
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
       'delta': plan.delta, 'steps': step, 'noise_multiplier': plan.noise_multiplier,
-      'wall_time_sec': time.time() - start, 'resumed_from_step': start_step,
+      # Over every segment of the run (starts and resumes), and this segment alone.
+      'wall_time_sec': clock.total(), 'wall_time_sec_last_segment': clock.last_segment(),
+      'segments': clock.num_segments, 'resumed_from_step': start_step,
       'startup_sec': startup_sec,
       'audit_epsilon_lower_bound': (None if audit_result is None
                                     else audit_result['epsilon_lower_bound']),
@@ -330,6 +392,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'image_shape': list(exp.image_shape), 'num_classes': exp.data.num_classes,
       'class_names': list(exp.data.class_names) or None,
       'device': mesh_lib.describe(exp.devices)}
+  if exp.validation is not None:
+    summary['validation_accuracy'] = final_accuracies['validation_accuracy']
   run_files.write_json(workdir, run_files.SUMMARY, summary)
   mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it
   tracker.log_privacy(privacy)
@@ -337,8 +401,32 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   tracker.close()
   eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{eps:.3f}'
   print(f'done: test accuracy {test_accuracy:.4f} at (epsilon={eps_text}, '
-        f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s; '
-        f'run files in {workdir}', flush=True)
+        f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s'
+        + (f' ({clock.num_segments} segments, this one '
+           f'{summary["wall_time_sec_last_segment"]:.0f}s)'
+           if clock.num_segments > 1 else '')
+        + f'; run files in {workdir}', flush=True)
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   return summary
+
+
+def _accuracies(eval_fn, params, exp: Experiment, batch_size: int) -> dict:
+  """test_accuracy, and validation_accuracy when a validation split is held out
+  (computed from private training data without noise)."""
+  out = {'test_accuracy': evaluation.evaluate(eval_fn, params, exp.data.test,
+                                              batch_size, exp.mesh)}
+  if exp.validation is not None:
+    out['validation_accuracy'] = evaluation.evaluate(eval_fn, params, exp.validation,
+                                                     batch_size, exp.mesh)
+  return out
+
+
+def _has_evaluation_row(workdir: str, step: int) -> bool:
+  """Whether metrics.jsonl already holds step's row with its test accuracy."""
+  try:
+    with open(os.path.join(workdir, run_files.METRICS)) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+  except (OSError, ValueError):
+    return False
+  return any(r.get('step') == step and 'test_accuracy' in r for r in rows)

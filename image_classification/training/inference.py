@@ -1,0 +1,370 @@
+"""Using a trained model: load its parameters, evaluate them, classify image files.
+
+A run leaves, beside its orbax checkpoints, a plain export of what it trained:
+
+  WORKDIR/export/model.json      the model (registry name, kwargs, number of classes),
+                                 the preprocessing (image shape, mean, std, resizing)
+                                 and the class names; written when training starts
+  WORKDIR/export/params.msgpack  the final parameters (EMA where used, frozen layers
+                                 merged in), flax.serialization.msgpack_serialize
+  WORKDIR/export/params.json     their step, epsilon and delta
+
+Loading them in Python::
+
+  from image_classification.training import inference
+  model = inference.load('/tmp/run1')        # TrainedModel
+  probs = model.probabilities(images)        # uint8 [n, H, W, C] -> [n, classes]
+  model.params, model.class_names            # the raw pytree, the names
+
+or with Flax alone: ``flax.serialization.msgpack_restore(open(path, 'rb').read())``
+gives the parameter pytree for ``registry.build(card['model'], card['num_classes'],
+**card['model_kwargs']).apply({'params': params}, x, is_training=False)``, where x is
+the image scaled to [0, 1] then standardised with the card's mean and std.
+
+A workdir without params.msgpack (a run stopped before its last step) is loaded from
+its latest verified checkpoint, read-only.
+
+Privacy: the exported parameters are the final noisy iterate (post-processing of the
+privatised gradients), covered by the run's epsilon like its last checkpoint. They
+hold none of the mechanism's secret randomness. Evaluation and prediction read the
+test split or the user's images, not the private training data; the optional
+validation accuracy is computed from private data without noise (see
+data/validation.py).
+"""
+import csv
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from image_classification.data import augmentation
+from image_classification.data import class_names as class_names_lib
+from image_classification.reporting import run_files
+
+EXPORT = 'export'
+MODEL_CARD = 'model.json'
+PARAMS = 'params.msgpack'
+PARAMS_INFO = 'params.json'
+EVALUATION = 'evaluation.json'
+CONFUSION_PNG = 'confusion_matrix.png'
+PREDICTIONS = 'predictions.csv'
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+class InferenceError(ValueError):
+  """A workdir or an image cannot be used; the message says what is missing."""
+
+
+# ------------------------------------------------------------------------ export
+def model_card(config, splits, image_shape) -> dict:
+  """What it takes to rebuild the model and feed it an image (no parameters)."""
+  return {
+      'model': config.model.name,
+      'model_kwargs': config.model.kwargs.to_dict(),
+      'num_classes': int(splits.num_classes),
+      'class_names': class_names_lib.for_dataset(config.data, splits),
+      'image_shape': [int(d) for d in image_shape],
+      'mean': [float(m) for m in splits.mean],
+      'std': [float(s) for s in splits.std],
+      'dataset': config.data.name,
+      # ImageNet is evaluated on a centre crop; everything else is resized whole.
+      'center_crop': config.data.name == 'imagenet2012',
+      'ema': config.training.ema.decay > 0,
+  }
+
+
+def write_model_card(workdir: str, card: dict) -> None:
+  if jax.process_index() == 0:
+    run_files.write_json(os.path.join(workdir, EXPORT), MODEL_CARD, card)
+
+
+def _to_host(tree):
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)  # replicated parameters: any copy is the value
+    return np.asarray(jax.device_get(x))
+  return jax.tree_util.tree_map(one, tree)
+
+
+def export_params(workdir: str, params, *, step: int, epsilon: float,
+                  delta: float) -> str | None:
+  """Writes export/params.msgpack (atomically) and params.json; process 0 only."""
+  import flax.serialization  # pylint: disable=g-import-not-at-top
+  host = _to_host(params)
+  if jax.process_index() != 0:
+    return None
+  folder = os.path.join(workdir, EXPORT)
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, PARAMS)
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(host))
+  os.replace(tmp, path)
+  run_files.write_json(folder, PARAMS_INFO,
+                       {'step': int(step), 'epsilon': epsilon, 'delta': delta})
+  return path
+
+
+# ------------------------------------------------------------------------ loading
+@dataclasses.dataclass
+class TrainedModel:
+  """A trained model with its preprocessing: ``probabilities(uint8 images)``."""
+  card: dict
+  params: dict
+  step: int
+  source: str  # where the parameters came from (a file or a checkpoint)
+
+  def __post_init__(self):
+    from image_classification.models import registry  # pylint: disable=g-import-not-at-top
+    self.module = registry.build(self.card['model'], self.card['num_classes'],
+                                 **_tuples(self.card['model_kwargs']))
+    mean, std = tuple(self.card['mean']), tuple(self.card['std'])
+
+    @jax.jit
+    def logits(params, images):
+      x = augmentation.standardise(images, mean, std)
+      return self.module.apply({'params': params}, x, is_training=False)
+
+    self._logits = logits
+
+  @property
+  def class_names(self) -> list[str]:
+    return list(self.card['class_names'])
+
+  def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    images = np.asarray(images)
+    out = [np.asarray(self._logits(self.params, images[i:i + batch_size]))
+           for i in range(0, len(images), max(batch_size, 1))]
+    return (np.concatenate(out) if out else
+            np.zeros((0, self.card['num_classes']), np.float32))
+
+  def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(self.logits(images, batch_size), axis=-1))
+
+
+def _tuples(value):
+  """JSON lists back to tuples (Flax module fields such as channels=(16,))."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def read_card(workdir: str) -> dict:
+  path = os.path.join(workdir, EXPORT, MODEL_CARD)
+  if not os.path.exists(path):
+    raise InferenceError(
+        f'{path} does not exist: {workdir!r} is not the workdir of a training run of '
+        'this version (launch.py --config=... --workdir=DIR writes it when training '
+        'starts)')
+  with open(path) as f:
+    return json.load(f)
+
+
+def load(workdir: str) -> TrainedModel:
+  """The workdir's final parameters (EMA where used), else its latest checkpoint's."""
+  card = read_card(workdir)
+  path = os.path.join(workdir, EXPORT, PARAMS)
+  if os.path.exists(path):
+    import flax.serialization  # pylint: disable=g-import-not-at-top
+    with open(path, 'rb') as f:
+      params = flax.serialization.msgpack_restore(f.read())
+    info = run_files.read_json(os.path.join(workdir, EXPORT), PARAMS_INFO)
+    return TrainedModel(card, params, int(info['step']), path)
+  from image_classification.training import checkpoint  # pylint: disable=g-import-not-at-top
+  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  try:
+    restored = ckpts.restore_latest()
+  finally:
+    ckpts.close()
+  if restored is None:
+    raise InferenceError(f'{workdir!r} has neither {path} nor a checkpoint: the run '
+                         'stopped before its first checkpoint')
+  state = restored.state
+  trainable = state['ema_params'] if card.get('ema') else state['params']
+  params = {**(state.get('frozen') or {}), **trainable}
+  print(f'note: {workdir} has no {EXPORT}/{PARAMS} (the run has not finished): using '
+        f'the checkpoint of step {restored.step}', flush=True)
+  return TrainedModel(card, _to_host(params), restored.step,
+                      os.path.join(checkpoint.CHECKPOINTS, str(restored.step)))
+
+
+# ------------------------------------------------------------------------ evaluate
+def _source_logits(model: TrainedModel, source, batch_size: int):
+  from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
+  logits, labels = [], []
+  starts = range(0, source.num_examples, batch_size)
+  for start in progress.iterate(starts, len(starts), 'evaluating'):
+    images, y = source.get(np.arange(start, min(start + batch_size,
+                                                source.num_examples)))
+    logits.append(model.logits(images, batch_size))
+    labels.append(np.asarray(y))
+  return np.concatenate(logits), np.concatenate(labels).astype(np.int64)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+  """top1, top5 (more than 5 classes), per_class_accuracy, confusion_matrix."""
+  k = logits.shape[-1]
+  predicted = np.argmax(logits, -1)
+  confusion = np.zeros((k, k), np.int64)  # rows: true class, columns: predicted
+  np.add.at(confusion, (labels, predicted), 1)
+  per_class = {}
+  for c in range(k):
+    total = int(confusion[c].sum())
+    per_class[names[c]] = float(confusion[c, c] / total) if total else None
+  out = {'num_examples': int(len(labels)),
+         'top1': float(np.mean(predicted == labels)) if len(labels) else None,
+         'per_class_accuracy': per_class,
+         'confusion_matrix': confusion.tolist()}
+  if k > 5:
+    top5 = np.argsort(-logits, axis=-1)[:, :5]
+    out['top5'] = float(np.mean(np.any(top5 == labels[:, None], axis=-1)))
+  return out
+
+
+def plot_confusion(confusion, names: list[str], path: str, title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  confusion = np.asarray(confusion)
+  k = len(names)
+  size = min(4 + 0.45 * k, 30)
+  fig, ax = plt.subplots(figsize=(size, size))
+  ax.imshow(confusion, cmap='Blues')
+  if k <= 40:
+    ax.set_xticks(range(k), names, rotation=90)
+    ax.set_yticks(range(k), names)
+    if k <= 20:
+      high = confusion.max() / 2 if confusion.size else 0
+      for i in range(k):
+        for j in range(k):
+          ax.text(j, i, str(confusion[i, j]), ha='center', va='center', fontsize=8,
+                  color='white' if confusion[i, j] > high else 'black')
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def evaluate_workdir(workdir: str, config) -> dict:
+  """Evaluates the workdir's parameters on the test split of ``config.data``.
+
+  ``config`` is the run's config (config.json) with any overrides, e.g. another
+  config.data.path for the same dataset. Writes WORKDIR/evaluation.json and
+  WORKDIR/confusion_matrix.png; returns evaluation.json's content.
+  """
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  from image_classification.data import validation  # pylint: disable=g-import-not-at-top
+  model = load(workdir)
+  data = sources.load_dataset(config.data)
+  if data.num_classes != model.card['num_classes']:
+    raise InferenceError(
+        f'the model has {model.card["num_classes"]} classes but config.data '
+        f'({config.data.name}, path {config.data.path!r}) has {data.num_classes}')
+  if tuple(data.test.image_shape) != tuple(model.card['image_shape']):
+    raise InferenceError(
+        f'the model takes images of shape {tuple(model.card["image_shape"])} but the '
+        f'test split has {tuple(data.test.image_shape)}')
+  batch_size = int(config.training.get('eval_batch_size', 0) or 0)
+  batch_size = batch_size if batch_size > 0 else 1000
+  names = model.class_names
+  logits, labels = _source_logits(model, data.test, batch_size)
+  result = {'split': 'test', **scores(logits, labels, names), 'class_names': names,
+            'step': model.step, 'parameters': model.source,
+            'ema': bool(model.card.get('ema')), 'dataset': config.data.name,
+            'data_path': config.data.get('path', '')}
+  note = getattr(data, 'private_evaluation_note', '')
+  if note:  # e.g. an image folder without test/: the test split is private data
+    result['note'] = note
+  fraction = config.data.get('validation_fraction', 0.0) or 0.0
+  if fraction:
+    _, held = validation.hold_out(data, fraction)
+    v_logits, v_labels = _source_logits(model, held, batch_size)
+    v = scores(v_logits, v_labels, names)
+    result['validation'] = {
+        'top1': v['top1'], 'top5': v.get('top5'), 'num_examples': v['num_examples'],
+        'note': 'computed from private training data without noise'}
+  try:
+    info = run_files.read_json(os.path.join(workdir, EXPORT), PARAMS_INFO)
+    result.update(epsilon=info.get('epsilon'), delta=info.get('delta'))
+  except (OSError, ValueError):
+    pass
+  run_files.write_json(workdir, EVALUATION, result)
+  plot_confusion(result['confusion_matrix'], names,
+                 os.path.join(workdir, CONFUSION_PNG),
+                 f'{config.model.name} on {config.data.name} test '
+                 f'(top-1 {result["top1"]:.4f})')
+  return result
+
+
+# ------------------------------------------------------------------------ predict
+def image_files(paths: list[str]) -> list[str]:
+  """Image files named, or found (recursively, sorted) under folders named."""
+  files = []
+  for path in paths:
+    if os.path.isdir(path):
+      for root, dirs, names in os.walk(path):
+        dirs.sort()
+        files.extend(os.path.join(root, n) for n in sorted(names)
+                     if n.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.isfile(path):
+      files.append(path)
+    else:
+      raise InferenceError(f'--images: {path!r} is neither a file nor a folder')
+  if not files:
+    raise InferenceError(f'--images={",".join(paths)}: no image files '
+                         f'({", ".join(IMAGE_EXTENSIONS)})')
+  return files
+
+
+def read_image(path: str, card: dict) -> np.ndarray:
+  """One image file as the model's input: uint8 [H, W, C] in the trained shape.
+
+  Gray or colour as the model was trained; a centre crop for ImageNet models; other
+  sizes are resized (bilinear) to the trained size, as image folders are.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  height, width, channels = card['image_shape']
+  try:
+    with Image.open(path) as picture:
+      picture = picture.convert('L' if channels == 1 else 'RGB')
+  except (OSError, ValueError) as e:
+    raise InferenceError(f'cannot read image {path!r}: {e}') from e
+  if card.get('center_crop'):
+    from image_classification.data import tfds_source  # pylint: disable=g-import-not-at-top
+    array = np.asarray(picture, np.uint8)
+    box = tfds_source.center_crop_box(array.shape[0], array.shape[1], height)
+    array = tfds_source.crop_and_resize(array, box, height)
+  else:
+    if picture.size != (width, height):
+      picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(picture, np.uint8)
+  if array.ndim == 2:
+    array = array[..., None]
+  return array
+
+
+def predict(workdir: str, paths: list[str], out_path: str | None = None
+            ) -> list[dict]:
+  """Classifies image files; writes WORKDIR/predictions.csv (file, class,
+  probability) and returns its rows."""
+  model = load(workdir)
+  files = image_files(paths)
+  images = np.stack([read_image(f, model.card) for f in files])
+  probs = model.probabilities(images)
+  best = np.argmax(probs, -1)
+  names = model.class_names
+  rows = [{'file': f, 'class': names[int(b)], 'probability': float(p[int(b)])}
+          for f, b, p in zip(files, best, probs)]
+  out_path = out_path or os.path.join(workdir, PREDICTIONS)
+  with open(out_path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=['file', 'class', 'probability'])
+    writer.writeheader()
+    writer.writerows({**r, 'probability': f'{r["probability"]:.6f}'} for r in rows)
+  return rows
