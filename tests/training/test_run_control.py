@@ -266,3 +266,15 @@ def test_a_stopped_point_stops_the_sweep(tmp_path):
     sweep.run_sweep(quickstart.get_config(), str(sweep_file), str(tmp_path / 'sw'),
                     train_fn)
   assert trained == [1]  # the second point never started
+
+
+@pytest.mark.parametrize('field, value', [
+    ('training.checkpoint_every_minutes', -1.0),
+    ('data.validation_fraction', 1.0),
+    ('data.validation_fraction', -0.5),
+])
+def test_bad_values_are_named_before_anything_runs(field, value):
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = _config({field: value})
+  with pytest.raises(config_lib.ConfigError, match=f'config.{field}={value}'):
+    config_lib.validate(config, 1)
