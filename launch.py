@@ -209,7 +209,7 @@ def _use_a_trained_model(config) -> None:
   if _PREDICT.value:
     if not _IMAGES.value:
       raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
-    rows = inference.predict(_PREDICT.value, _IMAGES.value)
+    rows = inference.predict(_PREDICT.value, _IMAGES.value, config=config)
     for row in rows:
       print(f'{row["file"]}\t{row["class"]}\t{row["probability"]:.4f}')
     print(f'wrote {os.path.join(_PREDICT.value, inference.PREDICTIONS)} '

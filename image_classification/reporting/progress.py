@@ -156,10 +156,10 @@ class Progress:
     return done * self.images_per_step / elapsed if elapsed > 0 else float('nan')
 
   def _refresh_epsilon(self, step: int, epsilon_at) -> None:
-    # Cheap for RDP (milliseconds); a PLD ledger can take seconds per new step, so
-    # an expensive one is recomputed at most every 100 x its cost.
+    # Cheap for RDP (about a millisecond); a PLD ledger can take seconds per new
+    # step, so one that costs over 20 ms is recomputed at most every 100 x its cost.
     now = time.time()
-    if now - self._epsilon_time < 100 * self._epsilon_cost:
+    if self._epsilon_cost > 0.02 and now - self._epsilon_time < 100 * self._epsilon_cost:
       return
     self._epsilon = float(epsilon_at(step))
     self._epsilon_cost = time.time() - now

@@ -154,20 +154,34 @@ def _tuples(value):
   return value
 
 
-def read_card(workdir: str) -> dict:
+def read_card(workdir: str, config=None) -> dict:
+  """export/model.json; for a workdir trained before it existed, rebuilt from
+  ``config`` (the run's config.json) and the dataset it names, and written."""
   path = os.path.join(workdir, EXPORT, MODEL_CARD)
-  if not os.path.exists(path):
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  if config is None:
     raise InferenceError(
         f'{path} does not exist: {workdir!r} is not the workdir of a training run of '
         'this version (launch.py --config=... --workdir=DIR writes it when training '
-        'starts)')
-  with open(path) as f:
-    return json.load(f)
+        'starts); launch.py --evaluate/--predict rebuild it from its config.json')
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  data = sources.load_dataset(config.data)
+  card = model_card(config, data, data.train.image_shape)
+  write_model_card(workdir, card)
+  print(f'note: {workdir} predates {EXPORT}/{MODEL_CARD}: rebuilt it from its '
+        f'config.json and {config.data.name}', flush=True)
+  return card
 
 
-def load(workdir: str) -> TrainedModel:
-  """The workdir's final parameters (EMA where used), else its latest checkpoint's."""
-  card = read_card(workdir)
+def load(workdir: str, config=None) -> TrainedModel:
+  """The workdir's final parameters (EMA where used), else its latest checkpoint's.
+
+  ``config``: the run's config, needed only for workdirs written before the export
+  existed (see read_card).
+  """
+  card = read_card(workdir, config)
   path = os.path.join(workdir, EXPORT, PARAMS)
   if os.path.exists(path):
     import flax.serialization  # pylint: disable=g-import-not-at-top
@@ -261,7 +275,7 @@ def evaluate_workdir(workdir: str, config) -> dict:
   """
   from image_classification.data import sources  # pylint: disable=g-import-not-at-top
   from image_classification.data import validation  # pylint: disable=g-import-not-at-top
-  model = load(workdir)
+  model = load(workdir, config)
   data = sources.load_dataset(config.data)
   if data.num_classes != model.card['num_classes']:
     raise InferenceError(
@@ -350,11 +364,11 @@ def read_image(path: str, card: dict) -> np.ndarray:
   return array
 
 
-def predict(workdir: str, paths: list[str], out_path: str | None = None
-            ) -> list[dict]:
+def predict(workdir: str, paths: list[str], out_path: str | None = None,
+            config=None) -> list[dict]:
   """Classifies image files; writes WORKDIR/predictions.csv (file, class,
-  probability) and returns its rows."""
-  model = load(workdir)
+  probability) and returns its rows. ``config``: see ``load``."""
+  model = load(workdir, config)
   files = image_files(paths)
   images = np.stack([read_image(f, model.card) for f in files])
   probs = model.probabilities(images)

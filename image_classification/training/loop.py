@@ -321,7 +321,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
           progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
                        test_accuracy=row.get('test_accuracy'),
                        validation_accuracy=row.get('validation_accuracy'))
-          clock.update(step)
+          clock.update(step, force=False)
         pending, timer, images_seen = [], time.time(), 0
       every = t.checkpoint_every_steps
       if not final and (stop or (every and step % every == 0)

@@ -77,9 +77,12 @@ class WallClock:
 
   A segment is one process working on the workdir, from its start to its last
   ``update``. Time spent on steps that a hard kill (SIGKILL) made the next segment
-  redo is counted: it was spent. A kill loses at most the time since the last update
-  (every logged step and every checkpoint).
+  redo is counted: it was spent. The file is rewritten at every checkpoint and at the
+  end, and on logged steps at most every ``WRITE_EVERY_SEC``; a kill loses at most the
+  time since the last write.
   """
+
+  WRITE_EVERY_SEC = 10.0
 
   def __init__(self, workdir: str, start_step: int, start_time: float | None = None):
     self.workdir = workdir
@@ -94,9 +97,14 @@ class WallClock:
                                              time.localtime(self.start)),
                     'from_step': int(start_step), 'to_step': int(start_step),
                     'seconds': 0.0}
+    self._written = -math.inf
 
-  def update(self, step: int) -> None:
+  def update(self, step: int, force: bool = True) -> None:
+    """Records the segment up to ``step``; ``force=False``: only if a write is due."""
     self.segment.update(to_step=int(step), seconds=self.last_segment())
+    if not force and time.time() - self._written < self.WRITE_EVERY_SEC:
+      return
+    self._written = time.time()
     if self._writer:
       run_files.write_json(self.workdir, WALL_TIME,
                            {'segments': self.previous + [self.segment],

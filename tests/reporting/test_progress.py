@@ -74,3 +74,26 @@ def test_library_chatter_is_hidden_and_other_warnings_are_not():
   text = stream.getvalue()
   assert 'failed to converge' not in text and 'libtpu' not in text
   assert 'config.privacy.delta=0.1 is >= 1/N' in text
+
+
+def test_an_expensive_epsilon_is_not_recomputed_at_every_refresh(monkeypatch):
+  monkeypatch.setattr(progress.Progress, 'REFRESH_SEC', 0.0)
+  now = [1000.0]
+  monkeypatch.setattr(progress.time, 'time', lambda: now[0])
+  calls = []
+
+  def slow_epsilon(step):  # a PLD ledger: one second per call
+    calls.append(step)
+    now[0] += 1.0
+    return 0.1 * step
+
+  bar = progress.Progress(1000, stream=FakeTerminal(), images_per_step=1)
+  bar.start(1)
+  for step in range(2, 52):
+    now[0] += 0.5
+    bar.step(step, slow_epsilon, [_stats(1, 1), _stats(1, 1)])
+  assert calls == [2]  # next one due 100 s later
+  now[0] += 100
+  bar.step(52, slow_epsilon, [_stats(1, 1), _stats(1, 1)])
+  assert calls == [2, 52]
+  bar.close()

@@ -212,3 +212,18 @@ def test_image_folder_run_predicts_folder_names(tmp_path):
   assert 'top5' not in result  # two classes
   assert result['top1'] == run_files.read_json(workdir, run_files.SUMMARY)[
       'test_accuracy']
+
+
+def test_a_workdir_from_before_the_export_is_evaluated_from_its_config(workdir,
+                                                                       tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  old = str(tmp_path / 'old')
+  shutil.copytree(workdir, old)
+  shutil.rmtree(os.path.join(old, 'export'))  # as a run of the previous version
+  proc = _launch([f'--evaluate={old}'])
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert 'rebuilt it from its config.json' in proc.stdout
+  assert 'no export/params.msgpack' in proc.stdout  # parameters from the checkpoint
+  result = run_files.read_json(old, inference.EVALUATION)
+  assert result['top1'] == run_files.read_json(old, run_files.SUMMARY)['test_accuracy']
+  assert inference.read_card(old) == inference.read_card(workdir)

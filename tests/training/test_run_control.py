@@ -124,6 +124,29 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
   assert summary['wall_time_sec'] > summary['wall_time_sec_last_segment']
 
 
+def test_ctrl_c_stops_with_a_checkpoint_and_status_130(tmp_path):
+  workdir = str(tmp_path / 'run')
+  metrics_path = os.path.join(workdir, run_files.METRICS)
+  proc = subprocess.Popen(_command(workdir, LONG_RUN), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 240
+    while proc.poll() is None and not (
+        os.path.exists(metrics_path) and len(_metrics(workdir)) >= 2):
+      assert time.time() < deadline, 'training did not start'
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert 'stopped by SIGINT at step' in stderr and 'Traceback' not in stderr
+  steps = _checkpoint_steps(workdir)
+  assert steps and f'at step {steps[-1]} of 3000' in stderr
+
+
 SHORT_RUN = {
     'training.num_steps': 6,
     'training.log_every_steps': 2,
@@ -243,3 +266,15 @@ def test_a_stopped_point_stops_the_sweep(tmp_path):
     sweep.run_sweep(quickstart.get_config(), str(sweep_file), str(tmp_path / 'sw'),
                     train_fn)
   assert trained == [1]  # the second point never started
+
+
+@pytest.mark.parametrize('field, value', [
+    ('training.checkpoint_every_minutes', -1.0),
+    ('data.validation_fraction', 1.0),
+    ('data.validation_fraction', -0.5),
+])
+def test_bad_values_are_named_before_anything_runs(field, value):
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = _config({field: value})
+  with pytest.raises(config_lib.ConfigError, match=f'config.{field}={value}'):
+    config_lib.validate(config, 1)
