@@ -143,7 +143,7 @@ def test_truncate_keeps_lazy_sources_lazy():
     num_examples = 100
     image_shape = (2, 2, 1)
 
-    def get(self, indices):
+    def get(self, indices, step=0):
       calls.append(np.asarray(indices))
       return np.zeros((len(indices), 2, 2, 1), np.uint8), np.zeros(len(indices))
 
