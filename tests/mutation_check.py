@@ -83,6 +83,11 @@ MUTATIONS = {
         '    return self.expected_batch_size / self.dataset_size',
         '    return self.expected_batch_size / (self.dataset_size + 1)',
         [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
+    'fixed_sampler_with_replacement': (
+        'image_classification/data/sampling.py',
+        'rng.choice(self.dataset_size, self.expected_batch_size, replace=False)',
+        'rng.choice(self.dataset_size, self.expected_batch_size, replace=True)',
+        [W + '::test_fixed_size_sampling_and_replace_one_accounting']),
     'trainer_half_sigma': (
         'image_classification/training/loop.py',
         'noise_multiplier=plan.noise_multiplier,\n',

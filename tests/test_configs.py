@@ -19,6 +19,7 @@ from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.training import loop
 from image_classification.training import pretrained
+from tests.training import wiring_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Not experiments: the shared defaults and the package marker.
@@ -87,9 +88,11 @@ def test_dry_run(name, tmp_path):
   with open(tmp_path / 'plan.json') as f:
     assert json.load(f)['steps'] == plan['steps']
   if not plan['non_private']:
-    assert plan['epsilon'] <= config.privacy.target_epsilon * (1 + 1e-9)
+    assert plan['epsilon'] == pytest.approx(_reference_epsilon(plan), rel=1e-6)
     if config.privacy.noise_multiplier is not None:  # the paper's fixed sigma is kept
       assert plan['noise_multiplier'] == config.privacy.noise_multiplier
+    else:  # calibrated: the whole budget is used (to the bisection's tolerance)
+      assert plan['epsilon'] == pytest.approx(config.privacy.target_epsilon, rel=2e-3)
   if config.data.name in catalog.KNOWN and not config.data.path:
     info = catalog.KNOWN[config.data.name]
     limit = config.data.max_train_examples
@@ -106,7 +109,8 @@ def test_cifar10_wrn_16_4_eps1_plan_matches_the_paper(tmp_path):
   assert plan['dataset_size'] == 50_000
   assert plan['accountant'] == 'rdp' and plan['delta'] == 1e-5
   assert abs(plan['noise_multiplier'] - 10.0) <= 0.02 * 10.0
-  assert plan['epsilon'] <= 1.0
+  assert plan['epsilon'] == pytest.approx(_reference_epsilon(plan), rel=1e-6)
+  assert plan['epsilon'] == pytest.approx(0.9877, abs=1e-3)  # the published RDP value
   assert plan['image_shape'] == [32, 32, 3]
   assert plan['num_params'] == 2_748_890  # WRN-16-4 at 10 classes
 
@@ -125,7 +129,8 @@ def test_imagenet_dry_run_uses_the_image_size(tmp_path):
   assert plan['image_shape'] == [224, 224, 3]
   assert plan['dataset_size'] == 1_281_167
   assert plan['noise_multiplier'] == 2.5 and plan['steps'] == 71_589
-  assert plan['epsilon'] <= 8.0
+  assert plan['epsilon'] == pytest.approx(_reference_epsilon(plan), rel=1e-6)
+  assert 7.0 < plan['epsilon'] <= 8.0
 
 
 def test_finetune_dry_run_ignores_a_missing_checkpoint(tmp_path):
@@ -214,12 +219,33 @@ def test_trains_two_steps_on_tiny_inputs(name, tmp_path):
   workdir = str(tmp_path / 'run')
   summary = loop.train(config, workdir, dataset=data)
   assert summary['status'] == 'complete' and summary['steps'] == 2
-  assert 0.0 <= summary['test_accuracy'] <= 1.0
-  if not summary['non_private']:
-    assert summary['epsilon'] <= config.privacy.target_epsilon * (1 + 1e-9)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]
+  # The accuracy is a count of the 16 test examples, and the one the last row logged.
+  assert summary['test_accuracy'] * 16 == pytest.approx(
+      round(summary['test_accuracy'] * 16), abs=1e-9)
+  assert rows[-1]['test_accuracy'] == summary['test_accuracy']
+  if not summary['non_private']:
+    with open(os.path.join(workdir, 'privacy.json')) as f:
+      privacy = json.load(f)
+    if not config.audit.enabled:
+      assert privacy['dataset_size'] == data.train.num_examples
+    # Epsilon of the 2 steps actually taken, recomputed with dp-accounting.
+    eps = wiring_helpers.reference_epsilon(
+        sigma=summary['noise_multiplier'], n=privacy['dataset_size'],
+        b=config.training.batch_size, steps=summary['steps'],
+        delta=config.privacy.delta, sampling=config.privacy.sampling,
+        accountant=config.privacy.accountant)
+    assert summary['epsilon'] == pytest.approx(eps, rel=1e-6)
   assert all(np.isfinite(r['train_loss']) for r in rows if 'train_loss' in r)
+
+
+def _reference_epsilon(plan):
+  """dp-accounting's epsilon for the plan's sigma, N, B and steps, built in the test."""
+  return wiring_helpers.reference_epsilon(
+      sigma=plan['noise_multiplier'], n=plan['dataset_size'],
+      b=plan['expected_batch_size'], steps=plan['steps'], delta=plan['delta'],
+      sampling=plan['sampling'], accountant=plan['accountant'])
 
 
 def _flat(d, prefix=''):

@@ -97,8 +97,12 @@ def test_poisson_sampling_rate_and_inclusion_through_the_trainer(tmp_path):
   assert np.mean(freq) == pytest.approx(q, rel=0.0095)
   sd = math.sqrt(q * (1 - q) / steps)
   assert np.max(np.abs(freq - q)) < 5 * sd
-  # Independent inclusions: the spread of the counts is binomial.
-  assert np.var(counts) == pytest.approx(steps * q * (1 - q), rel=0.6)
+  # Independent inclusions: the spread of the counts is binomial. Their sample
+  # variance over 50 examples is chi-square(49)/49 around T q (1 - q): the bounds
+  # 0.3x and 2.2x are 4.5 standard deviations out (an all-or-nobody sampler gives
+  # about T x that).
+  ratio = np.var(counts, ddof=1) / (steps * q * (1 - q))
+  assert 0.3 < ratio < 2.2
   # And clip_fraction is 0 with C = 1e6 (every gradient is far below it).
   assert all(r['clip_fraction'] == 0.0 for r in rows)
   assert all(r['nonfinite_gradients'] == 0 for r in rows)
