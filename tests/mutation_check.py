@@ -153,8 +153,8 @@ MUTATIONS = {
         [W + '::test_pld_accountant_run_reports_pld_and_rdp_cross_check']),
     'eval_raw_not_ema': (
         'image_classification/training/loop.py',
-        '        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(use_ema),',
-        '        test_accuracy = evaluation.evaluate(eval_fn, state.eval_params(False),',
+        '    return _accuracies(eval_fn, state.eval_params(use_ema), exp, t.eval_batch_size)',
+        '    return _accuracies(eval_fn, state.eval_params(False), exp, t.eval_batch_size)',
         [EV + '::test_evaluation_uses_ema_params_and_ignores_padding_on_four_devices']),
     'eval_counts_padding': (
         'image_classification/training/evaluation.py',

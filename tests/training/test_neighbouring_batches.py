@@ -69,7 +69,8 @@ def sensitivities(num_devices: int) -> dict:
         clipping_norm=CLIP, noise_multiplier=0.0, expected_batch_size=B,
         micro_batch_size=0, augmult=AUGMULT, random_crop=True, random_flip=True,
         per_example_grads=impl)
-    step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1))
+    step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
+                          noise_key=jax.random.PRNGKey(2))
 
     def update(x, y, mask):
       state = jax.device_put(host_state, mesh_lib.replicated(mesh))

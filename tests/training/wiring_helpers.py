@@ -68,9 +68,9 @@ class RecordingSource:
   def image_shape(self):
     return self.source.image_shape
 
-  def get(self, indices):
+  def get(self, indices, step=0):
     self.calls.append(np.array(indices, copy=True))
-    return self.source.get(indices)
+    return self.source.get(indices, step=step)
 
 
 def random_splits(n_train, n_test=20, size=2, channels=1, num_classes=2, seed=0,
