@@ -20,19 +20,24 @@ for any Flax model, without changing the model:
    channels); any other parameter-owning module (GroupNorm, a skip gain, ...) by
    re-running just that module per example and taking its VJP.
 4. ``clipped_sum``: each example's squared norm, layer by layer, then the clip
-   factors, then per layer sum_i factor_i * grad_i. Weight-standardised convs never
-   form the per-example gradient of the raw kernel: the standardisation's Jacobian J
-   acts on each filter separately and its J^T is a scaled projection, so the norm
-   of J^T h follows from three per-filter sums of h (see ``_conv_parts``), and J^T is
-   applied once, to the clipped sum. Without ``keep_per_example`` ("ghost" mode)
-   nothing per-example is kept across layers: norms of dense layers come from Gram
-   matrices where that is cheaper, and the sum is each layer's batch gradient with
-   example i's output gradient scaled by its clip factor (no second backward pass).
+   factors, then per layer sum_i factor_i * grad_i, where grad_i is the very array
+   whose norm was taken (DESIGN.md, privacy invariant 11: no norm is derived from a
+   difference of large sums). Weight-standardised convs apply the standardisation's
+   VJP (of ``layers.ws_kernel``, the model's own code) to each example's gradient
+   before its norm is taken. Without ``keep_per_example`` ("ghost" mode) nothing
+   per-example is kept: each layer's gradient is formed one example at a time for
+   its norm and dropped, then formed again by the same code once the factors are
+   known and accumulated with them; a Dense layer that sees one vector per example never
+   forms it (norm |x| |dy|, no cancellation; sum: a batch matmul with scaled
+   output gradients).
+   No second backward pass through the network.
 
 ``per_example_grads`` returns the same [B, ...] tree as the reference, and
 ``clipped_sum`` the same (sum, norms, valid) as ``clipping.clipped_sum``, to float
 tolerance (tests/privacy/test_fast_clipping.py checks every model family, weight
-sharing, non-finite examples and 4 devices), so the clipping, the sensitivity
+sharing, non-finite examples and 4 devices; tests/privacy/
+test_fast_clipping_sensitivity.py checks each example's actual contribution under
+inputs built for float cancellation), so the clipping, the sensitivity
 argument and everything downstream are unchanged: this is another implementation of
 the per-example gradient and its clipping, not a different mechanism.
 
@@ -455,8 +460,8 @@ def _dense_outer_sq_norms(call: _Call, x, dy) -> Optional[jax.Array]:
   vector per example (a head without augmult), else None.
 
   A product of two sums of squares: no cancellation, and the vector the ghost sum
-  adds for example i, x_i (f_i dy_i)^T, has exactly these entries up to one rounding
-  each. With several vectors per example (augmult views, a sequence), the Gram-matrix
+  adds for example i, x_i (f_i dy_i)^T, has these entries up to a rounding or two
+  each, so its norm is this one to float32 precision. With several vectors per example (augmult views, a sequence), the Gram-matrix
   form sum_st <x_s, x_t><dy_s, dy_t> cancels catastrophically in float32 when the
   vectors are near-parallel and the output gradients nearly cancel: such layers take
   the per-example route instead.
@@ -591,19 +596,29 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
 
   With ``keep_per_example`` ('fast' in the DP step) every layer's per-example
   gradient is formed once, in the pieces it is computed in (per kernel tap), its
-  squared norm taken, and after the clip factors are known the pieces are summed with
-  them: fastest on CPU; memory about B x #params. For weight-standardised convs the
-  norm comes from three per-filter sums (module docstring) and the standardisation's
-  VJP is applied once, to the sum. In float32 those norms match the reference's to
-  ~1e-6 relative (tests: 1e-4).
+  squared norm taken, and after the clip factors are known the same pieces are
+  summed with them: fastest on CPU; memory about B x #params. For weight-
+  standardised convs the pieces are each example's gradient of the raw kernel (and
+  gain): the standardisation's VJP applied per example, then normed and summed.
 
   Without it ('ghost'), each example's squared norm is accumulated layer by layer
-  (dense layers from the Gram matrices of the activations and of the output
-  gradients where that is cheaper, other layers from that layer's per-example
-  gradient, dropped right after), and the sum is each layer's batch gradient with
-  example i's output gradient scaled by its clip factor: no second backward pass
-  through the network and no B x #params buffer, at the price of computing the
-  convs' weight gradients twice.
+  (a one-vector Dense layer's from |x|^2 |dy|^2, any other layer's from its gradient
+  for that one example, formed in a loop over the examples and dropped right after),
+  and the sum recomputes each example's layer gradient with the same code and
+  accumulates it with its factor (the one-vector Dense layers: a batch matmul with
+  scaled output gradients): no second backward pass through the network and no
+  per-example buffer beyond one example's gradient of one layer, at the price of
+  computing the per-example weight gradients twice, in loops over the examples.
+
+  Sensitivity, for every input: the norm that sets an example's factor is the norm
+  of the array that is scaled and added (for one-vector Dense layers in ghost mode:
+  |x| |dy|, equal to float32 precision; tests/privacy/
+  test_fast_clipping_sensitivity.py measures each example's contribution with the
+  others masked, under near-constant, 1e4 and 1e-4 inputs and 1e6 heads).
+  Ghost mode relies on XLA computing the same operation on the same values to the
+  same bits: both passes run the same ``_layer_parts`` code on one example, whose
+  tensors sit behind an optimisation barrier, so neither is rewritten into a
+  differently rounded form.
   """
   calls, inputs, out_grads, losses = _forward_backward(loss_fn, params, views, labels,
                                                        keys)
@@ -623,13 +638,13 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
         _all_finite(norms), lambda: [p.weighted_sum(factors) for p in parts],
         lambda: [p.weighted_sum(factors, valid) for p in parts])
     return _assemble(params, calls, per_call, None), norms, valid, losses
-  # Ghost. Pass 1: squared norms, layer by layer; each layer's per-example tensors
-  # are dropped right after their norm (a one-vector Dense layer needs none).
+  # Ghost. Pass 1: squared norms, layer by layer, one example at a time (a
+  # one-vector Dense layer needs no per-example tensor at all).
   outer = [_dense_outer_sq_norms(c, x[0], dy) if c.kind == 'dense' else None
            for c, x, dy in zip(calls, inputs, out_grads)]
   sq = jnp.zeros(labels.shape[:1], jnp.float32)
   for call, x, dy, o in zip(calls, inputs, out_grads, outer):
-    sq = sq + (_layer_parts(call, params, x, dy).sq_norms if o is None else o)
+    sq = sq + (_one_by_one_sq_norms(call, params, x, dy) if o is None else o)
   norms = jnp.sqrt(sq)
   factors, valid = clipping.clip_factors(norms, mask, clipping_norm)
 
@@ -641,17 +656,43 @@ def clipped_sum(loss_fn: Callable[..., jax.Array], params: PyTree, views, labels
 
   inputs, out_grads = jax.lax.cond(_all_finite(norms), lambda t: t, clean,
                                    (inputs, out_grads))
-  # Pass 2: each layer's per-example tensors again, by the same code on the same
-  # values (so the same vectors whose norms gave the factors), summed with the
-  # factors. The barrier keeps XLA from merging this with pass 1 (which would keep
-  # every layer's tensors alive at once, as 'fast' does) and makes it wait for the
-  # factors. A one-vector Dense layer's sum is the batch matmul with scaled output
-  # gradients: per example, x_i (f_i dy_i)^T, entries rounded once.
+  # Pass 2: each example's tensors again, by the same code on the same values (so
+  # the very vectors whose norms gave the factors), accumulated with the factors.
+  # A one-vector Dense layer's sum is the batch matmul with scaled output gradients:
+  # per example, x_i (f_i dy_i)^T.
   per_call = []
   for call, x, dy, o in zip(calls, inputs, out_grads, outer):
     if o is not None:
       per_call.append(_layer_grads(call, params, x, dy, factors))
     else:
-      x, dy, _ = jax.lax.optimization_barrier((x, dy, factors))
-      per_call.append(_layer_parts(call, params, x, dy).weighted_sum(factors))
+      per_call.append(_one_by_one_weighted_sum(call, params, x, dy, factors))
   return _assemble(params, calls, per_call, None), norms, valid, losses
+
+
+def _example(tree):
+  """One example's slice of a [B, ...] tree, as a batch of one."""
+  return jax.tree_util.tree_map(lambda t: t[None], tree)
+
+
+def _one_by_one_sq_norms(call: _Call, params: PyTree, dynamic: list, dy) -> jax.Array:
+  """Ghost pass 1 for one layer: each example's squared norm, computed from that
+  example's ``_layer_parts`` alone (memory: one example's gradient of this layer)."""
+  def one(operands):
+    return _layer_parts(call, params, *_example(operands)).sq_norms[0]
+  return jax.lax.map(one, (dynamic, dy))
+
+
+def _one_by_one_weighted_sum(call: _Call, params: PyTree, dynamic: list, dy,
+                             factors) -> dict:
+  """Ghost pass 2 for one layer: sum_i factors_i * (example i's ``_layer_parts``),
+  accumulated one example at a time, with the same code as pass 1."""
+  def term(operands, factor):
+    return _layer_parts(call, params, *_example(operands)).weighted_sum(factor[None])
+
+  def body(total, xs):
+    operands, factor = xs
+    return jax.tree_util.tree_map(jnp.add, total, term(operands, factor)), None
+
+  first = term(jax.tree_util.tree_map(lambda t: t[0], (dynamic, dy)), factors[0])
+  rest = jax.tree_util.tree_map(lambda t: t[1:], ((dynamic, dy), factors))
+  return jax.lax.scan(body, first, rest)[0]
