@@ -237,7 +237,8 @@ for impl, n, augmult in {configs!r}:
       clipping_norm={clip!r}, noise_multiplier=0.0, expected_batch_size=float(batch),
       micro_batch_size=2, augmult=augmult, random_flip=True, mean=(0.0,), std=(1e-4,),
       per_example_grads=impl)
-  step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1))
+  step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1),
+                        noise_key=jax.random.PRNGKey(2))
   norms = []
   for i in range(batch):
     state = jax.device_put(dp_step.init_state(params, opt, False),
