@@ -40,6 +40,9 @@ _BENCHMARK_AUGMULTS = flags.DEFINE_list(
 _BENCHMARK_IMPLEMENTATIONS = flags.DEFINE_list(
     'benchmark_implementations', None, "Per-example gradient implementations to time "
     "(vmap, fast, ghost); default: the config's training.per_example_grads.")
+_BENCHMARK_DTYPES = flags.DEFINE_list(
+    'benchmark_dtypes', None, 'Compute dtypes to time with --benchmark (float32, '
+    "bfloat16); default: the config's training.compute_dtype.")
 _HOST_DEVICES = flags.DEFINE_integer(
     'host_devices', 0, 'On the CPU: split the host into this many XLA devices (e.g. its '
     'number of cores); the trainer then shards every batch over them with shard_map. '
@@ -255,9 +258,10 @@ def main(argv):
       batch_sizes, augmults, implementations = benchmark.parse_flags(
           _BENCHMARK_BATCH_SIZES.value, _BENCHMARK_AUGMULTS.value,
           _BENCHMARK_IMPLEMENTATIONS.value)
+      dtypes = benchmark.parse_dtypes(_BENCHMARK_DTYPES.value)
       benchmark.run_benchmark(  # prints the table and writes benchmark.json
           _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
-          implementations=implementations)
+          implementations=implementations, dtypes=dtypes)
       return
     if _SWEEP.value:
       rows = sweep_lib.run_sweep(

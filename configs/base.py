@@ -84,6 +84,11 @@ def get_config() -> ml_collections.ConfigDict:
   # more compute), 'vmap' (vmap of grad: the reference the tests compare against).
   # All give the same clipped sum to float tolerance (tests/privacy/test_fast_clipping.py).
   config.training.per_example_grads = 'fast'
+  # Mixed precision: 'bfloat16' runs convolutions and activations in bfloat16, while
+  # parameters, optimizer state, EMA, per-example norms, clip factors, the clipped
+  # sum and the noise stay float32 (each example's clipped contribution is formed and
+  # measured in float32, so the sensitivity is still C). 'float32': everything float32.
+  config.training.compute_dtype = 'float32'
   config.training.num_steps = 0       # exactly one of num_steps / num_epochs > 0
   config.training.num_epochs = 0.0
   config.training.optimizer = ml_collections.ConfigDict()

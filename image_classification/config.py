@@ -114,6 +114,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   if t.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
     _fail('training.per_example_grads', t.per_example_grads,
           f'choose one of {fast_clipping.IMPLEMENTATIONS}')
+  compute_dtype = t.get('compute_dtype', 'float32')
+  if compute_dtype not in registry.COMPUTE_DTYPES:
+    _fail('training.compute_dtype', compute_dtype,
+          f'choose one of {list(registry.COMPUTE_DTYPES)} (the dtype of convolutions '
+          'and activations; parameters, clipping and noise are always float32)')
+  if 'dtype' in m.kwargs:
+    _fail('model.kwargs.dtype', m.kwargs.dtype,
+          "is not a model option; set config.training.compute_dtype ('float32' or "
+          "'bfloat16') instead")
   if t.num_steps > 0 and t.num_epochs > 0:
     _fail('training.num_steps', t.num_steps,
           f'and training.num_epochs={t.num_epochs} are both set; set exactly one, the '

@@ -4,7 +4,7 @@ No normalisation layers at all: nothing mixes examples, so per-example gradients
 exactly the gradients of each example's own loss.
 """
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,25 +24,31 @@ def _activation(name: str):
 class SmallCNN(nn.Module):
   """3x3 convolutions with 2x2 average pooling between them, then either global
   average pooling or (flatten=True, better for tiny images where position matters) a
-  flattened feature map, an optional hidden layer and the head."""
+  flattened feature map, an optional hidden layer and the head.
+
+  ``dtype`` is the computation dtype (config.training.compute_dtype): layers and
+  activations run in it, parameters stay float32, the logits are float32."""
   num_classes: int
   channels: Sequence[int] = (32, 64)
   hidden: int = 0
   activation: str = 'tanh'
   flatten: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, is_training: bool = False):
     del is_training
     act = _activation(self.activation)
+    x = x.astype(self.dtype)
     for i, c in enumerate(self.channels):
-      x = act(nn.Conv(c, (3, 3), padding='SAME', name=f'conv{i}')(x))
+      x = act(nn.Conv(c, (3, 3), padding='SAME', dtype=self.dtype, name=f'conv{i}')(x))
       if i < len(self.channels) - 1:
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[:-3] + (-1,)) if self.flatten else x.mean(axis=(-3, -2))
     if self.hidden:
-      x = act(nn.Dense(self.hidden, name='hidden')(x))
-    return nn.Dense(self.num_classes, name='head')(x)
+      x = act(nn.Dense(self.hidden, dtype=self.dtype, name='hidden')(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(
+        jnp.float32)
 
 
 def _uniform(bound: float):
@@ -59,17 +65,19 @@ class TanhCNN(nn.Module):
   init_scheme='torch' (the default) initialises as their PyTorch code did: weights
   and biases uniform in +-1/sqrt(fan_in). 'lecun' is Flax's default (LeCun normal
   weights, sqrt(3) larger; zero biases): 0.9782 vs 0.9806 on MNIST at epsilon 3
-  (results/mnist_eps3.md)."""
+  (results/mnist_eps3.md). ``dtype``: the computation dtype, as in SmallCNN."""
   num_classes: int
   activation: str = 'tanh'
   init_scheme: str = 'torch'
+  dtype: Any = jnp.float32
 
   def _layer_kwargs(self, fan_in: int):
     if self.init_scheme == 'lecun':
-      return {}
+      return {'dtype': self.dtype}
     if self.init_scheme == 'torch':
       bound = 1.0 / math.sqrt(fan_in)
-      return {'kernel_init': _uniform(bound), 'bias_init': _uniform(bound)}
+      return {'kernel_init': _uniform(bound), 'bias_init': _uniform(bound),
+              'dtype': self.dtype}
     raise ValueError(f"TanhCNN init_scheme {self.init_scheme!r} unknown; choose 'torch' "
                      "or 'lecun' (config.model.kwargs.init_scheme)")
 
@@ -77,6 +85,7 @@ class TanhCNN(nn.Module):
   def __call__(self, x, is_training: bool = False):
     del is_training
     act = _activation(self.activation)
+    x = x.astype(self.dtype)
     x = nn.Conv(16, (8, 8), strides=(2, 2), padding=((3, 3), (3, 3)), name='conv0',
                 **self._layer_kwargs(8 * 8 * x.shape[-1]))(x)
     x = nn.max_pool(act(x), (2, 2), strides=(1, 1))
@@ -85,7 +94,9 @@ class TanhCNN(nn.Module):
     x = nn.max_pool(act(x), (2, 2), strides=(1, 1))
     x = x.reshape(x.shape[:-3] + (-1,))
     x = act(nn.Dense(32, name='hidden', **self._layer_kwargs(x.shape[-1]))(x))
-    return nn.Dense(self.num_classes, name='head', **self._layer_kwargs(x.shape[-1]))(x)
+    logits = nn.Dense(self.num_classes, name='head',
+                      **self._layer_kwargs(x.shape[-1]))(x)
+    return logits.astype(jnp.float32)
 
 
 @registry.register('cnn')

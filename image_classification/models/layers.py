@@ -124,6 +124,10 @@ class WSConv(nn.Module):
   (per output filter: mean 0, variance 1 / fan_in). With ``use_gain`` a learnable
   per-filter gain (init 1) multiplies the standardised kernel, as in the scaled WS
   convolutions of NF-ResNets and NFNets.
+
+  ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision):
+  the input and the standardised kernel are cast to it for the convolution, while
+  the parameters and the standardisation itself stay float32. None: the input's.
   """
   features: int
   kernel_size: int | Sequence[int] = 3
@@ -134,6 +138,7 @@ class WSConv(nn.Module):
   use_gain: bool = False
   eps: float = 1e-4
   kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  dtype: Any = None
 
   def standardized_kernel(self, in_features: int) -> Array:
     """Creates (or fetches) the kernel and returns the standardised one."""
@@ -149,6 +154,8 @@ class WSConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
     kernel = self.standardized_kernel(x.shape[-1]).astype(x.dtype)
     padding = self.padding if isinstance(self.padding, str) else tuple(
         tuple(p) for p in self.padding)
@@ -157,7 +164,8 @@ class WSConv(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         feature_group_count=self.feature_group_count)
     if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,))
+      bias = self.param('bias', nn.initializers.zeros, (self.features,))
+      y = y + bias.astype(y.dtype)
     return y
 
 
@@ -171,16 +179,18 @@ class SqueezeExcite(nn.Module):
   """Squeeze-and-excitation gates computed from one example's own pooled features.
 
   Returns the gates in (0, 1), shape [batch, 1, 1, features]; the caller multiplies.
+  ``dtype``: the Dense layers' computation dtype (None: promote from the input).
   """
   features: int
   hidden: int
   activation: Callable[[Array], Array] = jax.nn.relu
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     h = jnp.mean(x, axis=(1, 2))
-    h = self.activation(nn.Dense(self.hidden, name='fc0')(h))
-    h = nn.Dense(self.features, name='fc1')(h)
+    h = self.activation(nn.Dense(self.hidden, dtype=self.dtype, name='fc0')(h))
+    h = nn.Dense(self.features, dtype=self.dtype, name='fc1')(h)
     return jax.nn.sigmoid(h)[:, None, None, :]
 
 

@@ -7,6 +7,9 @@ expected std of x and skip_gain starts at 0. Nothing is computed across examples
 so the model is safe for per-example gradient clipping. NF-ResNet-50 has about 25.5M
 parameters at 1000 classes.
 """
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,22 +38,25 @@ class NFResNetBlock(nn.Module):
   activation: str = 'relu'
   se_ratio: float = 0.0
   stochastic_depth_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
     act = layers.get_activation(self.activation, scaled=True)
+    conv = functools.partial(layers.ScaledWSConv, dtype=self.dtype)
     width = int(self.features * self.bottleneck_ratio)
     out = act(x) * self.beta
     shortcut = x
     if self.strides > 1 or x.shape[-1] != self.features:
-      shortcut = layers.ScaledWSConv(self.features, 1, strides=self.strides,
-                                     name='shortcut_conv')(out)
-    out = layers.ScaledWSConv(width, 1, name='conv0')(out)
-    out = layers.ScaledWSConv(width, 3, strides=self.strides, name='conv1')(act(out))
-    out = layers.ScaledWSConv(self.features, 1, name='conv2')(act(out))
+      shortcut = conv(self.features, 1, strides=self.strides,
+                      name='shortcut_conv')(out)
+    out = conv(width, 1, name='conv0')(out)
+    out = conv(width, 3, strides=self.strides, name='conv1')(act(out))
+    out = conv(self.features, 1, name='conv2')(act(out))
     if self.se_ratio > 0:
       hidden = max(1, int(self.features * self.se_ratio))
-      out = 2.0 * layers.SqueezeExcite(self.features, hidden, name='se')(out) * out
+      out = 2.0 * layers.SqueezeExcite(self.features, hidden, dtype=self.dtype,
+                                         name='se')(out) * out
     out = layers.StochasticDepth(self.stochastic_depth_rate)(out, is_training)
     out = layers.SkipGain(name='skip_gain')(out)
     return out * self.alpha + shortcut
@@ -66,6 +72,10 @@ class NFResNet(nn.Module):
   se_ratio: float = 0.0
   stochastic_depth_rate: float = 0.0
   dropout_rate: float = 0.0
+  # The computation dtype (config.training.compute_dtype): convolutions and
+  # activations run in it; parameters and the weight standardisation stay float32;
+  # the logits are float32.
+  dtype: Any = jnp.float32
 
   def validate(self) -> None:
     """Raises ValueError naming a bad field."""
@@ -80,8 +90,9 @@ class NFResNet(nn.Module):
   def __call__(self, images: jax.Array, is_training: bool = False) -> jax.Array:
     self.validate()
     act = layers.get_activation(self.activation, scaled=True)
-    x = layers.ScaledWSConv(int(64 * self.width), 7, strides=2, use_bias=False,
-                            name='stem_conv')(images)
+    conv = functools.partial(layers.ScaledWSConv, dtype=self.dtype)
+    x = conv(int(64 * self.width), 7, strides=2, use_bias=False,
+             name='stem_conv')(images.astype(self.dtype))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
 
     depths = STAGE_DEPTHS[self.depth]
@@ -96,6 +107,7 @@ class NFResNet(nn.Module):
             beta=1.0 / expected_std, alpha=self.alpha, activation=self.activation,
             se_ratio=self.se_ratio,
             stochastic_depth_rate=self.stochastic_depth_rate * index / num_blocks,
+            dtype=self.dtype,
             name=f'stage{stage}_block{b}')(x, is_training)
         index += 1
         # The first block's projection shortcut resets the variance to ~1.
@@ -104,8 +116,9 @@ class NFResNet(nn.Module):
 
     x = jnp.mean(act(x), axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not is_training)(x)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                    name='head')(x)
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                      dtype=self.dtype, name='head')(x)
+    return logits.astype(jnp.float32)
 
 
 @registry.register('nf_resnet')

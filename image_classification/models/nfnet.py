@@ -8,6 +8,9 @@ statistic is taken across examples. Stochastic depth and dropout are off by defa
 and, when on, draw from the 'dropout' rng. Parameter counts at 1000 classes: F0
 71.5M, F1 132.6M, F2 193.8M, F3 254.9M.
 """
+import functools
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,10 +61,12 @@ class NFNetBlock(nn.Module):
   se_ratio: float = 0.5
   activation: str = 'gelu'
   stochastic_depth_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
     act = layers.get_activation(self.activation, scaled=True)
+    conv = functools.partial(layers.ScaledWSConv, dtype=self.dtype)
     groups = max(1, int(self.features * self.expansion) // self.group_width)
     width = groups * self.group_width
     out = act(x) * self.beta
@@ -70,17 +75,16 @@ class NFNetBlock(nn.Module):
       shortcut = out
       if self.strides > 1:
         shortcut = nn.avg_pool(shortcut, (2, 2), strides=(2, 2), padding='SAME')
-      shortcut = layers.ScaledWSConv(self.features, 1, name='shortcut_conv')(
-          shortcut)
-    out = layers.ScaledWSConv(width, 1, name='conv0')(out)
-    out = layers.ScaledWSConv(width, 3, strides=self.strides,
-                              feature_group_count=groups, name='conv1')(act(out))
-    out = layers.ScaledWSConv(width, 3, feature_group_count=groups,
-                              name='conv1b')(act(out))
-    out = layers.ScaledWSConv(self.features, 1, name='conv2')(act(out))
+      shortcut = conv(self.features, 1, name='shortcut_conv')(shortcut)
+    out = conv(width, 1, name='conv0')(out)
+    out = conv(width, 3, strides=self.strides, feature_group_count=groups,
+               name='conv1')(act(out))
+    out = conv(width, 3, feature_group_count=groups, name='conv1b')(act(out))
+    out = conv(self.features, 1, name='conv2')(act(out))
     if self.se_ratio > 0:
       hidden = max(1, int(self.features * self.se_ratio))
-      out = 2.0 * layers.SqueezeExcite(self.features, hidden, name='se')(out) * out
+      out = 2.0 * layers.SqueezeExcite(self.features, hidden, dtype=self.dtype,
+                                         name='se')(out) * out
     out = layers.StochasticDepth(self.stochastic_depth_rate)(out, is_training)
     out = layers.SkipGain(name='skip_gain')(out)
     return out * self.alpha + shortcut
@@ -98,6 +102,10 @@ class NFNet(nn.Module):
   stochastic_depth_rate: float = 0.0
   dropout_rate: float = 0.0
   final_conv_mult: float = 2.0
+  # The computation dtype (config.training.compute_dtype): convolutions and
+  # activations run in it; parameters and the weight standardisation stay float32;
+  # the logits are float32.
+  dtype: Any = jnp.float32
 
   def validate(self) -> None:
     """Raises ValueError naming a bad field."""
@@ -114,11 +122,11 @@ class NFNet(nn.Module):
     act = layers.get_activation(self.activation, scaled=True)
     stage_widths = [int(w * self.width) for w in _STAGE_WIDTHS]
 
-    x = layers.ScaledWSConv(16, 3, strides=2, name='stem_conv0')(images)
-    x = layers.ScaledWSConv(32, 3, name='stem_conv1')(act(x))
-    x = layers.ScaledWSConv(64, 3, name='stem_conv2')(act(x))
-    x = layers.ScaledWSConv(stage_widths[0] // 2, 3, strides=2,
-                            name='stem_conv3')(act(x))
+    conv = functools.partial(layers.ScaledWSConv, dtype=self.dtype)
+    x = conv(16, 3, strides=2, name='stem_conv0')(images.astype(self.dtype))
+    x = conv(32, 3, name='stem_conv1')(act(x))
+    x = conv(64, 3, name='stem_conv2')(act(x))
+    x = conv(stage_widths[0] // 2, 3, strides=2, name='stem_conv3')(act(x))
 
     depths = VARIANTS[self.variant]['depths']
     num_blocks = sum(depths)
@@ -133,18 +141,19 @@ class NFNet(nn.Module):
             group_width=self.group_width, se_ratio=self.se_ratio,
             activation=self.activation,
             stochastic_depth_rate=self.stochastic_depth_rate * index / num_blocks,
+            dtype=self.dtype,
             name=f'stage{stage}_block{b}')(x, is_training)
         index += 1
         # The first block's projection shortcut resets the variance to ~1.
         expected_std = 1.0 if b == 0 else expected_std
         expected_std = (expected_std**2 + self.alpha**2) ** 0.5
 
-    x = layers.ScaledWSConv(int(stage_widths[-1] * self.final_conv_mult), 1,
-                            name='final_conv')(x)
+    x = conv(int(stage_widths[-1] * self.final_conv_mult), 1, name='final_conv')(x)
     x = jnp.mean(act(x), axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not is_training)(x)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                    name='head')(x)
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                      dtype=self.dtype, name='head')(x)
+    return logits.astype(jnp.float32)
 
 
 @registry.register('nfnet')

@@ -4,15 +4,24 @@ Every model is a flax.linen Module called as ``model.apply(variables, images,
 is_training=...)`` on images of shape [batch, height, width, channels] and returning
 logits of shape [batch, num_classes]. A factory registered here takes
 ``num_classes`` plus the family's own keyword arguments (``config.model.kwargs``).
+
+Mixed precision: every family has a ``dtype`` field, the computation dtype of its
+layers and activations (parameters stay float32 and the logits are float32). It is
+set from ``config.training.compute_dtype`` through ``build(compute_dtype=...)``, not
+through ``config.model.kwargs``.
 """
 import dataclasses
 from typing import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 ModelFactory = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelFactory] = {}
+
+# config.training.compute_dtype -> the models' ``dtype``.
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -32,13 +41,26 @@ def available() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int, **kwargs) -> nn.Module:
-  """Builds the model registered as ``name``; raises ValueError naming the choices."""
+def build(name: str, num_classes: int, compute_dtype: str = 'float32',
+          **kwargs) -> nn.Module:
+  """Builds the model registered as ``name``; raises ValueError naming the choices.
+
+  ``compute_dtype`` (a key of COMPUTE_DTYPES) sets the model's ``dtype``; 'float32'
+  leaves the family's default (float32), so a family without the field still builds.
+  """
   _import_families()
   if name not in _REGISTRY:
     raise ValueError(
         f'config.model.name={name!r} is not a known model; choose one of '
         f'{sorted(_REGISTRY)}')
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'config.training.compute_dtype={compute_dtype!r} is not known; '
+                     f'choose one of {list(COMPUTE_DTYPES)}')
+  if 'dtype' in kwargs:
+    raise ValueError('config.model.kwargs.dtype is not a model option; set '
+                     "config.training.compute_dtype ('float32' or 'bfloat16')")
+  if compute_dtype != 'float32':
+    kwargs['dtype'] = COMPUTE_DTYPES[compute_dtype]
   try:
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
   except TypeError as e:
@@ -50,7 +72,7 @@ def keyword_arguments(name: str) -> list[str]:
   _import_families()
   module = _REGISTRY[name](num_classes=2)
   return sorted(f.name for f in dataclasses.fields(module)
-                if f.init and f.name not in ('num_classes', 'parent', 'name'))
+                if f.init and f.name not in ('num_classes', 'parent', 'name', 'dtype'))
 
 
 def _import_families() -> None:

@@ -9,6 +9,7 @@ only) and the convs are weight-standardised; BatchNorm is refused. WRN-16-4 has
 """
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,11 +21,14 @@ from image_classification.models import registry
 _PAD1 = ((1, 1), (1, 1))  # Symmetric padding 1 for 3x3 convs, also at stride 2.
 
 
-def _norm_factory(normalization: str, groups: int) -> Callable[..., Callable]:
-  """Returns ``make(name) -> norm``; 'none' gives the identity."""
+def _norm_factory(normalization: str, groups: int,
+                  dtype: Any = None) -> Callable[..., Callable]:
+  """Returns ``make(name) -> norm``; 'none' gives the identity. GroupNorm's
+  statistics are float32 whatever ``dtype`` (its output dtype)."""
   layers.check_normalization(normalization)
   if normalization == 'group_norm':
-    return functools.partial(nn.GroupNorm, num_groups=groups, epsilon=1e-5)
+    return functools.partial(nn.GroupNorm, num_groups=groups, epsilon=1e-5,
+                             dtype=dtype)
   return lambda name=None: (lambda x: x)
 
 
@@ -61,7 +65,12 @@ class WideResNetBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-  """WRN-depth-width for small images; returns logits [batch, num_classes]."""
+  """WRN-depth-width for small images; returns logits [batch, num_classes].
+
+  ``dtype`` is the computation dtype (config.training.compute_dtype): convolutions,
+  norms' outputs and activations run in it; parameters (and the weight
+  standardisation, GroupNorm's statistics) stay float32; the logits are float32.
+  """
   num_classes: int
   depth: int = 16
   width: int = 4
@@ -70,6 +79,7 @@ class WideResNet(nn.Module):
   weight_standardization: bool = True
   skip_init: bool = False
   activation: str = 'relu'
+  dtype: Any = jnp.float32
 
   def validate(self) -> None:
     """Raises ValueError naming a bad field."""
@@ -86,15 +96,15 @@ class WideResNet(nn.Module):
     del is_training  # Deterministic model: same function at train and eval time.
     self.validate()
     if self.weight_standardization:
-      conv = functools.partial(layers.WSConv, use_bias=False)
+      conv = functools.partial(layers.WSConv, use_bias=False, dtype=self.dtype)
     else:
-      conv = functools.partial(nn.Conv, use_bias=False)
-    norm = _norm_factory(self.normalization, self.groups)
+      conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = _norm_factory(self.normalization, self.groups, self.dtype)
     activation = layers.get_activation(self.activation)
     blocks_per_group = (self.depth - 4) // 6
 
     x = conv(16, kernel_size=(3, 3), strides=1, padding=_PAD1, name='stem_conv')(
-        images)
+        images.astype(self.dtype))
     for g, (mult, strides) in enumerate(((16, 1), (32, 2), (64, 2))):
       for b in range(blocks_per_group):
         x = WideResNetBlock(
@@ -103,7 +113,8 @@ class WideResNet(nn.Module):
             name=f'group{g}_block{b}')(x)
     x = activation(norm(name='final_norm')(x))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name='head')(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(
+        jnp.float32)
 
 
 @registry.register('wide_resnet')

@@ -45,6 +45,9 @@ def clipped_sum(per_example_tree: PyTree, mask: jax.Array, clipping_norm: float)
   factors, valid = clip_factors(norms, mask, clipping_norm)
 
   def weighted_sum(x):
+    # Summed in float32 (at least), the precision of the norms: a narrower sum, or
+    # narrower clip factors, could add more than C for an example.
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     x = jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0)
     return jnp.tensordot(factors.astype(x.dtype), x, axes=1)
 

@@ -48,6 +48,14 @@ zeroing of non-finite examples and the bound C per example are those of
 device-varying, so that no output gradient is summed across devices before
 clipping (tested with 4 devices).
 
+Mixed precision (config.training.compute_dtype='bfloat16'): the recorded inputs and
+output gradients are bfloat16; every per-example piece is computed from them with
+float32 results (``preferred_element_type``) or cast to float32 before anything else
+reads it, so each example's norm, its clip factor and the clipped sum are float32,
+and the norm is taken of exactly the float32 values that the sum adds (``_LayerParts``).
+The sensitivity bound is therefore the float32 one, whatever the compute dtype
+(tests/privacy/test_mixed_precision.py).
+
 Not supported: modules run inside lifted transforms (``nn.remat``, ``nn.scan``,
 ...); parameter-owning modules whose methods other than ``__call__`` are called from
 outside are refused with an error. Use the reference 'vmap' path for such models.
@@ -203,12 +211,16 @@ class _Tape:
 
 
 def _contract(spec_in: str, spec_out_per_example: str, weights, *operands):
-  """einsum 'b...' -> per example 'b...' or, with weights [B], the weighted sum."""
+  """einsum 'b...' -> per example 'b...' or, with weights [B], the weighted sum.
+  Float32 results whatever the operands' dtype (bfloat16 under mixed precision); the
+  weights multiply a float32 copy of the first operand."""
   if weights is None:
-    return jnp.einsum(f'{spec_in}->{spec_out_per_example}', *operands)
-  first, rest = operands[0], operands[1:]
-  first = first * weights.reshape((-1,) + (1,) * (first.ndim - 1)).astype(first.dtype)
-  return jnp.einsum(f'{spec_in}->{spec_out_per_example[1:]}', first, *rest)
+    return jnp.einsum(f'{spec_in}->{spec_out_per_example}', *operands,
+                      preferred_element_type=jnp.float32)
+  first, rest = operands[0].astype(jnp.float32), operands[1:]
+  first = first * weights.reshape((-1,) + (1,) * (first.ndim - 1)).astype(jnp.float32)
+  return jnp.einsum(f'{spec_in}->{spec_out_per_example[1:]}', first, *rest,
+                    preferred_element_type=jnp.float32)
 
 
 def _dense_grads(call: _Call, x, dy, weights=None) -> dict:
@@ -255,7 +267,8 @@ def _conv_operands(x, dy, geometry):
 def _conv_pieces(x, dy, geometry) -> list:
   """Each example's kernel gradient as consecutive runs of kernel taps: a list of
   [B, G, O/G, taps in run, C/G] arrays (one im2col run for few input channels, else
-  one run per tap: a batched matmul of dy with the shifted input, no im2col copy).
+  one run per tap: a batched matmul of dy with the shifted input, no im2col copy),
+  float32 whatever the dtype of x and dy.
 
   The layout puts the reduced axes (taps, input channels) last, so that per-filter
   sums are row reductions, which XLA:CPU does much faster than column reductions.
@@ -263,8 +276,10 @@ def _conv_pieces(x, dy, geometry) -> list:
   taps, dyr, (b, cg, g, _) = _conv_operands(x, dy, geometry)
   if cg < IM2COL_MAX_CHANNELS:
     cols = jnp.stack(taps, axis=-2).reshape(b, -1, len(taps), g, cg)
-    return [jnp.einsum('btgo,btkgc->bgokc', dyr, cols)]
-  return [jnp.einsum('btgo,btgc->bgoc', dyr, tap.reshape(b, -1, g, cg))[:, :, :, None]
+    return [jnp.einsum('btgo,btkgc->bgokc', dyr, cols,
+                       preferred_element_type=jnp.float32)]
+  return [jnp.einsum('btgo,btgc->bgoc', dyr, tap.reshape(b, -1, g, cg),
+                     preferred_element_type=jnp.float32)[:, :, :, None]
           for tap in taps]
 
 
@@ -284,12 +299,13 @@ def _conv_kernel_grad(x, dy, geometry, weights=None):
   if weights is None:
     return _pieces_to_kernel(_conv_pieces(x, dy, geometry), (kh, kw), batched=True)
   taps, dyr, (b, cg, g, og) = _conv_operands(x, dy, geometry)
-  dyr = dyr * weights.reshape(-1, 1, 1, 1).astype(dyr.dtype)
+  dyr = dyr.astype(jnp.float32) * weights.reshape(-1, 1, 1, 1).astype(jnp.float32)
   if cg < IM2COL_MAX_CHANNELS:
     cols = jnp.stack(taps, axis=-2).reshape(b, -1, len(taps), g, cg)
-    grad = jnp.einsum('btkgc,btgo->kcgo', cols, dyr)
+    grad = jnp.einsum('btkgc,btgo->kcgo', cols, dyr, preferred_element_type=jnp.float32)
   else:
-    grad = jnp.stack([jnp.einsum('btgc,btgo->cgo', tap.reshape(b, -1, g, cg), dyr)
+    grad = jnp.stack([jnp.einsum('btgc,btgo->cgo', tap.reshape(b, -1, g, cg), dyr,
+                                 preferred_element_type=jnp.float32)
                       for tap in taps])
   return grad.reshape(kh, kw, cg, g * og)
 
@@ -335,8 +351,9 @@ def _generic_grads(call: _Call, params: dict, dynamic: list, dy, weights=None) -
   grads = jax.vmap(one)(dynamic, dy)
   if weights is None:
     return grads
-  return jax.tree_util.tree_map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, 1),
-                                grads)
+  return jax.tree_util.tree_map(
+      lambda g: jnp.tensordot(weights.astype(jnp.float32), g.astype(jnp.float32), 1),
+      grads)
 
 
 def _layer_grads(call: _Call, params: PyTree, dynamic: list, dy, weights=None) -> dict:
@@ -489,11 +506,14 @@ class _LayerParts:
   norm of what it adds to the sum (DESIGN.md, privacy invariant 11). The optimisation
   barrier makes both read the same materialised values: XLA may not, e.g., rewrite
   the weighted sum of per-example matmuls into one batch matmul, which rounds
-  differently.
+  differently. The tensors are cast to float32 BEFORE the barrier: under mixed
+  precision the norm and the sum both read the same float32 values (a bfloat16 sum,
+  or bfloat16 clip factors, could add more than C for an example).
   """
 
   def __init__(self, tensors: list, combine: Callable[[list], dict]):
-    self._tensors = jax.lax.optimization_barrier(list(tensors))
+    self._tensors = jax.lax.optimization_barrier(
+        [t.astype(jnp.float32) for t in tensors])
     self.sq_norms = sum(_sq_sum(t) for t in self._tensors)
     self._combine = combine
 
@@ -537,7 +557,8 @@ def _conv_parts(call: _Call, params: dict, x, dy) -> _LayerParts:
     own = lambda sums: {'kernel': _pieces_to_kernel(sums, (kh, kw), batched=False)}
   n = len(tensors)
   if 'bias' in call.own:
-    tensors = tensors + [jnp.sum(dy.reshape(dy.shape[0], -1, dy.shape[-1]), axis=1)]
+    tensors = tensors + [jnp.sum(dy.reshape(dy.shape[0], -1, dy.shape[-1]), axis=1,
+                                 dtype=jnp.float32)]
 
   def combine(sums):
     out = own(sums[:n])

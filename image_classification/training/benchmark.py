@@ -10,6 +10,10 @@ feeds random images of the dataset's shape (no dataset is read), and for every
   * the non-private step: gradient of the mean loss over the same batch (the same K
     augmult views of each example), the same optimizer, jitted, state donated.
 
+With several compute dtypes (``dtypes``, config.training.compute_dtype by default:
+'float32' or 'bfloat16' convolutions and activations; parameters, clipping and noise
+are float32 either way) each row records its ``compute_dtype``.
+
 Images counted = examples x augmult. Each figure is the median over ``reps``
 repetitions of ``steps_per_rep`` steps. It writes DIR/benchmark.json and prints a
 table. Timings on a shared machine are noisy: the load average before and after is
@@ -209,6 +213,31 @@ def parse_flags(batch_sizes: Sequence[str], augmults: Sequence[str],
   return sizes, ks, impls
 
 
+def parse_dtypes(dtypes: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
+  """--benchmark_dtypes as a tuple (None: the config's compute_dtype).
+
+  Raises:
+    ConfigError: an empty list or an unknown dtype, naming the flag and the choices.
+  """
+  if dtypes is None:
+    return None
+  values = tuple(str(d).strip() for d in dtypes)
+  _check_dtypes(values)
+  return values
+
+
+def _check_dtypes(dtypes: Sequence[str]) -> None:
+  text = ','.join(dtypes)
+  if not dtypes or any(not d for d in dtypes):
+    _flag_error('benchmark_dtypes', text,
+                f'give a comma-separated list of {list(registry.COMPUTE_DTYPES)}, or '
+                'leave the flag out to time config.training.compute_dtype')
+  unknown = [d for d in dtypes if d not in registry.COMPUTE_DTYPES]
+  if unknown:
+    _flag_error('benchmark_dtypes', text,
+                f'unknown {unknown}; choose from {list(registry.COMPUTE_DTYPES)}')
+
+
 def _check_implementations(implementations: Sequence[str]) -> None:
   from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
   text = ','.join(implementations)
@@ -226,7 +255,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
                   batch_sizes: Sequence[int], augmults: Sequence[int],
                   implementations: Optional[Sequence[str]] = None, reps: int = 5,
                   warmup: int = 2, min_rep_seconds: float = 0.0,
-                  include_nonprivate: bool = True) -> dict[str, Any]:
+                  include_nonprivate: bool = True,
+                  dtypes: Optional[Sequence[str]] = None) -> dict[str, Any]:
   """Times the DP and the non-private step; writes WORKDIR/benchmark.json.
 
   Args:
@@ -245,6 +275,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     warmup: untimed steps after compilation.
     min_rep_seconds: each repetition runs enough steps to last about this long.
     include_nonprivate: also time the non-private step.
+    dtypes: compute dtypes to time ('float32', 'bfloat16'); default: the config's
+      config.training.compute_dtype. The non-private step uses the same dtype.
 
   Returns:
     The content of benchmark.json. If a step fails after some rows were timed,
@@ -255,12 +287,16 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   parse_flags([str(b) for b in batch_sizes], [str(k) for k in augmults])
   if implementations is not None:
     _check_implementations(tuple(implementations))
+  t = config.training
+  dtypes = tuple(dtypes or (t.get('compute_dtype', 'float32') or 'float32',))
+  _check_dtypes(dtypes)
   devices = jax.devices()
   mesh = mesh_lib.make_mesh(devices)
   shape, num_classes, mean, std = _input_spec(config)
   try:
-    model = registry.build(config.model.name, num_classes,
-                           **config.model.kwargs.to_dict())
+    models = {d: registry.build(config.model.name, num_classes, compute_dtype=d,
+                                **config.model.kwargs.to_dict()) for d in dtypes}
+    model = models[dtypes[0]]
     jax.eval_shape(model.init, {'params': jax.random.PRNGKey(0),
                                 'dropout': jax.random.PRNGKey(0)},
                    jnp.zeros((1,) + shape, jnp.float32))
@@ -268,7 +304,6 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     raise config_lib.ConfigError(
         f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
         f'{config.model.name!r} for images {shape}: {e}') from e
-  t = config.training
   default_impl = t.get('per_example_grads', 'vmap') or 'vmap'
   implementations = tuple(implementations or (default_impl,))
   noise_multiplier = config.privacy.noise_multiplier
@@ -276,6 +311,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     noise_multiplier = _PLACEHOLDER_NOISE_MULTIPLIER
   optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
   base_key = jax.random.PRNGKey(config.seed)
+  # Float32 parameters, the same for every compute dtype (the dtype is not a parameter).
   params = jax.jit(model.init)(
       {'params': base_key, 'dropout': base_key},
       jnp.zeros((1,) + shape, jnp.float32))['params']
@@ -303,70 +339,73 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         images, labels, mask = jax.device_put((images, labels, mask), sharding)
         images_per_step = batch * augmult
 
-        nonprivate = None
-        if include_nonprivate:
-          cfg = dp_step.StepConfig(
-              clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
-              expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
-              random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-              mean=mean, std=std)
-          np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
-          state = fresh_state()
-          jitted = _nonprivate_step(model.apply, optimizer, cfg)
-          t0 = time.perf_counter()
-          compiled = jitted.lower(state, images, labels, np_keys).compile()
-          compile_s = time.perf_counter() - t0
-          state, sec, times, cpu, steps = _time_steps(
-              lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
-              min_rep_seconds)
-          nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
-                            compiled_bytes=_compiled_bytes(compiled))
-          del state
+        for dtype in dtypes:
+          model = models[dtype]
+          nonprivate = None
+          if include_nonprivate:
+            cfg = dp_step.StepConfig(
+                clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
+                expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
+                random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+                mean=mean, std=std)
+            np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
+            state = fresh_state()
+            jitted = _nonprivate_step(model.apply, optimizer, cfg)
+            t0 = time.perf_counter()
+            compiled = jitted.lower(state, images, labels, np_keys).compile()
+            compile_s = time.perf_counter() - t0
+            state, sec, times, cpu, steps = _time_steps(
+                lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
+                min_rep_seconds)
+            nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
+                              compiled_bytes=_compiled_bytes(compiled))
+            del state
 
-        for impl in implementations:
-          cfg = dp_step.StepConfig(
-              clipping_norm=config.privacy.clipping_norm,
-              noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
-              micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
-              random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-              mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
-              per_example_grads=impl)
-          # Random data and a fixed public key: a benchmark releases nothing private.
-          step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
-                                noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
-          state = fresh_state()
-          t0 = time.perf_counter()
-          compiled = step.step.lower(state, images, labels, mask,
-                                     step.noise_key).compile()
-          compile_s = time.perf_counter() - t0
-          state, sec, times, cpu, steps = _time_steps(
-              lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
-              reps, warmup, min_rep_seconds)
-          del state
-          peak, peak_source = _peak_memory(devices)
-          row = {
-              'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
-              'micro_batch_size': micro_batch_sizes[batch],
-              'images_per_step': images_per_step,
-              'dp_images_per_sec': images_per_step / sec,
-              'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
-              'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
-              'dp_compiled_bytes': _compiled_bytes(compiled),
-              'steps_per_rep': steps,
-              'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
-          }
-          if nonprivate:
-            row.update({
-                'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
-                'nonprivate_step_sec': nonprivate['sec'],
-                'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
-                'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
-                'nonprivate_compile_sec': nonprivate['compile_s'],
-                'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
-                'dp_over_nonprivate_time': sec / nonprivate['sec'],
-            })
-          rows.append(row)
-          print(_format_row(row), flush=True)
+          for impl in implementations:
+            cfg = dp_step.StepConfig(
+                clipping_norm=config.privacy.clipping_norm,
+                noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
+                micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
+                random_crop=config.data.random_crop, random_flip=config.data.random_flip,
+                mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
+                per_example_grads=impl)
+            # Random data and a fixed public key: a benchmark releases nothing private.
+            step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
+                                  noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
+            state = fresh_state()
+            t0 = time.perf_counter()
+            compiled = step.step.lower(state, images, labels, mask,
+                                       step.noise_key).compile()
+            compile_s = time.perf_counter() - t0
+            state, sec, times, cpu, steps = _time_steps(
+                lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
+                reps, warmup, min_rep_seconds)
+            del state
+            peak, peak_source = _peak_memory(devices)
+            row = {
+                'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
+                'compute_dtype': dtype,
+                'micro_batch_size': micro_batch_sizes[batch],
+                'images_per_step': images_per_step,
+                'dp_images_per_sec': images_per_step / sec,
+                'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
+                'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
+                'dp_compiled_bytes': _compiled_bytes(compiled),
+                'steps_per_rep': steps,
+                'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
+            }
+            if nonprivate:
+              row.update({
+                  'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
+                  'nonprivate_step_sec': nonprivate['sec'],
+                  'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
+                  'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
+                  'nonprivate_compile_sec': nonprivate['compile_s'],
+                  'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
+                  'dp_over_nonprivate_time': sec / nonprivate['sec'],
+              })
+            rows.append(row)
+            print(_format_row(row), flush=True)
   except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
     error = e  # keep what was measured, then re-raise
 
@@ -378,6 +417,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'model': config.model.name,
       'model_kwargs': config.model.kwargs.to_dict(),
+      'compute_dtypes': list(dtypes),
       'num_params': num_params,
       'image_shape': list(shape),
       'num_classes': num_classes,
@@ -410,7 +450,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
 
 def _format_row(row: dict) -> str:
   nonprivate = row.get('nonprivate_images_per_sec')
-  return (f"B={row['batch_size']} K={row['augmult']} {row['per_example_grads']}: "
+  return (f"B={row['batch_size']} K={row['augmult']} {row['per_example_grads']} "
+          f"{row.get('compute_dtype', 'float32')}: "
           f"DP {row['dp_images_per_sec']:.1f} img/s" +
           (f", non-private {nonprivate:.1f} img/s, DP/non-private time "
            f"{row['dp_over_nonprivate_time']:.2f}" if nonprivate else ''))
@@ -421,9 +462,10 @@ def format_table(result: dict) -> str:
   lines = [
       f"{result['model']} ({result['num_params']:,} params) on {result['device']}, "
       f"jax {result['jax_version']}",
-      '| batch | augmult | per-example grads | DP img/s | non-private img/s | '
-      'DP/non-private time | peak memory MiB | XLA buffers MiB (DP / non-private) |',
-      '|---|---|---|---|---|---|---|---|',
+      '| batch | augmult | per-example grads | compute dtype | DP img/s | '
+      'non-private img/s | DP/non-private time | peak memory MiB | '
+      'XLA buffers MiB (DP / non-private) |',
+      '|---|---|---|---|---|---|---|---|---|',
   ]
 
   def mib(x):
@@ -434,7 +476,7 @@ def format_table(result: dict) -> str:
     ratio = r.get('dp_over_nonprivate_time')
     lines.append(
         f"| {r['batch_size']} | {r['augmult']} | {r['per_example_grads']} | "
-        f"{r['dp_images_per_sec']:.1f} | "
+        f"{r.get('compute_dtype', 'float32')} | {r['dp_images_per_sec']:.1f} | "
         f"{'-' if nonprivate is None else f'{nonprivate:.1f}'} | "
         f"{'-' if ratio is None else f'{ratio:.2f}'} | "
         f"{mib(r['peak_memory_bytes'])} | {mib(r.get('dp_compiled_bytes'))} / "

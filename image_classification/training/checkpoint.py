@@ -76,7 +76,8 @@ IGNORED_CONFIG_FIELDS = (
 
 # Fields added after some workdirs were written: absent from an older config.json
 # and at this value now is no difference (the run computes the same thing).
-ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0}
+ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
+                       'training.compute_dtype': 'float32'}
 
 # Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
 PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',

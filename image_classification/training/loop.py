@@ -78,8 +78,10 @@ class Experiment:
                        if path and os.path.exists(path) else None)
     self.image_shape = tuple(self.data.train.image_shape)
     try:  # a bad model kwarg fails here, in tracing, before anything compiles
-      self.model = registry.build(config.model.name, self.data.num_classes,
-                                  **config.model.kwargs.to_dict())
+      self.model = registry.build(
+          config.model.name, self.data.num_classes,
+          compute_dtype=config.training.get('compute_dtype', 'float32'),
+          **config.model.kwargs.to_dict())
       abstract = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
     except (TypeError, ValueError) as e:
       raise config_lib.ConfigError(

@@ -148,3 +148,23 @@ def test_bad_model_kwarg_is_named_before_timing(tmp_path):
                      r"do not build model 'cnn'"):
     benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1])
   assert not os.listdir(tmp_path)
+
+
+def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
+  out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2],
+                                augmults=[1], implementations=['fast'], reps=1,
+                                warmup=0, dtypes=['float32', 'bfloat16'])
+  assert [r['compute_dtype'] for r in out['rows']] == ['float32', 'bfloat16']
+  assert out['compute_dtypes'] == ['float32', 'bfloat16']
+  assert all(r['nonprivate_images_per_sec'] > 0 for r in out['rows'])
+  assert '| bfloat16 |' in capsys.readouterr().out
+  assert benchmark.parse_dtypes(None) is None
+  assert benchmark.parse_dtypes([' bfloat16']) == ('bfloat16',)
+  for bad in ([], ['float16'], ['float32', '']):
+    with pytest.raises(config_lib.ConfigError, match='--benchmark_dtypes'):
+      benchmark.parse_dtypes(bad)
+  config = _tiny_config()
+  config.training.compute_dtype = 'bfloat16'  # the default row follows the config
+  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1],
+                                reps=1, warmup=0, include_nonprivate=False)
+  assert [r['compute_dtype'] for r in out['rows']] == ['bfloat16']
