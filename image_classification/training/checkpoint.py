@@ -81,7 +81,9 @@ ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0}
 # Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
 PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
                'expected_batch_size', 'steps', 'delta', 'accountant', 'dataset_size',
-               'non_private')
+               'non_private', 'mechanism_name', 'num_bands', 'strategy_coefs')
+# What checkpoints written before a field existed meant by it (DP-SGD has no strategy).
+_PLAN_DEFAULTS = {'mechanism_name': 'dpsgd', 'num_bands': 1}
 
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 
@@ -107,7 +109,7 @@ def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
   plan_json = plan.to_json()
   return {'seed': int(seed), 'step': int(step), 'epsilon': _number(epsilon),
           'noise_multiplier': float(plan.noise_multiplier),
-          'plan': {k: plan_json[k] for k in PLAN_FIELDS},
+          'plan': {k: plan_json[k] for k in PLAN_FIELDS if k in plan_json},
           'time': time.strftime('%Y-%m-%d %H:%M:%S')}
 
 
@@ -143,9 +145,9 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
     problems.append(f'seed: {metadata.get("seed")} in the checkpoint, {seed} now')
   new_plan = plan.to_json()
   for k in PLAN_FIELDS:
-    old = metadata.get('plan', {}).get(k)
-    if not _close(old, new_plan[k]):
-      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan[k]!r} now')
+    old = metadata.get('plan', {}).get(k, _PLAN_DEFAULTS.get(k))
+    if not _close(old, new_plan.get(k)):
+      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan.get(k)!r} now')
   step = int(metadata['step'])
   if not problems and not _close(metadata.get('epsilon'), _number(epsilon_at(step))):
     problems.append(f'epsilon after {step} steps: {metadata.get("epsilon")} in the '
