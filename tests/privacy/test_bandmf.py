@@ -189,7 +189,7 @@ def test_bad_bandmf_configs_are_refused_naming_the_field(privacy, n, field, matc
 
 
 def test_pld_is_accepted_for_bandmf_and_the_plan_reports_the_strategy(tmp_path):
-  config = _config(accountant='pld')
+  config = _config(accountant='pld', noise_multiplier=3.0)  # no calibration: fast
   config_lib.validate(config, num_devices=1)
   config_lib.validate_with_data(config, 1437)
   plan = privatizers.with_strategy(plan_lib.make_plan(config, 1437), str(tmp_path))
