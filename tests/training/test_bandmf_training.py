@@ -164,6 +164,10 @@ print(json.dumps({{'ndev': len(jax.devices()),
 '''
 
 
+# Two subprocess trainings (about a minute on an idle 2-core CPU): marked slow, run with
+# `python -m pytest -m slow tests/training/test_bandmf_training.py`. The 1-vs-4-device
+# equality of the shared step code runs by default in tests/training/test_dp_step.py.
+@pytest.mark.slow
 def test_four_devices_equal_one_device(tmp_path):
   results = {}
   for ndev in (1, 4):
