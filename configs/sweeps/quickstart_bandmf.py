@@ -1,5 +1,5 @@
 """BandMF against DP-SGD on the quickstart: b in {1, 2, 4} (b = 1 is DP-SGD exactly)
-at target epsilon 1, 2, 4, two runs each (seeds 0, 1; every run draws fresh secret
+at target epsilon 1, 2, 4, three runs each (seeds 0, 1, 2; every run draws fresh secret
 noise and batches).
 
   python launch.py --config=configs/quickstart_bandmf.py \
@@ -13,5 +13,5 @@ from image_classification.reporting import sweep
 
 def get_sweep() -> list[dict]:
   # Seeds outermost: each replicate of the whole grid finishes before the next starts.
-  return sweep.grid({'seed': [0, 1], 'privacy.target_epsilon': [1.0, 2.0, 4.0],
+  return sweep.grid({'seed': [0, 1, 2], 'privacy.target_epsilon': [1.0, 2.0, 4.0],
                      'privacy.num_bands': [1, 2, 4]})
