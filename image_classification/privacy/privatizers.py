@@ -25,6 +25,13 @@ noise). Normalising by the expected batch size is the caller's job (dp_step._upd
   the accountant's event is jax-privacy's ``amplified_bandmf_event``
   (privacy/accounting.py).
 
+Secrecy of the state: BandMF's state is the noise of the last b-1 steps (scaled). It is
+checkpointed so that a resume continues exactly, which makes a BandMF checkpoint as
+secret as WORKDIR/mechanism_secret.json: together with neighbouring iterates it would
+reveal noiseless gradient sums. Only the export (parameters) may be published. (An
+alternative that keeps checkpoints publishable: store nothing and rebuild the state on
+resume by replaying the draws Z_0..Z_{t-1} from the secret key.)
+
 Why not ``jax_privacy.noise_addition.matrix_factorization_privatizer`` itself: its
 state holds the PRNG key (it would end up in checkpoints and the train state) and it
 draws Z with its own key schedule, so b = 1 could not reproduce DP-SGD's noise bit for
