@@ -57,6 +57,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.privacy.clipping_norm = 1.0
   config.privacy.accountant = 'rdp'   # rdp | pld
   config.privacy.sampling = 'poisson'  # poisson | fixed
+  # 'dpsgd': independent Gaussian noise at every step. 'bandmf': banded matrix
+  # factorisation (privacy/privatizers.py): noise correlated over num_bands = b steps,
+  # cyclic Poisson sampling over b groups (each example takes part at most once in any
+  # b steps); b = 1 is DP-SGD exactly. b must divide the number of steps and be at most
+  # N / batch_size; needs sampling='poisson'.
+  config.privacy.mechanism = 'dpsgd'
+  config.privacy.num_bands = 1
   # Turns DP off (no noise, no budget). Every report of such a run says non-private.
   config.privacy.allow_non_private = False
   # TESTING ONLY. The noise and the batch selection come from a secret drawn from the

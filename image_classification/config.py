@@ -93,6 +93,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     _fail('privacy.accountant', p.accountant, f'choose one of {accounting.ACCOUNTANTS}')
   if p.sampling not in accounting.SAMPLINGS:
     _fail('privacy.sampling', p.sampling, f'choose one of {accounting.SAMPLINGS}')
+  mechanism = p.get('mechanism', 'dpsgd')
+  if mechanism not in accounting.MECHANISMS:
+    _fail('privacy.mechanism', mechanism, f'choose one of {accounting.MECHANISMS}')
+  bands = p.get('num_bands', 1)
+  if not (isinstance(bands, int) and bands >= 1):
+    _fail('privacy.num_bands', bands, 'must be an integer >= 1 (1 is DP-SGD)')
+  if mechanism == 'dpsgd' and bands != 1:
+    _fail('privacy.num_bands', bands, "bands need privacy.mechanism='bandmf'")
+  if mechanism == 'bandmf' and p.sampling != 'poisson':
+    _fail('privacy.sampling', p.sampling, "privacy.mechanism='bandmf' needs "
+          "sampling='poisson' (cyclic Poisson sampling; its amplified accounting has no "
+          'fixed-size form)')
   if p.sampling == 'fixed' and p.accountant == 'pld':
     _fail('privacy.accountant', 'pld', "dp-accounting has no PLD for fixed-size "
           "batches (sampling without replacement); use accountant='rdp' or "
@@ -166,6 +178,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
 
 def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:
   t, p = config.training, config.privacy
+  bands = p.get('num_bands', 1)
+  if p.get('mechanism', 'dpsgd') == 'bandmf' and bands > 1:
+    from image_classification.privacy import plan as plan_lib  # pylint: disable=g-import-not-at-top
+    steps = plan_lib.num_steps(t, dataset_size)
+    if bands > steps:
+      _fail('privacy.num_bands', bands, f'is larger than the number of steps ({steps})')
+    if steps % bands:
+      _fail('privacy.num_bands', bands, f'must divide the number of steps ({steps}) so '
+            'that every group takes part equally often; e.g. set training.num_steps to '
+            f'{steps - steps % bands or bands}')
+    if bands * t.batch_size > dataset_size:
+      _fail('privacy.num_bands', bands, f'times training.batch_size ({t.batch_size}) '
+            f'must be <= N = {dataset_size}: each of the b groups (about N/b examples) '
+            f'must hold the expected batch; use b <= {dataset_size // t.batch_size}')
   if t.batch_size > dataset_size:
     _fail('training.batch_size', t.batch_size,
           f'is larger than the training set ({dataset_size} examples); lower it')

@@ -169,6 +169,9 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   t.batch_size = 8
   t.micro_batch_size = 0
   t.num_steps, t.num_epochs = 2, 0.0
+  # BandMF: b must divide the 2 steps (and b * batch fit the 64 fake examples).
+  if config.privacy.get('num_bands', 1) > 2:
+    config.privacy.num_bands = 2
   t.log_every_steps, t.eval_every_steps, t.checkpoint_every_steps = 1, 0, 0
   t.eval_batch_size = 16
   # The audit takes its canaries out of the 64 fake training examples.

@@ -6,6 +6,16 @@
 - Fixed: exactly B distinct examples drawn uniformly without replacement, independently
   at every step. Accounted as sampling without replacement under replace-one adjacency.
 
+- Cyclic Poisson (BandMF, num_bands = b > 1): every example is assigned once, for the
+  whole run, to one of b groups, independently and uniformly (so the assignment of one
+  example does not depend on the others: add/remove-one adjacency); step t Poisson-
+  samples only group t mod b, with rate q = b * B / N, so the expected batch is still B
+  and an example takes part at most once in any b consecutive steps. This is
+  jax_privacy.batch_selection.CyclicPoissonSampling with PartitionType.INDEPENDENT,
+  drawn per step from (seed, t) instead of from one sequential generator, so that any
+  step's batch can be drawn directly (resume, several hosts). b = 1 is Poisson exactly
+  (the same draws).
+
 The draw for step t depends only on (seed, t): a resumed run draws the same batches
 without saving sampler state, and the data-order stream is independent of the noise.
 The seed is the run's secret sampling seed (privacy/mechanism_secret.py), never
@@ -16,11 +26,13 @@ once; a Poisson batch larger than the capacity is split into several chunks (nev
 truncated, which would change the mechanism).
 """
 import dataclasses
+import functools
 import math
 
 import numpy as np
 
 _SAMPLER_STREAM = 0x5A3D
+_GROUP_STREAM = 0x6B0A
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,16 +41,30 @@ class Sampler:
   expected_batch_size: int
   kind: str  # 'poisson' | 'fixed'
   seed: int = dataclasses.field(repr=False)  # secret: kept out of logs
+  num_bands: int = 1  # b > 1: cyclic Poisson sampling over b groups (BandMF)
 
   @property
   def sampling_rate(self) -> float:
-    return self.expected_batch_size / self.dataset_size
+    """Probability that an eligible example joins a step's batch (all are eligible
+    unless num_bands > 1)."""
+    return self.num_bands * self.expected_batch_size / self.dataset_size
+
+  @functools.cached_property
+  def groups(self) -> np.ndarray:
+    """The group (0..b-1) of every example: fixed for the run, secret like the seed."""
+    rng = np.random.default_rng([self.seed, _GROUP_STREAM, self.num_bands])
+    return rng.integers(self.num_bands, size=self.dataset_size)
 
   def indices(self, step: int) -> np.ndarray:
     """The training indices of step ``step`` (sorted, distinct)."""
     rng = np.random.default_rng([self.seed, _SAMPLER_STREAM, step])
     if self.kind == 'poisson':
-      return np.flatnonzero(rng.random(self.dataset_size) < self.sampling_rate)
+      picked = rng.random(self.dataset_size) < self.sampling_rate
+      if self.num_bands > 1:
+        picked &= self.groups == step % self.num_bands
+      return np.flatnonzero(picked)
+    if self.num_bands > 1:
+      raise ValueError('cyclic sampling (num_bands > 1) needs kind=poisson')
     if self.kind == 'fixed':
       return np.sort(rng.choice(self.dataset_size, self.expected_batch_size, replace=False))
     raise ValueError(f'unknown sampler {self.kind!r}')

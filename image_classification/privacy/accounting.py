@@ -9,6 +9,16 @@ a subsampled batch:
   replace-one adjacency. Replacing one example moves the sum by at most 2C, so the
   accountant sees sigma / 2. Only the RDP accountant supports this event.
 T steps compose as a SelfComposedDpEvent. Epsilon is reported at the config's delta.
+
+mechanism='bandmf' (banded matrix factorisation with b = num_bands bands, Choquette-Choo
+et al. 2023) uses cyclic Poisson sampling: the examples are split into b groups and step
+t samples group t mod b with probability q = b * B / N (B the expected batch size, so a
+step still holds B examples on average). With a column-normalised b-banded strategy
+(max column norm 1) each example is used at most once in every b consecutive steps, and
+the run is accounted as ceil(T / b) rounds of the Poisson-subsampled Gaussian mechanism
+with (q, sigma): jax-privacy's ``amplified_bandmf_event``, add/remove-one adjacency
+(the groups are drawn independently per example, so they do not depend on who else is
+in the data). b = 1 is DP-SGD's event exactly.
 """
 import contextlib
 import dataclasses
@@ -23,6 +33,7 @@ import numpy as np
 
 ACCOUNTANTS = ('rdp', 'pld')
 SAMPLINGS = ('poisson', 'fixed')
+MECHANISMS = ('dpsgd', 'bandmf')
 
 NEIGHBORING_RELATIONS = {
     'poisson': 'add_or_remove_one',
@@ -39,17 +50,32 @@ class Mechanism:
   expected_batch_size: int
   sampling: str = 'poisson'
   accountant: str = 'rdp'
+  mechanism: str = 'dpsgd'    # 'dpsgd' | 'bandmf'
+  num_bands: int = 1          # b; BandMF only (b = 1 is DP-SGD)
 
   @property
   def sampling_rate(self) -> float:
+    """Per-step probability that an ELIGIBLE example is sampled (BandMF: one group of
+    about N / b examples is eligible at each step)."""
+    if self.mechanism == 'bandmf':
+      return self.num_bands * self.expected_batch_size / self.dataset_size
     return self.expected_batch_size / self.dataset_size
+
+  def compositions(self, steps: int) -> int:
+    """How many times ``step_event`` composes over ``steps`` steps: BandMF composes
+    once per round of b steps (an example takes part at most once per round)."""
+    if self.mechanism == 'bandmf':
+      return math.ceil(steps / self.num_bands)
+    return steps
 
   @property
   def neighboring_relation(self) -> str:
     return NEIGHBORING_RELATIONS[self.sampling]
 
   def step_event(self) -> dp_accounting.DpEvent:
-    """The DpEvent of one training step."""
+    """The DpEvent of one training step (BandMF: of one round of b steps)."""
+    if self.mechanism == 'bandmf':
+      return self.event(self.num_bands).event
     if self.sampling == 'poisson':
       return dp_accounting.PoissonSampledDpEvent(
           self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
@@ -60,6 +86,13 @@ class Mechanism:
     raise ValueError(f'sampling={self.sampling!r}; choose one of {SAMPLINGS}')
 
   def event(self, steps: int) -> dp_accounting.DpEvent:
+    if self.mechanism == 'bandmf':
+      if self.sampling != 'poisson':
+        raise ValueError("mechanism='bandmf' needs sampling='poisson' (cyclic Poisson)")
+      from jax_privacy.experimental import accounting as jp_accounting  # pylint: disable=g-import-not-at-top
+      return jp_accounting.amplified_bandmf_event(
+          self.noise_multiplier, steps, num_bands=self.num_bands,
+          sampling_prob=self.sampling_rate)
     return dp_accounting.SelfComposedDpEvent(self.step_event(), steps)
 
 
@@ -116,7 +149,8 @@ class Ledger:
     if self.mechanism.noise_multiplier <= 0:
       return math.inf
     if self._rdp_per_step is not None:
-      eps, _ = rdp.compute_epsilon(self._orders, self._rdp_per_step * steps, self.delta)
+      count = self.mechanism.compositions(steps)
+      eps, _ = rdp.compute_epsilon(self._orders, self._rdp_per_step * count, self.delta)
       return float(eps)
     return epsilon(self.mechanism, steps, self.delta)
 
@@ -124,7 +158,8 @@ class Ledger:
 def calibrate_noise_multiplier(target_epsilon: float, delta: float, steps: int,
                                dataset_size: int, expected_batch_size: int,
                                sampling: str = 'poisson', accountant: str = 'rdp',
-                               rtol: float = 1e-4) -> float:
+                               rtol: float = 1e-4, mechanism: str = 'dpsgd',
+                               num_bands: int = 1) -> float:
   """The smallest sigma (to rtol) whose epsilon after ``steps`` is <= target_epsilon.
 
   Bisection on a bracket; the returned sigma is always on the safe side, so a run that
@@ -136,7 +171,7 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, steps: int,
   def eps_of(sigma):
     with _quiet_absl():  # small trial sigmas make dp-accounting warn about orders
       return epsilon(Mechanism(sigma, dataset_size, expected_batch_size, sampling,
-                             accountant), steps, delta)
+                               accountant, mechanism, num_bands), steps, delta)
 
   low, high = 0.1, 1.0
   while eps_of(high) > target_epsilon:

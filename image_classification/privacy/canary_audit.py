@@ -324,7 +324,9 @@ def finish(setup: AuditSetup, apply_fn, params, mean, std, plan,
       'epsilon': epsilon,
       'non_private': bool(plan.non_private),
       'privacy': ('NON-PRIVATE run (no noise): no DP guarantee to audit'
-                  if plan.non_private else 'DP-SGD'),
+                  if plan.non_private else
+                  'DP-SGD' if getattr(plan, 'mechanism_name', 'dpsgd') == 'dpsgd' else
+                  f'BandMF (b = {plan.num_bands})'),
       'bound_exceeds_accountant': bool(not plan.non_private and bound > epsilon),
       'comparable_with_accountant': comparable,
       'neighboring_relation': NEIGHBORING_RELATION,

@@ -38,11 +38,20 @@ class PrivacyPlan:
   # Testing switch: noise and batches derived from config.seed (no guarantee once the
   # config is published); see privacy/mechanism_secret.py.
   insecure_seeded_noise: bool = False
+  # 'dpsgd' | 'bandmf' (privacy/privatizers.py). For BandMF, sampling_rate is the rate
+  # within the eligible group (b * B / N) and the strategy's Toeplitz coefficients
+  # (filled in by privatizers.with_strategy, cached in the workdir) are reported.
+  mechanism_name: str = 'dpsgd'
+  num_bands: int = 1
+  strategy_coefs: tuple = ()
+  strategy_sensitivity: float = 1.0
+  noise_std_per_step: tuple = ()   # BandMF: marginal std of step t's noise, per coordinate
 
   @property
   def mechanism(self) -> accounting.Mechanism:
     return accounting.Mechanism(self.noise_multiplier, self.dataset_size,
-                                self.expected_batch_size, self.sampling, self.accountant)
+                                self.expected_batch_size, self.sampling, self.accountant,
+                                self.mechanism_name, self.num_bands)
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
@@ -53,7 +62,23 @@ class PrivacyPlan:
                       if self.non_private else
                       'DP-SGD: per-example clipping to L2 norm C, Gaussian noise '
                       'N(0, (sigma*C)^2) added once per logical batch, normalised by '
-                      'the expected batch size')
+                      'the expected batch size' if self.mechanism_name == 'dpsgd' else
+                      f'BandMF (banded matrix factorisation, b = {self.num_bands} bands): '
+                      'per-example clipping to L2 norm C; step t adds the noise '
+                      'sigma*C*sens * (C^-1 Z)_t, correlated with the previous b-1 '
+                      "steps' draws through the column-normalised b-banded Toeplitz "
+                      'strategy C (max column norm sens = 1); cyclic Poisson sampling: '
+                      'the examples are split into b groups, step t samples group t mod '
+                      'b with rate q; normalised by the expected batch size')
+    if self.mechanism_name == 'bandmf':
+      d['strategy_coefs'] = list(self.strategy_coefs)
+      d['noise_std_per_step'] = list(self.noise_std_per_step)
+      d['participation'] = (f'each example belongs to one of b = {self.num_bands} groups '
+                            f'(drawn independently per example) and can be sampled only '
+                            f'at steps t with t mod b = its group, with rate '
+                            f'q = b*B/N = {self.sampling_rate:.6g}')
+    else:
+      del d['strategy_coefs'], d['strategy_sensitivity'], d['noise_std_per_step']
     d['computed_without_noise'] = list(NON_PRIVATE_FIGURES)
     d['randomness'] = mechanism_secret.describe(self.insecure_seeded_noise)
     if self.insecure_seeded_noise:
@@ -76,8 +101,14 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
   p = config.privacy
   steps = num_steps(config.training, dataset_size)
   batch = int(config.training.batch_size)
+  name, bands = p.get('mechanism', 'dpsgd'), int(p.get('num_bands', 1))
+  if name == 'dpsgd':
+    bands = 1
+  rate = accounting.Mechanism(1.0, dataset_size, batch, p.sampling, p.accountant, name,
+                              bands).sampling_rate
   common = dict(clipping_norm=float(p.clipping_norm), sampling=p.sampling,
-                sampling_rate=batch / dataset_size, expected_batch_size=batch,
+                sampling_rate=rate, expected_batch_size=batch,
+                mechanism_name=name, num_bands=bands,
                 steps=steps, delta=float(p.delta), accountant=p.accountant,
                 neighboring_relation=accounting.NEIGHBORING_RELATIONS[p.sampling],
                 dataset_size=int(dataset_size),
@@ -89,12 +120,13 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
     try:
       sigma = accounting.calibrate_noise_multiplier(
           p.target_epsilon, p.delta, steps, dataset_size, batch, p.sampling,
-          p.accountant)
+          p.accountant, mechanism=name, num_bands=bands)
     except ValueError as e:
       raise PlanError(f'config.privacy.target_epsilon={p.target_epsilon}: {e}') from e
   else:
     sigma = float(p.noise_multiplier)
-  mechanism = accounting.Mechanism(sigma, dataset_size, batch, p.sampling, p.accountant)
+  mechanism = accounting.Mechanism(sigma, dataset_size, batch, p.sampling, p.accountant,
+                                   name, bands)
   eps = accounting.epsilon(mechanism, steps, p.delta)
   if eps > p.target_epsilon * (1 + 1e-9):
     raise PlanError(

@@ -115,8 +115,26 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
     lines += [f"- Fine-tuned from `{p['pretrained_path']}`, trained by an earlier run of "
               f"this platform on {earlier.get('earlier_dataset')} (epsilon "
               f"{_fmt(earlier.get('earlier_epsilon'))}): {earlier['assumption']}.", '']
+  bandmf = []
+  if p.get('mechanism_name') == 'bandmf':
+    coefs = ', '.join(f'{c:.4g}' for c in p.get('strategy_coefs', []))
+    stds = p.get('noise_std_per_step') or []
+    bandmf = [
+        f"- BandMF: b = {p['num_bands']} bands; strategy: column-normalised banded "
+        f"Toeplitz with coefficients [{coefs}] (jax-privacy optimize_banded_toeplitz for "
+        f"{p['steps']} steps), sensitivity (max column norm) = "
+        f"{p.get('strategy_sensitivity', 1.0):.4g}; each step's noise has std "
+        f"sigma*C*sensitivity*||row t of C^-1|| per coordinate (privacy.json "
+        f"noise_std_per_step: from {_fmt(stds[0] if stds else None)} at the first step "
+        f"to {_fmt(stds[-1] if stds else None)} at the last), correlated over b steps.",
+        f"- Participation: {p.get('participation', '')}. Accounted with jax-privacy's "
+        f"amplified_bandmf_event: ceil(steps / b) rounds of the Poisson-subsampled "
+        f"Gaussian mechanism (q, sigma).",
+        "- The checkpoints of a BandMF run hold the last b-1 steps' noise (noise_state): "
+        "they are as secret as mechanism_secret.json and must not be published; the "
+        "export (parameters only) may be."]
   lines += [
-      f"- Mechanism: {p['mechanism']}.",
+      f"- Mechanism: {p['mechanism']}.", *bandmf,
       f"- Sampler: {p['sampling']} (sampling rate q = {p['sampling_rate']:.6g}, expected "
       f"batch size {p['expected_batch_size']}, dataset size N = {p['dataset_size']}).",
       f"- Neighbouring relation: {p['neighboring_relation'].replace('_', '-')} "
@@ -126,7 +144,9 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
          'so the accountant is given sigma/2).'),
       f"- Noise multiplier sigma = {p['noise_multiplier']:.6g}; clipping norm C = "
       f"{p['clipping_norm']:.6g}; noise std per coordinate sigma*C = "
-      f"{p['noise_multiplier'] * p['clipping_norm']:.6g}.",
+      f"{p['noise_multiplier'] * p['clipping_norm']:.6g}"
+      + (' (BandMF: the std of each independent draw Z_t before correlation).'
+         if p.get('mechanism_name') == 'bandmf' else '.'),
       f"- Randomness: {p.get('randomness', 'not recorded')}.",
       f"- Steps: {p.get('steps_taken', p['steps'])} taken of {p['steps']} planned.",
       f"- delta = {p['delta']:.3g}; epsilon = {_fmt(p.get('epsilon'))} "

@@ -2,7 +2,10 @@
 
 What a resumed run needs, and why saving the step is enough:
 - params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
-  saved in the checkpoint.
+  saved in the checkpoint, and noise_state: BandMF's correlated-noise state (the last
+  b-1 steps' noise, privacy/privatizers.py; empty for DP-SGD). It makes a BandMF
+  checkpoint secret, like mechanism_secret.json; the metadata records the strategy's
+  coefficients, and a resume with other coefficients is refused.
 - The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (the
   run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
   t)``, a pure function of (the run's secret noise key, t). Both secrets live in
@@ -82,7 +85,9 @@ ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
 # Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
 PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
                'expected_batch_size', 'steps', 'delta', 'accountant', 'dataset_size',
-               'non_private')
+               'non_private', 'mechanism_name', 'num_bands', 'strategy_coefs')
+# What checkpoints written before a field existed meant by it (DP-SGD has no strategy).
+_PLAN_DEFAULTS = {'mechanism_name': 'dpsgd', 'num_bands': 1}
 
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 
@@ -108,7 +113,7 @@ def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
   plan_json = plan.to_json()
   return {'seed': int(seed), 'step': int(step), 'epsilon': _number(epsilon),
           'noise_multiplier': float(plan.noise_multiplier),
-          'plan': {k: plan_json[k] for k in PLAN_FIELDS},
+          'plan': {k: plan_json[k] for k in PLAN_FIELDS if k in plan_json},
           'time': time.strftime('%Y-%m-%d %H:%M:%S')}
 
 
@@ -144,9 +149,9 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
     problems.append(f'seed: {metadata.get("seed")} in the checkpoint, {seed} now')
   new_plan = plan.to_json()
   for k in PLAN_FIELDS:
-    old = metadata.get('plan', {}).get(k)
-    if not _close(old, new_plan[k]):
-      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan[k]!r} now')
+    old = metadata.get('plan', {}).get(k, _PLAN_DEFAULTS.get(k))
+    if not _close(old, new_plan.get(k)):
+      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan.get(k)!r} now')
   step = int(metadata['step'])
   if not problems and not _close(metadata.get('epsilon'), _number(epsilon_at(step))):
     problems.append(f'epsilon after {step} steps: {metadata.get("epsilon")} in the '

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from image_classification.privacy import clipping
 from image_classification.privacy import fast_clipping
 from image_classification.privacy import noise
+from image_classification.privacy import privatizers
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import state as state_lib
 
@@ -83,9 +84,13 @@ class DPStep:
   """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
 
   def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
-               cfg: StepConfig, mesh, base_key, noise_key):
+               cfg: StepConfig, mesh, base_key, noise_key, privatizer=None):
     """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
-    secret base noise key (raw uint32[2]), step t's noise uses fold-ins of t."""
+    secret base noise key (raw uint32[2]), step t's noise uses fold-ins of t.
+    ``privatizer`` (privacy/privatizers.py): how the noise is added; DP-SGD's Gaussian
+    noise N(0, (sigma C)^2) by default."""
+    self.privatizer = privatizer or privatizers.GaussianPrivatizer(
+        cfg.noise_multiplier * cfg.clipping_norm)
     self.apply_fn = apply_fn
     self.optimizer = optimizer
     self.cfg = cfg
@@ -183,8 +188,9 @@ class DPStep:
     """Adds noise once, normalises by the expected batch size, applies optax and EMA."""
     cfg = self.cfg
     key = noise.step_noise_key(noise_key, state.step)
-    grads = noise.privatise(summed, key, cfg.noise_multiplier, cfg.clipping_norm,
-                            cfg.expected_batch_size)
+    noisy, noise_state = self.privatizer.update(summed, state.noise_state, key)
+    # The EXPECTED (public) batch size, never the realised one (noise.privatise).
+    grads = jax.tree_util.tree_map(lambda x: x / cfg.expected_batch_size, noisy)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if cfg.ema_decay > 0:
@@ -194,7 +200,7 @@ class DPStep:
     else:
       ema = params
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema)
+                              ema_params=ema, noise_state=noise_state)
     return new_state, stats
 
   def _fused_step(self, state, images, labels, mask, noise_key):
@@ -212,9 +218,11 @@ class DPStep:
     return self.apply_update(state, *total, self.noise_key)
 
 
-def init_state(params: dict, optimizer, train_only_head: bool) -> state_lib.TrainState:
+def init_state(params: dict, optimizer, train_only_head: bool,
+               privatizer=None) -> state_lib.TrainState:
   trainable, frozen = state_lib.split_params(params, train_only_head)
   return state_lib.TrainState(
       step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
       opt_state=optimizer.init(trainable),
-      ema_params=jax.tree_util.tree_map(jnp.copy, trainable))
+      ema_params=jax.tree_util.tree_map(jnp.copy, trainable),
+      noise_state=privatizer.init(trainable) if privatizer is not None else ())

@@ -12,6 +12,7 @@ The final checkpoint and the export of the final parameters (training/inference.
 come before the final evaluation and the run files, so nothing that fails after the
 last step loses the training: the same command then only evaluates and writes them.
 """
+import dataclasses
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from image_classification.models import registry
 from image_classification.privacy import accounting
 from image_classification.privacy import canary_audit
 from image_classification.privacy import mechanism_secret
+from image_classification.privacy import privatizers
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
@@ -166,7 +168,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
             'again.', flush=True)
       return done
   exp = Experiment(config, dry_run=dry_run, dataset=dataset)
-  plan = exp.plan
+  # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
+  exp.plan = plan = privatizers.with_strategy(exp.plan, workdir)
   if dry_run:
     out = exp.plan_json()
     run_files.write_json(workdir, run_files.PLAN, out)
@@ -198,7 +201,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   params = variables['params']
   if config.model.pretrained_path:  # fine-tuning: public weights, a fresh head
     params = pretrained.load_pretrained(config.model.pretrained_path, params)
-  state = dp_step.init_state(params, optimizer, config.model.train_only_head)
+  privatizer = privatizers.make(plan)
+  state = dp_step.init_state(params, optimizer, config.model.train_only_head, privatizer)
   ndev = len(exp.devices)
   capacity = sampling.batch_capacity(plan.expected_batch_size, exp.dataset_size,
                                      plan.sampling, ndev * max(t.micro_batch_size, 1))
@@ -212,9 +216,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
       per_example_grads=t.per_example_grads)
   step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
-                           noise_key=randomness.noise_key())
+                           noise_key=randomness.noise_key(), privatizer=privatizer)
   sampler = sampling.Sampler(exp.dataset_size, plan.expected_batch_size, plan.sampling,
-                             randomness.sampling_seed)
+                             randomness.sampling_seed, num_bands=plan.num_bands)
   ledger = accounting.Ledger(plan.mechanism, plan.delta)
   eval_fn = evaluation.make_eval_fn(exp.model.apply, tuple(exp.data.mean),
                                     tuple(exp.data.std))
@@ -366,9 +370,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     cross = {plan.accountant: eps}
     try:
       cross[other] = accounting.epsilon(
-          accounting.Mechanism(plan.noise_multiplier, exp.dataset_size,
-                               plan.expected_batch_size, plan.sampling, other),
-          step, plan.delta)
+          dataclasses.replace(plan.mechanism, accountant=other), step, plan.delta)
     except ValueError:
       cross[other] = None
     privacy['epsilon_rdp'], privacy['epsilon_pld'] = cross['rdp'], cross['pld']

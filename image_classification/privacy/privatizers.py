@@ -1,0 +1,196 @@
+"""Privatizers: what turns the clipped sum of a logical batch into a noisy one.
+
+Each privatizer is shaped like an optax transformation, ``init(params) -> state`` and
+``update(clipped_sum, state, key) -> (noisy_sum, state)``, with its state kept in the
+TrainState (``TrainState.noise_state``) and so checkpointed and restored with it. The
+one difference from optax: the step's noise key is an ARGUMENT of ``update``, derived
+by the trainer from the run's secret base noise key and the step
+(``noise.step_noise_key``). It is never closed over (the compilation cache must not
+hold it) and never stored in the state (checkpoints must not let anyone regenerate the
+noise). Normalising by the expected batch size is the caller's job (dp_step._update).
+
+- ``GaussianPrivatizer`` (DP-SGD): clipped_sum + N(0, (sigma C)^2) per coordinate,
+  through ``noise.add_noise``: the very operations DP-SGD always used. Stateless.
+- ``BandMFPrivatizer`` (banded matrix factorisation, Choquette-Choo et al. 2023):
+  step t adds ``sigma * C * (C_s^-1 Z)_t`` where Z_t ~ N(0, I) are independent draws
+  (one per step, from the step's key, drawn exactly as DP-SGD draws its noise) and C_s
+  is a lower-triangular b-banded Toeplitz strategy with columns normalised to L2 norm 1.
+  The noise of step t is therefore correlated with the draws of the previous b-1 steps
+  (the state keeps them). ``C_s^-1`` is jax-privacy's streaming implementation
+  (``matrix_factorization.toeplitz.inverse_as_streaming_matrix``); the coefficients come
+  from ``toeplitz.optimize_banded_toeplitz``. The mechanism is equivalent to releasing
+  C_s x + sigma C Z (x the stream of clipped sums) followed by post-processing, so its
+  sensitivity is the strategy's max column norm (1) per participation; with
+  participations at least b steps apart (cyclic Poisson sampling, data/sampling.py)
+  the accountant's event is jax-privacy's ``amplified_bandmf_event``
+  (privacy/accounting.py).
+
+Secrecy of the state: BandMF's state is the noise of the last b-1 steps (scaled). It is
+checkpointed so that a resume continues exactly, which makes a BandMF checkpoint as
+secret as WORKDIR/mechanism_secret.json: together with neighbouring iterates it would
+reveal noiseless gradient sums. Only the export (parameters) may be published. (An
+alternative that keeps checkpoints publishable: store nothing and rebuild the state on
+resume by replaying the draws Z_0..Z_{t-1} from the secret key.)
+
+Why not ``jax_privacy.noise_addition.matrix_factorization_privatizer`` itself: its
+state holds the PRNG key (it would end up in checkpoints and the train state) and it
+draws Z with its own key schedule, so b = 1 could not reproduce DP-SGD's noise bit for
+bit. We use the same streaming C^-1 it uses and feed it our secret, per-step keys.
+"""
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from image_classification.privacy import noise
+
+PyTree = Any
+
+STRATEGY_FILE = 'bandmf_strategy.json'
+OPTIMIZER_STEPS = 250
+
+
+def _draws(tree: PyTree, key: jax.Array, stddev: float) -> PyTree:
+  """stddev * N(0, I) shaped like ``tree``: the same keys and draws as noise.add_noise."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree_util.tree_unflatten(
+      treedef, [stddev * jax.random.normal(k, x.shape, x.dtype)
+                for x, k in zip(leaves, keys)])
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianPrivatizer:
+  """DP-SGD's Gaussian mechanism: independent N(0, stddev^2) noise at every step."""
+  stddev: float
+
+  def init(self, params: PyTree):
+    del params
+    return ()
+
+  def update(self, clipped_sum: PyTree, state, key: jax.Array):
+    return noise.add_noise(clipped_sum, key, self.stddev), state
+
+
+@dataclasses.dataclass(frozen=True)
+class BandMFPrivatizer:
+  """Correlated noise sigma*C * C_s^-1 Z of a column-normalised b-banded strategy.
+
+  ``coefs``: the b Toeplitz coefficients of C_s (L2 norm 1); ``steps``: the run's
+  number of steps (column normalisation is for an n = steps square matrix);
+  ``stddev``: sigma * C * sensitivity, the std of each independent draw Z_t.
+  The state is jax-privacy's streaming state of C_s^-1: the last b-1 outputs of the
+  banded solve (one float32 copy of the parameters each) and the row index.
+  """
+  coefs: tuple
+  steps: int
+  stddev: float
+
+  @property
+  def num_bands(self) -> int:
+    return len(self.coefs)
+
+  def noising_matrix(self):
+    from jax_privacy.matrix_factorization import toeplitz  # pylint: disable=g-import-not-at-top
+    return toeplitz.inverse_as_streaming_matrix(
+        jnp.asarray(self.coefs, jnp.float32), column_normalize_for_n=self.steps)
+
+  def init(self, params: PyTree):
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.float32), params)
+    return self.noising_matrix().init_multiply(abstract)
+
+  def update(self, clipped_sum: PyTree, state, key: jax.Array):
+    z = _draws(clipped_sum, key, self.stddev)
+    correlated, state = self.noising_matrix().multiply_next(z, state)
+    noisy = jax.tree_util.tree_map(lambda x, n: (x + n).astype(x.dtype),
+                                   clipped_sum, correlated)
+    return noisy, state
+
+
+def make(plan) -> Any:
+  """The privatizer of a privacy plan. BandMF with b = 1 is DP-SGD: its strategy is
+  the identity (coefficients [1]), so the Gaussian privatizer is used (same noise,
+  no state)."""
+  stddev = plan.noise_multiplier * plan.clipping_norm
+  if plan.mechanism_name == 'bandmf' and plan.num_bands > 1 and not plan.non_private:
+    if len(plan.strategy_coefs) != plan.num_bands:
+      raise ValueError('the BandMF plan has no strategy; call with_strategy first')
+    return BandMFPrivatizer(tuple(plan.strategy_coefs), plan.steps,
+                            stddev * plan.strategy_sensitivity)
+  return GaussianPrivatizer(stddev)
+
+
+# ------------------------------------------------------------------ the strategy
+def optimize_strategy(steps: int, bands: int,
+                      optimizer_steps: int = OPTIMIZER_STEPS) -> np.ndarray:
+  """jax-privacy's banded Toeplitz strategy for ``steps`` steps and ``bands`` bands,
+  optimised for the mean squared error of the prefix sums (the SGD workload); the
+  returned coefficients have L2 norm 1."""
+  if bands == 1:
+    return np.ones(1)
+  from jax_privacy.matrix_factorization import toeplitz  # pylint: disable=g-import-not-at-top
+  coefs = toeplitz.optimize_banded_toeplitz(n=steps, bands=bands,
+                                            max_optimizer_steps=optimizer_steps)
+  return np.asarray(coefs, np.float64)
+
+
+def strategy(steps: int, bands: int, cache_dir: str | None = None,
+             optimizer_steps: int = OPTIMIZER_STEPS) -> np.ndarray:
+  """``optimize_strategy``, cached in ``cache_dir``/bandmf_strategy.json (the
+  optimisation takes seconds to minutes for long runs; a resume reuses it)."""
+  path = os.path.join(cache_dir, STRATEGY_FILE) if cache_dir else None
+  key = f'steps={steps},bands={bands},optimizer_steps={optimizer_steps}'
+  cache = {}
+  if path and os.path.exists(path):
+    with open(path) as f:
+      cache = json.load(f)
+    if key in cache:
+      return np.asarray(cache[key], np.float64)
+  coefs = optimize_strategy(steps, bands, optimizer_steps)
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    cache[key] = [float(c) for c in coefs]
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(cache, f, indent=1)
+    os.replace(tmp, path)
+  return coefs
+
+
+def sensitivity(coefs, steps: int) -> float:
+  """Max column L2 norm of the column-normalised strategy: 1 by construction (checked
+  here from jax-privacy's sensitivity of the un-normalised matrix, whose columns all
+  have norm at most ||coefs|| = 1)."""
+  from jax_privacy.matrix_factorization import toeplitz  # pylint: disable=g-import-not-at-top
+  raw = math.sqrt(float(toeplitz.sensitivity_squared(jnp.asarray(coefs), n=steps)))
+  if not 0.999 < raw < 1.001:
+    raise ValueError(f'strategy coefficients have norm {raw}, expected 1')
+  return 1.0
+
+
+def with_strategy(plan, cache_dir: str | None = None):
+  """The plan with its BandMF strategy (coefficients and sensitivity) filled in."""
+  if plan.mechanism_name != 'bandmf':
+    return plan
+  coefs = strategy(plan.steps, plan.num_bands, cache_dir)
+  plan = dataclasses.replace(plan, strategy_coefs=tuple(float(c) for c in coefs),
+                             strategy_sensitivity=sensitivity(coefs, plan.steps))
+  return dataclasses.replace(plan, noise_std_per_step=tuple(
+      float(x) for x in marginal_stds(plan)))
+
+
+def marginal_stds(plan) -> np.ndarray:
+  """Per-coordinate std of the noise added at each step t = 0..steps-1:
+  sigma * C * sensitivity * ||row t of C_s^-1|| (sigma * C at every step for DP-SGD)."""
+  stddev = plan.noise_multiplier * plan.clipping_norm * plan.strategy_sensitivity
+  if plan.mechanism_name != 'bandmf' or plan.num_bands == 1:
+    return np.full(plan.steps, stddev)
+  priv = BandMFPrivatizer(tuple(plan.strategy_coefs), plan.steps, stddev)
+  rows = np.asarray(priv.noising_matrix().row_norms_squared(plan.steps), np.float64)
+  return stddev * np.sqrt(rows)
