@@ -247,7 +247,11 @@ def _join_distributed_job() -> None:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
   if joined and not distributed.is_writer():
-    sys.stdout = open(os.devnull, 'w')  # pylint: disable=consider-using-with
+    # Python's prints and the C++ libraries' (gloo) alike: fd 1 goes to /dev/null.
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def main(argv):
