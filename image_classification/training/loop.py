@@ -25,6 +25,7 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification.data import catalog
+from image_classification.data import prefetch
 from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.data import validation
@@ -293,9 +294,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   final_row = None
   startup_sec = None  # launch to the end of the first step: loading and compiling
   step = int(state.step)
-  with control, progress:
+  # The next batches are read in the background while the devices compute; the thread
+  # is stopped however the loop ends (the last step, an exception, Ctrl-C).
+  batches = prefetch.Prefetcher(batch_of, range(step, plan.steps),
+                                depth=config.data.get('prefetch', 0))
+  with control, progress, batches:
     while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
-      chunks, num_real = batch_of(step)
+      chunks, num_real = batches.get(step)
       state, stats = step_fn.run(state, chunks)
       pending.append(stats)
       step += 1
