@@ -254,6 +254,15 @@ def _join_distributed_job() -> None:
     os.close(devnull)
 
 
+def _which_process() -> str:
+  """'process I of N: ' in a multi-process job (each process prints its errors)."""
+  if 'jax' not in sys.modules:
+    return ''
+  import jax  # pylint: disable=g-import-not-at-top
+  count = jax.process_count()
+  return f'process {jax.process_index()} of {count}: ' if count > 1 else ''
+
+
 def main(argv):
   del argv
   _split_host_into_devices(_HOST_DEVICES.value)
@@ -316,7 +325,7 @@ def main(argv):
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
           mechanism_secret.SecretError, distributed.DistributedError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {_which_process()}{e}', file=sys.stderr)
     sys.exit(2)
   except run_control.Stopped as e:  # Ctrl-C / SIGTERM: a checkpoint was saved
     print(e.message, file=sys.stderr, flush=True)
