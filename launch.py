@@ -10,6 +10,9 @@
   python launch.py --predict=WORKDIR --images=DIR_OR_FILES
   Ctrl-C or SIGTERM during training saves a checkpoint; the same command resumes.
   add --host_devices=2 on a 2-core CPU: one XLA device per core (see --help)
+  several processes (hosts): the same command in each, plus
+    --coordinator_address=HOST:PORT --num_processes=N --process_id=I   (explicit), or
+    --distributed   (jax.distributed detects SLURM, Kubernetes / GKE, Cloud TPU)
 """
 import difflib
 import os
@@ -49,6 +52,22 @@ _HOST_DEVICES = flags.DEFINE_integer(
     'XLA:CPU runs each convolution on one core, so on 2 cores 2 devices train a '
     'WRN-16-4 about 1.3x faster (results/benchmarks.md). 0 keeps JAX\'s default. '
     'The batch size must split over the devices.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-process training: HOST:PORT of process 0, which '
+    'runs the jax.distributed coordinator; with --num_processes and --process_id. '
+    'Every process runs the same command (same --config, overrides and --workdir on a '
+    'shared file system); process 0 alone writes the run files and prints.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-process training: how many processes the job has.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-process training: this process\'s index, 0..N-1.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-process training with the cluster detected by '
+    'jax.distributed.initialize() (SLURM, Kubernetes / GKE, Cloud TPU).')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_float(
+    'distributed_timeout', 120.0, 'Multi-process training: seconds to wait for every '
+    'process to join, and for a silent process to be declared dead during the run; '
+    'then the others stop with a message (re-running the same command resumes).')
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', None,
     "JAX's persistent compilation cache, so that a resumed run, a sweep's later points "
@@ -219,16 +238,46 @@ def _use_a_trained_model(config) -> None:
           f'({len(rows)} images)', flush=True)
 
 
+def _join_distributed_job() -> None:
+  """jax.distributed.initialize for a multi-process job (nothing for one process);
+  the processes other than 0 then print nothing to stdout (errors still reach stderr)."""
+  from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    joined = distributed.initialize(
+        _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+        auto=_DISTRIBUTED.value, timeout_s=_DISTRIBUTED_TIMEOUT.value)
+  except distributed.DistributedError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  if joined and not distributed.is_writer():
+    # Python's prints and the C++ libraries' (gloo) alike: fd 1 goes to /dev/null.
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _which_process() -> str:
+  """'process I of N: ' in a multi-process job (each process prints its errors)."""
+  if 'jax' not in sys.modules:
+    return ''
+  import jax  # pylint: disable=g-import-not-at-top
+  count = jax.process_count()
+  return f'process {jax.process_index()} of {count}: ' if count > 1 else ''
+
+
 def main(argv):
   del argv
   _split_host_into_devices(_HOST_DEVICES.value)
   _enable_compilation_cache(_compilation_cache_dir(_COMPILATION_CACHE_DIR.value))
+  _join_distributed_job()
   # Imported after flag parsing so that --help is instant.
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
   from image_classification.privacy import mechanism_secret  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
   from image_classification.training import inference  # pylint: disable=g-import-not-at-top
   from image_classification.training import run_control  # pylint: disable=g-import-not-at-top
   progress.quiet_library_logs()
@@ -279,8 +328,8 @@ def main(argv):
       return
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
-          mechanism_secret.SecretError) as e:
-    print(f'error: {e}', file=sys.stderr)
+          mechanism_secret.SecretError, distributed.DistributedError) as e:
+    print(f'error: {_which_process()}{e}', file=sys.stderr)
     sys.exit(2)
   except run_control.Stopped as e:  # Ctrl-C / SIGTERM: a checkpoint was saved
     print(e.message, file=sys.stderr, flush=True)

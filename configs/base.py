@@ -37,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Hold out this fraction of the training split (stratified, fixed seed) as a
   # validation split for model selection; the accountant's N is what is left.
   config.data.validation_fraction = 0.0
+  # Batches read (and put on the devices) in the background, this many steps ahead of
+  # the step being computed; 0 reads each batch when its step starts. The batches are
+  # the same either way (data/prefetch.py).
+  config.data.prefetch = 2
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()

@@ -51,6 +51,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
   if d.path and not os.path.exists(d.path):
     _fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
           "dataset's original files, or leave it empty to use tfds")
+  if d.get('prefetch', 0) < 0:
+    _fail('data.prefetch', d.prefetch, 'must be >= 0 (0: no background loading)')
   if d.augmult < 1:
     _fail('data.augmult', d.augmult, 'must be >= 1 (1 means no augmentation multiplicity)')
   for field in ('max_train_examples', 'max_test_examples'):

@@ -75,6 +75,7 @@ IGNORED_CONFIG_FIELDS = (
     'training.eval_batch_size',
     'training.checkpoint_every_steps',
     'training.checkpoint_every_minutes',
+    'data.prefetch',
 )
 
 # Fields added after some workdirs were written: absent from an older config.json

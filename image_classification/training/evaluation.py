@@ -5,6 +5,7 @@ import numpy as np
 
 from image_classification.data import augmentation
 from image_classification.reporting import progress
+from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
 
 
@@ -28,14 +29,14 @@ def evaluate(eval_fn, params, source, batch_size: int, mesh) -> float:
   correct = total = 0
   starts = range(0, n, batch_size)
   for start in progress.iterate(starts, len(starts), 'evaluating'):
-    idx = np.arange(start, min(start + batch_size, n))
-    images, labels = source.get(idx)
-    pad = batch_size - len(idx)
-    mask = np.concatenate([np.ones(len(idx), bool), np.zeros(pad, bool)])
-    if pad:
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    c, t = eval_fn(params, *jax.device_put((images, labels, mask), sharding))
+    # Padded to batch_size with masked slots (index 0); with several processes each
+    # reads only the rows its devices hold (training/distributed.py).
+    idx = np.zeros(batch_size, np.int64)
+    real = np.arange(start, min(start + batch_size, n))
+    idx[:len(real)] = real
+    mask = np.arange(batch_size) < len(real)
+    batch = distributed.global_batch(sharding, idx, mask, source.get)
+    c, t = eval_fn(params, *batch)
     correct += int(c)
     total += int(t)
   return correct / max(total, 1)

@@ -26,6 +26,7 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification.data import catalog
+from image_classification.data import prefetch
 from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.data import validation
@@ -39,6 +40,7 @@ from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
 from image_classification.reporting import wandb_logger
 from image_classification.training import checkpoint
+from image_classification.training import distributed
 from image_classification.training import dp_step
 from image_classification.training import evaluation
 from image_classification.training import inference
@@ -156,6 +158,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   config; the ledger continues from the restored step, it is never reset.
   """
   start = time.time()
+  writer = distributed.is_writer()  # process 0 alone writes the run files and prints
+  # Every process of a job must run the same config (the same batches, the same step).
+  distributed.check_same(json.dumps(config.to_dict(), sort_keys=True, default=str),
+                         'config')
   # Before loading anything; a dry run too, so that its plan.json never contradicts
   # the run files of another config already in the workdir.
   checkpoint.check_config(workdir, config)
@@ -172,7 +178,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   exp.plan = plan = privatizers.with_strategy(exp.plan, workdir)
   if dry_run:
     out = exp.plan_json()
-    run_files.write_json(workdir, run_files.PLAN, out)
+    if writer:
+      run_files.write_json(workdir, run_files.PLAN, out)
     print(f'dry run: {config.model.name} ({exp.num_params:,} parameters) on '
           f'{config.data.name} (N={exp.dataset_size}, images '
           f'{"x".join(map(str, exp.image_shape))}, {exp.data.num_classes} classes); '
@@ -182,12 +189,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
           f'{os.path.join(workdir, run_files.PLAN)}', flush=True)
     return out
 
-  run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
+  if writer:
+    run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
   checkpoints = checkpoint.Checkpoints(workdir)
   # The noise key and the batch-selection seed: secret, from the workdir's private file
   # (drawn from OS entropy for a new run); never derived from config.seed unless the
-  # insecure testing switch is on.
-  randomness = mechanism_secret.for_run(
+  # insecure testing switch is on. With several processes, process 0 reads or creates
+  # the file and broadcasts the secret: every process draws the same batches and noise.
+  randomness = distributed.shared_randomness(
       workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()))
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
@@ -230,7 +239,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     return math.inf if plan.non_private else ledger.epsilon(step)
 
   def write_privacy(step):
-    run_files.write_json(workdir, run_files.PRIVACY,
+    if writer:
+      run_files.write_json(workdir, run_files.PRIVACY,
                          exp.privacy_json(step, epsilon_at(step)))
 
   restored = checkpoints.restore_latest(state)
@@ -249,11 +259,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   tracker.log_privacy(exp.plan_json())
 
   def batch_of(step):
-    chunks = []
-    for idx, mask in sampling.pad_chunks(sampler.indices(step), capacity):
-      images, labels = exp.data.train.get(idx, step=step)
-      chunks.append(jax.device_put((images, labels, mask), sharding))
-    return chunks
+    """Step's logical batch as global arrays, and its number of real examples. Every
+    process draws the same indices; each reads only the rows its devices hold."""
+    indices = sampler.indices(step)
+    load = lambda idx: exp.data.train.get(idx, step=step)
+    return [distributed.global_batch(sharding, idx, mask, load)
+            for idx, mask in sampling.pad_chunks(indices, capacity)], len(indices)
 
   print(f'{config.model.name} ({exp.num_params:,} params) on {config.data.name} '
         f'(N={exp.dataset_size}, images {"x".join(map(str, exp.image_shape))}, '
@@ -266,8 +277,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
            f'{plan.sampling})'), flush=True)
 
   # Rows after the restored step are dropped: those steps are redone.
-  metrics = run_files.MetricsWriter(
+  metrics = (run_files.MetricsWriter(
       workdir, truncate_after_step=start_step if restored is not None else None)
+             if writer else _NoMetrics())
   progress = progress_lib.Progress(
       plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult)
   log_every = max(1, t.log_every_steps or plan.steps)
@@ -288,9 +300,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   final_row = None
   startup_sec = None  # launch to the end of the first step: loading and compiling
   step = int(state.step)
-  with control, progress:
+  # The next batches are read in the background while the devices compute; the thread
+  # is stopped however the loop ends (the last step, an exception, Ctrl-C).
+  batches = prefetch.Prefetcher(batch_of, range(step, plan.steps),
+                                depth=config.data.get('prefetch', 0))
+  with control, progress, batches:
     while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
-      chunks = batch_of(step)
+      chunks, num_real = batches.get(step)
       state, stats = step_fn.run(state, chunks)
       pending.append(stats)
       step += 1
@@ -300,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         startup_sec = timer - start
         progress.start(step)
       else:
-        images_seen += sum(int(c[2].sum()) for c in chunks) * config.data.augmult
+        images_seen += num_real * config.data.augmult
       progress.step(step, epsilon_at, pending)
       final = step == plan.steps
       stop = not final and control.stop_requested()
@@ -374,10 +390,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     except ValueError:
       cross[other] = None
     privacy['epsilon_rdp'], privacy['epsilon_pld'] = cross['rdp'], cross['pld']
-  run_files.write_json(workdir, run_files.PRIVACY, privacy)
-  with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
-    f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
-                                       privacy.get('epsilon_pld')))
+  if writer:
+    run_files.write_json(workdir, run_files.PRIVACY, privacy)
+    with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
+      f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
+                                         privacy.get('epsilon_pld')))
   clock.update(step)
   summary = {
       **({'WARNING': mechanism_secret.INSECURE_WARNING} if randomness.insecure else {}),
@@ -398,8 +415,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'device': mesh_lib.describe(exp.devices)}
   if exp.validation is not None:
     summary['validation_accuracy'] = final_accuracies['validation_accuracy']
-  run_files.write_json(workdir, run_files.SUMMARY, summary)
-  mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it
+  if writer:
+    run_files.write_json(workdir, run_files.SUMMARY, summary)
+    mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it
   tracker.log_privacy(privacy)
   tracker.log_summary(summary)
   tracker.close()
@@ -413,6 +431,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   return summary
+
+
+class _NoMetrics:
+  """metrics.jsonl on the processes that do not write (all but process 0)."""
+
+  def write(self, row):
+    del row
+
+  def close(self):
+    pass
 
 
 def _accuracies(eval_fn, params, exp: Experiment, batch_size: int) -> dict:

@@ -1,0 +1,256 @@
+"""Several processes (hosts) on jax.distributed: joining, one writer, host-local batches.
+
+JAX's multi-controller runtime does the work: every process runs the same program, the
+mesh (training/mesh.py) spans the devices of all processes, and the DP step's
+shard_map psum sums the clipped per-example gradients across all of them. This module
+holds the few things the trainer must add:
+
+- ``initialize``: joins the job (explicit coordinator/num_processes/process_id, or
+  cluster auto-detection), within a bounded time and with a message that names the
+  process and the cause; then checks that every process was told the same number of
+  processes.
+- ``is_writer``: process 0 alone writes the run files and prints.
+- ``global_batch``: each process reads only its rows of a logical batch and the global
+  array is assembled with ``jax.make_array_from_process_local_data``; no host ever
+  holds the whole batch.
+- ``shared_randomness``: the run's secret (privacy/mechanism_secret.py) read or created
+  by process 0 alone and broadcast to the others over the collectives; it never
+  reaches a published file.
+- ``check_same``: a value that must be equal on every process (the config) is compared.
+
+Privacy (DESIGN.md invariant 12): every process draws the same global batch indices
+(``Sampler.indices(step)`` depends only on the step and the shared secret sampling
+seed) and passes the same noise key to the step; each loads only its slice; the step
+adds the noise once, after the global sum. Nothing about the guarantee depends on the
+number of processes.
+"""
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+
+DEFAULT_TIMEOUT_S = 120
+
+
+class DistributedError(RuntimeError):
+  """A multi-process job cannot start or continue; the message names the cause."""
+
+
+# ---------------------------------------------------------------------- joining
+def _reachable(address: str, timeout: float = 2.0) -> bool:
+  host, _, port = address.rpartition(':')
+  try:
+    with socket.create_connection((host.strip('[]') or 'localhost', int(port)), timeout):
+      return True
+  except (OSError, ValueError):
+    return False
+
+
+def _timeout_message(address, num_processes, process_id, timeout_s) -> str:
+  who = f'process {process_id}' if process_id is not None else 'this process'
+  if address is None:
+    return (f'error: {who} could not join the auto-detected multi-process job within '
+            f'{timeout_s:g} s (--distributed_timeout): check that every process of the '
+            'job was started and that the coordinator is reachable')
+  if process_id == 0:
+    return (f'error: process 0 (the coordinator, at {address}) waited {timeout_s:g} s '
+            f'(--distributed_timeout) for the {num_processes} processes of '
+            f'--num_processes={num_processes} to join, and not all did: start every '
+            f'process with the same --coordinator_address={address} and '
+            f'--num_processes={num_processes}, and --process_id from 0 to '
+            f'{num_processes - 1}')
+  if not _reachable(address):
+    return (f'error: process {process_id} cannot reach the coordinator at {address} '
+            f'within {timeout_s:g} s (--distributed_timeout): nothing answers there. '
+            'Start process 0 (which runs the coordinator) on that host and port, or fix '
+            '--coordinator_address')
+  return (f'error: process {process_id} reached the coordinator at {address} but the '
+          f'job did not start within {timeout_s:g} s (--distributed_timeout): not every '
+          f'process joined, or they disagree on --num_processes (this one has '
+          f'{num_processes}); start all with the same --num_processes and distinct '
+          '--process_id')
+
+
+def initialize(coordinator_address: str | None = None,
+               num_processes: int | None = None, process_id: int | None = None,
+               auto: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+  """Joins a multi-process job; returns False (and does nothing) for a single process.
+
+  Explicit: all of ``coordinator_address`` (HOST:PORT), ``num_processes`` and
+  ``process_id``. ``auto``: ``jax.distributed.initialize()`` detects the cluster
+  (SLURM, Kubernetes/GKE, Cloud TPU); given values override what it detects.
+
+  Bounded time: when the job has not started after ``timeout_s`` (the coordinator is
+  unreachable, a process is missing, the processes disagree on num_processes), the
+  process prints why and exits with status 2. jax's own timeout would abort the
+  process with a C++ stack trace, so it is set beyond ours. ``timeout_s`` is also the
+  heartbeat timeout: once training, a process that dies is noticed by the others
+  within about that time (they stop too; re-running the same command resumes).
+  Must run before anything touches jax's backends (jax.devices()).
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if not auto and all(v is None for v in explicit):
+    return False
+  if not auto and any(v is None for v in explicit):
+    missing = [n for n, v in zip(('--coordinator_address', '--num_processes',
+                                  '--process_id'), explicit) if v is None]
+    raise DistributedError(
+        f'a multi-process job needs --coordinator_address, --num_processes and '
+        f'--process_id together (missing {", ".join(missing)}), or --distributed alone '
+        'to let jax.distributed detect the cluster (SLURM, Kubernetes, Cloud TPU)')
+  if num_processes is not None and num_processes < 1:
+    raise DistributedError(f'--num_processes={num_processes}: must be at least 1')
+  if (process_id is not None and num_processes is not None
+      and not 0 <= process_id < num_processes):
+    raise DistributedError(f'--process_id={process_id}: must be in 0..{num_processes - 1} '
+                           f'for --num_processes={num_processes}')
+  if timeout_s <= 0:
+    raise DistributedError(f'--distributed_timeout={timeout_s}: must be positive seconds')
+  # On the CPU the cross-process collectives are gloo's (no-op for GPU/TPU backends).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+
+  def give_up():
+    print(_timeout_message(coordinator_address, num_processes, process_id, timeout_s),
+          file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access  # the main thread is stuck in C++
+
+  watchdog = threading.Timer(timeout_s, give_up)
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id, initialization_timeout=int(timeout_s) + 60,
+        heartbeat_timeout_seconds=max(int(timeout_s), 10))
+    # The processes must agree on how many they are: a process given another
+    # --num_processes than the coordinator's would otherwise join silently.
+    told = _allgather(np.asarray([num_processes if num_processes is not None else -1,
+                                  jax.process_index()], np.int64))
+  except (RuntimeError, ValueError) as e:
+    raise DistributedError(
+        f'{"process " + str(process_id) if process_id is not None else "this process"} '
+        f'could not join the multi-process job: {e}') from e
+  finally:
+    watchdog.cancel()
+  count = jax.process_count()
+  wrong = [(int(i), int(n)) for n, i in told if n not in (-1, count)]
+  if wrong:
+    raise DistributedError(
+        f'process {jax.process_index()}: the job has {count} processes (the '
+        f'coordinator\'s --num_processes), but process(es) '
+        + ', '.join(f'{i} (--num_processes={n})' for i, n in wrong)
+        + ' were told otherwise: start every process with the same --num_processes')
+  return True
+
+
+# ---------------------------------------------------------------------- collectives
+def _allgather(x: np.ndarray) -> np.ndarray:
+  """``x`` of every process, stacked in process order (x itself with one process)."""
+  if jax.process_count() == 1:
+    return np.asarray(x)[None]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=False))
+
+
+def _broadcast(x: np.ndarray) -> np.ndarray:
+  """Process 0's ``x`` on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))
+
+
+def is_writer() -> bool:
+  """Whether this process writes the run files and prints (process 0)."""
+  return jax.process_index() == 0
+
+
+def check_same(value: str, what: str) -> None:
+  """Raises DistributedError on every process unless ``value`` is equal on all."""
+  if jax.process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.sha256(value.encode()).digest(), np.uint8)
+  digests = _allgather(digest)
+  differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+  if differ:
+    raise DistributedError(
+        f'process(es) {differ} run with a different {what} than process 0: every '
+        'process of a job must get the same --config and --config.* overrides')
+
+
+def barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+# ---------------------------------------------------------------------- the secret
+def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool):
+  """``mechanism_secret.for_run`` with several processes: process 0 reads or creates
+  the workdir's private file alone and broadcasts the 32 secret bytes; every process
+  then derives the same noise key and sampling seed. A failure on process 0 (a missing
+  file for a resume) stops every process, with process 0 naming the file."""
+  from image_classification.privacy import mechanism_secret as ms  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1 or insecure:
+    return ms.for_run(workdir, seed, insecure, resuming)
+  message = np.zeros(1 + ms._SECRET_BYTES, np.uint8)  # pylint: disable=protected-access
+  error = None
+  if is_writer():
+    try:
+      if os.path.exists(ms.path(workdir)):
+        secret = ms.read(workdir)
+      else:
+        ms.for_run(workdir, seed, insecure, resuming)  # raises if resuming; else creates
+        secret = ms.read(workdir)
+      message[0] = 1
+      message[1:] = np.frombuffer(secret, np.uint8)
+    except ms.SecretError as e:
+      error = e
+  message = _broadcast(message)
+  if error is not None:
+    raise error
+  if not message[0]:
+    raise ms.SecretError('process 0 could not read or create the run\'s secret '
+                         f'{ms.path(workdir)} (see its error): stopping')
+  return ms.from_secret(bytes(message[1:]))
+
+
+# ---------------------------------------------------------------------- batches
+def local_rows(sharding, size: int) -> slice:
+  """The rows of a [size, ...] array, sharded by ``sharding`` along its first axis,
+  that this process's devices hold (one contiguous block: the mesh lists each
+  process's devices together)."""
+  starts, stops = [], []
+  for index in sharding.addressable_devices_indices_map((size,)).values():
+    rows = index[0]
+    starts.append(rows.start or 0)
+    stops.append(size if rows.stop is None else rows.stop)
+  start, stop = min(starts), max(stops)
+  covered = sum(b - a for a, b in set(zip(starts, stops)))
+  if covered != stop - start:
+    raise ValueError(f'this process\'s rows of the batch are not contiguous '
+                     f'({sorted(set(zip(starts, stops)))}): the mesh must list each '
+                     'process\'s devices together')
+  return slice(start, stop)
+
+
+def global_batch(sharding, indices: np.ndarray, mask: np.ndarray, load):
+  """(images, labels, mask) as global arrays sharded by ``sharding``.
+
+  ``indices``/``mask``: the padded global batch (the same on every process);
+  ``load(indices) -> (images, labels)`` reads examples. Only this process's rows
+  are loaded.
+  """
+  rows = local_rows(sharding, len(indices))
+  return assemble(sharding, len(indices), (*load(indices[rows]), mask[rows]))
+
+
+def assemble(sharding, size: int, local_arrays):
+  """Global arrays of ``size`` rows from each process's rows (see local_rows)."""
+  return tuple(jax.make_array_from_process_local_data(sharding, x, (size,) + x.shape[1:])
+               for x in local_arrays)

@@ -1,0 +1,64 @@
+"""training/distributed.py in one process (the multi-process runs are in
+test_multiprocess.py): flag checks, host-local rows and global batches, the secret."""
+import jax
+import numpy as np
+import pytest
+
+from image_classification.privacy import mechanism_secret
+from image_classification.training import distributed
+from image_classification.training import mesh as mesh_lib
+
+
+def test_one_process_needs_no_flag_and_joins_nothing():
+  assert distributed.initialize() is False
+  assert distributed.is_writer()
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(coordinator_address='localhost:1234'), 'missing --num_processes, --process_id'),
+    (dict(num_processes=2, process_id=0), 'missing --coordinator_address'),
+    (dict(coordinator_address='h:1', num_processes=2, process_id=2), r'0\.\.1'),
+    (dict(coordinator_address='h:1', num_processes=0, process_id=0), 'at least 1'),
+    (dict(coordinator_address='h:1', num_processes=2, process_id=0, timeout_s=0),
+     'positive'),
+])
+def test_incomplete_or_wrong_flags_are_named(kwargs, match):
+  with pytest.raises(distributed.DistributedError, match=match):
+    distributed.initialize(**kwargs)
+
+
+def test_one_process_holds_every_row_and_the_global_batch_is_the_batch():
+  mesh = mesh_lib.make_mesh()
+  sharding = mesh_lib.batch_sharding(mesh)
+  n = 4 * len(jax.devices())
+  assert distributed.local_rows(sharding, n) == slice(0, n)
+  images = np.arange(100 * 3, dtype=np.uint8).reshape(100, 3)
+  labels = np.arange(100, dtype=np.int32) % 7
+  idx = np.arange(n) * 3 % 100
+  mask = np.arange(n) < n - 1
+  loaded = []
+
+  def load(i):
+    loaded.append(i)
+    return images[i], labels[i]
+
+  x, y, m = distributed.global_batch(sharding, idx, mask, load)
+  np.testing.assert_array_equal(loaded[0], idx)
+  np.testing.assert_array_equal(np.asarray(x), images[idx])
+  np.testing.assert_array_equal(np.asarray(y), labels[idx])
+  np.testing.assert_array_equal(np.asarray(m), mask)
+  assert x.sharding == sharding
+
+
+def test_shared_randomness_with_one_process_is_the_workdir_secret(tmp_path):
+  first = distributed.shared_randomness(str(tmp_path), 0, insecure=False, resuming=False)
+  again = mechanism_secret.for_run(str(tmp_path), 0, insecure=False, resuming=True)
+  assert first.noise_key_words == again.noise_key_words
+  assert first.sampling_seed == again.sampling_seed
+  with pytest.raises(mechanism_secret.SecretError, match='missing'):
+    distributed.shared_randomness(str(tmp_path / 'other'), 0, insecure=False,
+                                  resuming=True)
+
+
+def test_check_same_is_free_with_one_process():
+  distributed.check_same('anything', 'config')
