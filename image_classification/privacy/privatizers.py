@@ -25,12 +25,12 @@ noise). Normalising by the expected batch size is the caller's job (dp_step._upd
   the accountant's event is jax-privacy's ``amplified_bandmf_event``
   (privacy/accounting.py).
 
-Secrecy of the state: BandMF's state is the noise of the last b-1 steps (scaled). It is
-checkpointed so that a resume continues exactly, which makes a BandMF checkpoint as
-secret as WORKDIR/mechanism_secret.json: together with neighbouring iterates it would
-reveal noiseless gradient sums. Only the export (parameters) may be published. (An
-alternative that keeps checkpoints publishable: store nothing and rebuild the state on
-resume by replaying the draws Z_0..Z_{t-1} from the secret key.)
+Secrecy of the state: BandMF's state is the noise of the last b-1 steps (scaled):
+together with neighbouring iterates it would reveal noiseless gradient sums. So it is
+NEVER written: checkpoints hold ``publishable(state)`` (the noise state zeroed), and a
+resume rebuilds it with ``replay``, which re-draws Z_0..Z_{t-1} from the secret key and
+runs them through C_s^-1 (the state depends on the draws only, never on the data).
+Checkpoints of a BandMF run are thus as publishable as DP-SGD's.
 
 Why not ``jax_privacy.noise_addition.matrix_factorization_privatizer`` itself: its
 state holds the PRNG key (it would end up in checkpoints and the train state) and it
@@ -111,6 +111,33 @@ class BandMFPrivatizer:
     noisy = jax.tree_util.tree_map(lambda x, n: (x + n).astype(x.dtype),
                                    clipped_sum, correlated)
     return noisy, state
+
+
+def publishable(state):
+  """The TrainState as checkpoints hold it: the secret noise state zeroed."""
+  return state.replace(noise_state=jax.tree_util.tree_map(jnp.zeros_like,
+                                                          state.noise_state))
+
+
+def replay(privatizer, params: PyTree, noise_key, steps: int):
+  """The privatizer's state after ``steps`` steps, rebuilt from the secret noise key.
+
+  Each step's update is run on a zero clipped sum with that step's key
+  (noise.step_noise_key, as dp_step._update derives it): the state depends only on
+  the draws, so this equals the state the run had. Cost: ``steps`` noise draws.
+  """
+  state = privatizer.init(params)
+  if not jax.tree_util.tree_leaves(state) or steps == 0:
+    return state
+  zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), params)
+
+  @jax.jit
+  def run(state, key):
+    def body(t, s):
+      return privatizer.update(zeros, s, noise.step_noise_key(key, t))[1]
+    return jax.lax.fori_loop(0, steps, body, state)
+
+  return run(state, jnp.asarray(noise_key))
 
 
 def make(plan) -> Any:

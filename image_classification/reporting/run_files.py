@@ -130,9 +130,8 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
         f"- Participation: {p.get('participation', '')}. Accounted with jax-privacy's "
         f"amplified_bandmf_event: ceil(steps / b) rounds of the Poisson-subsampled "
         f"Gaussian mechanism (q, sigma).",
-        "- The checkpoints of a BandMF run hold the last b-1 steps' noise (noise_state): "
-        "they are as secret as mechanism_secret.json and must not be published; the "
-        "export (parameters only) may be."]
+        "- The correlated-noise state (the last b-1 steps' noise) is secret: checkpoints "
+        "hold it zeroed and a resume rebuilds it from the secret noise key."]
   lines += [
       f"- Mechanism: {p['mechanism']}.", *bandmf,
       f"- Sampler: {p['sampling']} (sampling rate q = {p['sampling_rate']:.6g}, expected "

@@ -2,10 +2,11 @@
 
 What a resumed run needs, and why saving the step is enough:
 - params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
-  saved in the checkpoint, and noise_state: BandMF's correlated-noise state (the last
-  b-1 steps' noise, privacy/privatizers.py; empty for DP-SGD). It makes a BandMF
-  checkpoint secret, like mechanism_secret.json; the metadata records the strategy's
-  coefficients, and a resume with other coefficients is refused.
+  saved in the checkpoint. BandMF's correlated-noise state (the last b-1 steps'
+  noise, privacy/privatizers.py) is secret and is saved ZEROED
+  (``privatizers.publishable``); a resume rebuilds it from the secret noise key
+  (``privatizers.replay``). The metadata records the strategy's coefficients, and a
+  resume with other coefficients is refused.
 - The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (the
   run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
   t)``, a pure function of (the run's secret noise key, t). Both secrets live in

@@ -248,6 +248,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   if restored is not None:
     checkpoint.check_resume(restored.metadata, config.seed, plan, epsilon_at)
     state, start_step = restored.state, restored.step
+    # Checkpoints never hold the noise state (it is secret): rebuild it from the key.
+    state = state.replace(noise_state=jax.device_put(
+        privatizers.replay(privatizer, state.params, randomness.noise_key(), start_step),
+        mesh_lib.replicated(exp.mesh)))
     print(f'resuming from the checkpoint of step {start_step} in '
           f'{checkpoints.directory} (epsilon spent so far {epsilon_at(start_step):.4f}; '
           'the ledger continues from there)', flush=True)
@@ -288,8 +292,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   clock = run_control.WallClock(workdir, start_step, start_time=start)
 
   def save_checkpoint(state, step):
-    checkpoints.save(state, checkpoint.make_metadata(config.seed, step,
-                                                     epsilon_at(step), plan))
+    checkpoints.save(privatizers.publishable(state),  # no secret noise state
+                     checkpoint.make_metadata(config.seed, step, epsilon_at(step), plan))
     write_privacy(step)
     control.checkpoint_saved()
     clock.update(step)

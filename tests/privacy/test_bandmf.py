@@ -90,6 +90,39 @@ def test_noise_covariance_and_marginal_scale_match_the_strategy():
   assert np.var(z.sum(axis=0)) < 0.8 * STEPS * stddev**2
 
 
+def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out():
+  """Checkpoints hold the secret noise state zeroed; ``replay`` re-derives it from the
+  key, equal to the state of the run, so the next step's noise is the same."""
+  plan = _bandmf_plan()
+  privatizer = privatizers.make(plan)
+  params = {'w': jnp.zeros((6, 4)), 'b': jnp.zeros((4,))}
+  key = np.array([5, 9], np.uint32)
+  state = privatizer.init(params)
+  update = jax.jit(privatizer.update)
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  for t in range(7):
+    _, state = update(zeros, state, noise.step_noise_key(key, t))
+  rebuilt = privatizers.replay(privatizer, params, key, 7)
+  for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(rebuilt)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+  assert any(np.any(np.asarray(x)) for x in jax.tree_util.tree_leaves(state))
+  next_key = noise.step_noise_key(key, 7)
+  np.testing.assert_allclose(update(zeros, rebuilt, next_key)[0]['w'],
+                             update(zeros, state, next_key)[0]['w'], rtol=1e-6, atol=1e-7)
+  # Another key gives another state: the replay really depends on the secret.
+  other = privatizers.replay(privatizer, params, np.array([5, 10], np.uint32), 7)
+  floats = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)  # pylint: disable=g-long-lambda
+                                        if jnp.issubdtype(x.dtype, jnp.floating)])
+  assert not np.allclose(floats(other), floats(state))
+  # What a checkpoint holds: no noise at all.
+  from image_classification.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  train_state = state_lib.TrainState(step=jnp.int32(7), params=params, frozen={},
+                                     opt_state=(), ema_params=params, noise_state=state)
+  saved = privatizers.publishable(train_state)
+  assert not any(np.any(np.asarray(x))
+                 for x in jax.tree_util.tree_leaves(saved.noise_state))
+
+
 def test_one_band_is_exactly_the_gaussian_noise():
   params = {'w': jnp.ones((7, 5)), 'b': jnp.ones((5,))}
   key = np.array([3, 4], np.uint32)
