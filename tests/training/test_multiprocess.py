@@ -9,6 +9,13 @@ devices each (jax.distributed, gloo collectives, the coordinator on localhost).
   bounded time) and the same commands resume it exactly.
 - An unreachable coordinator and a mismatched --num_processes give one clear error
   line within the bounded time.
+
+Privacy (DESIGN.md invariant 12): with sigma = 2 a second noise draw (per process) or
+a missing cross-process sum would move the parameters far beyond the tolerance, and
+different batch indices would change realized_batch_size and the loss; so equality
+with the one-process run checks that every process drew the same batches and the same
+noise key, that the clipped sums were summed across processes and that the noise was
+added once. The accountant's epsilon is compared exactly.
 """
 import json
 import os
