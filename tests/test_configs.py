@@ -238,7 +238,9 @@ def test_trains_two_steps_on_tiny_inputs(name, tmp_path):
         sigma=summary['noise_multiplier'], n=privacy['dataset_size'],
         b=config.training.batch_size, steps=summary['steps'],
         delta=config.privacy.delta, sampling=config.privacy.sampling,
-        accountant=config.privacy.accountant)
+        accountant=config.privacy.accountant,
+        num_bands=privacy.get('num_bands', 1)
+        if privacy.get('mechanism_name') == 'bandmf' else 1)
     assert summary['epsilon'] == pytest.approx(eps, rel=1e-6)
   assert all(np.isfinite(r['train_loss']) for r in rows if 'train_loss' in r)
 
@@ -248,7 +250,8 @@ def _reference_epsilon(plan):
   return wiring_helpers.reference_epsilon(
       sigma=plan['noise_multiplier'], n=plan['dataset_size'],
       b=plan['expected_batch_size'], steps=plan['steps'], delta=plan['delta'],
-      sampling=plan['sampling'], accountant=plan['accountant'])
+      sampling=plan['sampling'], accountant=plan['accountant'],
+      num_bands=plan.get('num_bands', 1) if plan.get('mechanism_name') == 'bandmf' else 1)
 
 
 def _flat(d, prefix=''):

@@ -156,10 +156,14 @@ def drawn_indices(calls, realized):
 
 
 def reference_epsilon(*, sigma, n, b, steps, delta, sampling='poisson',
-                      accountant='rdp'):
+                      accountant='rdp', num_bands=1):
   """dp-accounting's epsilon for what a run did, built here from scratch (not through
   image_classification.privacy): Poisson <-> add/remove-one, Gaussian(sigma); fixed
-  size <-> replace-one, sampling without replacement, Gaussian(sigma / 2)."""
+  size <-> replace-one, sampling without replacement, Gaussian(sigma / 2). BandMF with
+  b bands (cyclic Poisson, column-normalised strategy): ceil(steps / b) rounds of the
+  Poisson-sampled Gaussian at rate b * B / N."""
+  if num_bands > 1:
+    steps, b = -(-steps // num_bands), b * num_bands
   if sampling == 'poisson':
     event = dp_accounting.PoissonSampledDpEvent(b / n, dp_accounting.GaussianDpEvent(sigma))
     relation = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
