@@ -20,6 +20,7 @@ from image_classification.training import checkpoint
 from image_classification.training import dp_step
 from image_classification.training import loop
 from image_classification.training import mesh as mesh_lib
+from tests.training import wiring_helpers
 
 
 # ------------------------------------------------------------------ the secret file
@@ -100,26 +101,6 @@ def test_the_noise_key_is_not_compiled_into_the_step():
 
 
 # ------------------------------------------------------------------ through the trainer
-class _RecordingSource:
-  """The digits training split, recording which indices each step reads."""
-
-  def __init__(self, source):
-    self.source = source
-    self.reads = []
-
-  @property
-  def num_examples(self):
-    return self.source.num_examples
-
-  @property
-  def image_shape(self):
-    return self.source.image_shape
-
-  def get(self, indices, step=0):
-    self.reads.append((int(step), np.asarray(indices).copy()))
-    return self.source.get(indices, step=step)
-
-
 def _config(**privacy):
   config = quickstart.get_config()
   config.training.num_steps = 4
@@ -135,10 +116,10 @@ def _config(**privacy):
 
 def _train(workdir, config):
   """Trains in-process; returns (batches drawn per step, final parameters)."""
-  source = _RecordingSource(digits.load().train)
+  source = wiring_helpers.RecordingSource(digits.load().train)
   data = dataclasses.replace(digits.load(), train=source)
   loop.train(config, workdir, dataset=data)
-  batches = [np.sort(idx[idx > 0]) for _, idx in source.reads]  # padding points at 0
+  batches = [np.sort(idx[idx > 0]) for idx in source.calls]  # padding points at 0
   ckpt = checkpoint.Checkpoints(workdir)
   try:
     params = ckpt.restore_latest().state['params']
