@@ -28,8 +28,9 @@ def get_config():
   config.training.optimizer.momentum = 0.9
   config.training.ema.decay = 0.99
   # For this small CNN 'ghost' is the fastest per-example gradient (dense layers'
-  # norms from Gram matrices): 94k img/s vs 43k (vmap), 38k (fast) at batch 512
-  # (results/benchmarks.md). Same clipped sum as the others.
+  # norms from Gram matrices): 90k img/s vs 71k (vmap), 45k (fast) at batch 512 on
+  # this 2-core CPU after the 2026-11-27 sensitivity fix (94k / 43k / 38k before it;
+  # results/benchmarks.md). Same clipped sum as the others.
   config.training.per_example_grads = 'ghost'
   config.training.log_every_steps = 20
   config.training.eval_every_steps = 50
