@@ -226,29 +226,28 @@ def parse_dtypes(dtypes: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
   return values
 
 
-def _check_dtypes(dtypes: Sequence[str]) -> None:
-  text = ','.join(dtypes)
-  if not dtypes or any(not d for d in dtypes):
-    _flag_error('benchmark_dtypes', text,
-                f'give a comma-separated list of {list(registry.COMPUTE_DTYPES)}, or '
-                'leave the flag out to time config.training.compute_dtype')
-  unknown = [d for d in dtypes if d not in registry.COMPUTE_DTYPES]
+def _check_choices(flag: str, values: Sequence[str], choices: Sequence[str],
+                   config_field: str) -> None:
+  """Refuses an empty list, an empty entry or an unknown value of a --benchmark_* flag."""
+  text = ','.join(values)
+  if not values or any(not v for v in values):
+    _flag_error(flag, text,
+                f'give at least one of {list(choices)}, or leave the flag out to time '
+                f'config.{config_field}')
+  unknown = [v for v in values if v not in choices]
   if unknown:
-    _flag_error('benchmark_dtypes', text,
-                f'unknown {unknown}; choose from {list(registry.COMPUTE_DTYPES)}')
+    _flag_error(flag, text, f'unknown {unknown}; choose from {list(choices)}')
+
+
+def _check_dtypes(dtypes: Sequence[str]) -> None:
+  _check_choices('benchmark_dtypes', dtypes, registry.COMPUTE_DTYPES,
+                 'training.compute_dtype')
 
 
 def _check_implementations(implementations: Sequence[str]) -> None:
   from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
-  text = ','.join(implementations)
-  if not implementations:
-    _flag_error('benchmark_implementations', text,
-                f'give at least one of {list(fast_clipping.IMPLEMENTATIONS)}, or leave '
-                'the flag out to time config.training.per_example_grads')
-  unknown = [i for i in implementations if i not in fast_clipping.IMPLEMENTATIONS]
-  if unknown:
-    _flag_error('benchmark_implementations', text,
-                f'unknown {unknown}; choose from {list(fast_clipping.IMPLEMENTATIONS)}')
+  _check_choices('benchmark_implementations', implementations,
+                 fast_clipping.IMPLEMENTATIONS, 'training.per_example_grads')
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
