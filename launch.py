@@ -22,6 +22,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from image_classification import run_files
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the run.')
@@ -213,7 +215,7 @@ def _use_a_trained_model(config) -> None:
   """--evaluate and --predict."""
   from image_classification.training import inference  # pylint: disable=g-import-not-at-top
   for workdir in filter(None, (_EVALUATE.value, _PREDICT.value)):
-    if not os.path.exists(os.path.join(workdir, 'config.json')):
+    if not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
       raise inference.InferenceError(
           f'{workdir!r} holds no config.json: it is not the workdir of a training run '
           '(launch.py --config=... --workdir=DIR)')
@@ -226,15 +228,15 @@ def _use_a_trained_model(config) -> None:
           'parameters)'
           + (f'; validation top-1 {validation["top1"]:.4f} (private data, no noise)'
              if validation else '')
-          + f'; wrote {os.path.join(_EVALUATE.value, inference.EVALUATION)} and '
-          f'{inference.CONFUSION_PNG}', flush=True)
+          + f'; wrote {os.path.join(_EVALUATE.value, run_files.EVALUATION)} and '
+          f'{run_files.CONFUSION_PNG}', flush=True)
   if _PREDICT.value:
     if not _IMAGES.value:
       raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
     rows = inference.predict(_PREDICT.value, _IMAGES.value, config=config)
     for row in rows:
       print(f'{row["file"]}\t{row["class"]}\t{row["probability"]:.4f}')
-    print(f'wrote {os.path.join(_PREDICT.value, inference.PREDICTIONS)} '
+    print(f'wrote {os.path.join(_PREDICT.value, run_files.PREDICTIONS)} '
           f'({len(rows)} images)', flush=True)
 
 
@@ -276,7 +278,7 @@ def main(argv):
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
   from image_classification.privacy import mechanism_secret  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
-  from image_classification.reporting import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  from image_classification import sweeps  # pylint: disable=g-import-not-at-top
   from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
   from image_classification.training import inference  # pylint: disable=g-import-not-at-top
   from image_classification.training import run_control  # pylint: disable=g-import-not-at-top
@@ -313,21 +315,19 @@ def main(argv):
           implementations=implementations, dtypes=dtypes)
       return
     if _SWEEP.value:
-      rows = sweep_lib.run_sweep(
-          _CONFIG.value, _SWEEP.value, _WORKDIR.value, loop.train,
-          print_only=_PRINT_ONLY.value,
-          base_command=sweep_lib.base_command_from_argv(sys.argv),
-          check_fn=loop.check)
+      rows = sweeps.run_sweep(  # each point: loop.check first, then loop.train
+          _CONFIG.value, _SWEEP.value, _WORKDIR.value, print_only=_PRINT_ONLY.value,
+          base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
       failed = [r['point'] for r in rows if r.get('status') == 'failed']
       if failed:
         print(f'error: {len(failed)} of {len(rows)} sweep points failed ({failed}); '
               f'each point folder under {_WORKDIR.value} holds its traceback in '
-              f'{sweep_lib.ERROR_FILE}. Fix the cause and run the same command again: '
+              f'{run_files.SWEEP_ERROR}. Fix the cause and run the same command again: '
               'finished points are skipped', file=sys.stderr)
         sys.exit(1)
       return
     loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
-  except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
+  except (config_lib.ConfigError, data_base.DataError, sweeps.SweepError,
           mechanism_secret.SecretError, distributed.DistributedError) as e:
     print(f'error: {_which_process()}{e}', file=sys.stderr)
     sys.exit(2)

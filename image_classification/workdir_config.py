@@ -11,6 +11,8 @@ import os
 
 import ml_collections
 
+from image_classification import run_files
+
 
 def _restore(value):
   if isinstance(value, dict):
@@ -23,7 +25,7 @@ def _restore(value):
 
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, run_files.CONFIG)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not the workdir of '
                             'a training run')

@@ -8,10 +8,10 @@ noise and batches).
 b = 5 is also allowed (b <= N/B = 5) but does not divide the 200 steps.
 Results: results/bandmf.md.
 """
-from image_classification.reporting import sweep
+from image_classification import sweeps
 
 
 def get_sweep() -> list[dict]:
   # Seeds outermost: each replicate of the whole grid finishes before the next starts.
-  return sweep.grid({'seed': [0, 1, 2], 'privacy.target_epsilon': [1.0, 2.0, 4.0],
-                     'privacy.num_bands': [1, 2, 4]})
+  return sweeps.grid({'seed': [0, 1, 2], 'privacy.target_epsilon': [1.0, 2.0, 4.0],
+                      'privacy.num_bands': [1, 2, 4]})

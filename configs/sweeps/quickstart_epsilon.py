@@ -7,8 +7,8 @@ Each point calibrates its own noise multiplier to reach its target epsilon at
 the end of training. The sweep writes sweep.md / sweep.csv / sweep.png (accuracy
 against the spent epsilon) into the workdir.
 """
-from image_classification.reporting import sweep
+from image_classification import sweeps
 
 
 def get_sweep() -> list[dict]:
-  return sweep.grid({'privacy.target_epsilon': [1.0, 2.0, 4.0, 8.0]})
+  return sweeps.grid({'privacy.target_epsilon': [1.0, 2.0, 4.0, 8.0]})

@@ -50,9 +50,8 @@ import numpy as np
 from image_classification.data import augmentation
 from image_classification.data import base
 from image_classification.privacy import audit
-from image_classification.reporting import run_files
+from image_classification import run_files
 
-AUDIT = 'audit.json'
 CANARY_TYPES = ('mislabeled',)
 NEIGHBORING_RELATION = 'add/remove one canary'
 
@@ -349,13 +348,13 @@ def finish(setup: AuditSetup, apply_fn, params, mean, std, plan,
       'does_not_prove': ('that the accountant is tight or that the run is private: '
                          'a small bound is not evidence of privacy'),
   }
-  run_files.write_json(workdir, AUDIT, out)
+  run_files.write_json(workdir, run_files.AUDIT, out)
   eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{epsilon:.3f}'
   print(f'audit: epsilon lower bound {bound:.3f} at {100 * setup.confidence:g}% '
         f'confidence from {setup.num_canaries} canaries ({setup.num_included} '
         f'included; {result["num_correct"]}/{result["num_guesses"]} guesses correct) '
         f'vs accountant epsilon {eps_text} at delta={plan.delta:g}; wrote '
-        f'{os.path.join(workdir, AUDIT)}', flush=True)
+        f'{os.path.join(workdir, run_files.AUDIT)}', flush=True)
   if out['bound_exceeds_accountant']:
     print(f'WARNING: the audit lower bound {bound:.3f} EXCEEDS the accountant\'s '
           f'epsilon {epsilon:.3f}: evidence of a privacy bug (false with '

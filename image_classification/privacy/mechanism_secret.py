@@ -34,7 +34,8 @@ import secrets
 import jax
 import numpy as np
 
-SECRET_FILE = 'mechanism_secret.json'
+from image_classification import run_files
+
 
 INSECURE_WARNING = (
     'INSECURE: privacy.insecure_seeded_noise=True derived the noise and the batches from '
@@ -70,7 +71,8 @@ def describe(insecure: bool) -> str:
     return INSECURE_WARNING
   return ('noise and batch selection drawn from a 256-bit secret taken from the '
           "operating system's entropy at the start of the run, kept private in the "
-          f'workdir ({SECRET_FILE}, deleted when the run completes) and never published')
+          f'workdir ({run_files.MECHANISM_SECRET}, deleted when the run completes) and never '
+          'published')
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
@@ -96,7 +98,7 @@ def from_seed(seed: int) -> MechanismRandomness:
 
 
 def path(workdir: str) -> str:
-  return os.path.join(workdir, SECRET_FILE)
+  return os.path.join(workdir, run_files.MECHANISM_SECRET)
 
 
 def create(workdir: str) -> bytes:

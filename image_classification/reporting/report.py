@@ -6,26 +6,18 @@ privacy.json and summary.json (a run is finished when summary.json says
 files) expands to its points. A missing or corrupt file is reported by name and
 the other runs are still reported.
 
-Usage: python -m image_classification.reporting.report --out_dir=DIR RUN [RUN ...]
+Entry point: python launch.py --report=RUN[,RUN...] --workdir=OUT_DIR (make_report).
+The formatting helpers (format_*, markdown_table) also lay out the sweep tables.
 """
-import argparse
 import csv
-import json
 import os
 import re
 from typing import Any, Iterator, Optional, Sequence
 
 from absl import logging
 
+from image_classification import run_files
 from image_classification.reporting import plots
-
-CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.jsonl'
-PRIVACY_FILE = 'privacy.json'
-SUMMARY_FILE = 'summary.json'
-SWEEP_CSV = 'sweep.csv'
-SWEEP_ERROR_FILE = 'sweep_error.txt'  # A sweep point's traceback when it failed.
-RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, PRIVACY_FILE)
 
 PRIVACY_NOTE = (
     'Each epsilon is the (epsilon, delta)-DP guarantee of one run on its own, as '
@@ -36,61 +28,14 @@ PRIVACY_NOTE = (
     'Privacy") or tune on public data.')
 
 
-class RunFileError(ValueError):
-  """A run file is missing or cannot be parsed; the message names the file."""
-
-
 # ------------------------------------------------------------------ reading
-
-
-def read_json(path: str) -> dict[str, Any]:
-  """Reads a JSON object from ``path``; raises RunFileError naming the file."""
-  if not os.path.exists(path):
-    raise RunFileError(f'{path}: missing')
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except (OSError, ValueError) as e:
-    raise RunFileError(f'{path}: cannot be read as JSON ({e})') from e
-  if not isinstance(value, dict):
-    raise RunFileError(f'{path}: expected a JSON object, got '
-                       f'{type(value).__name__}')
-  return value
-
-
-def read_metrics(path: str) -> tuple[list[dict[str, Any]], list[str]]:
-  """Reads metrics.jsonl; returns (rows, problems).
-
-  A line that is not a JSON object is skipped and named in ``problems`` (a run
-  killed mid-write leaves a truncated last line); the other rows are kept.
-  """
-  if not os.path.exists(path):
-    return [], [f'{path}: missing']
-  rows, problems = [], []
-  try:
-    with open(path) as f:
-      lines = f.readlines()
-  except OSError as e:
-    return [], [f'{path}: cannot be read ({e})']
-  for lineno, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except ValueError:
-      row = None
-    if not isinstance(row, dict):
-      problems.append(f'{path}:{lineno}: not a JSON object, line skipped')
-      continue
-    rows.append(row)
-  return rows, problems
 
 
 def read_summary(run_dir: str) -> Optional[dict[str, Any]]:
   """summary.json of ``run_dir``, or None when it is missing or corrupt."""
   try:
-    return read_json(os.path.join(run_dir, SUMMARY_FILE))
-  except RunFileError:
+    return run_files.read_json(run_dir, run_files.SUMMARY)
+  except run_files.RunFileError:
     return None
 
 
@@ -167,14 +112,14 @@ def safe_filename(name: str) -> str:
 
 
 def _has_run_files(path: str) -> bool:
-  return any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES)
+  return any(os.path.exists(os.path.join(path, f)) for f in run_files.RUN_FILES)
 
 
 def is_sweep_dir(path: str) -> bool:
   """A sweep folder: not itself a run, with sweep.csv or run sub-folders."""
   if _has_run_files(path):
     return False
-  if os.path.exists(os.path.join(path, SWEEP_CSV)):
+  if os.path.exists(os.path.join(path, run_files.SWEEP_CSV)):
     return True
   return any(_has_run_files(os.path.join(path, d)) for d in _subdirs(path))
 
@@ -190,7 +135,7 @@ def _subdirs(path: str) -> list[str]:
 def _sweep_points(path: str, problems: list[str]) -> list[str]:
   """Point sub-folder names: sweep.csv order first, then other run folders."""
   names = []
-  csv_path = os.path.join(path, SWEEP_CSV)
+  csv_path = os.path.join(path, run_files.SWEEP_CSV)
   if os.path.exists(csv_path):
     try:
       with open(csv_path, newline='') as f:
@@ -256,9 +201,9 @@ def load_run(name: str, run_dir: str,
   whatever could be read still fills the row.
   """
   if not _has_run_files(run_dir):
-    failed = os.path.exists(os.path.join(run_dir, SWEEP_ERROR_FILE))
-    problems.append(f'{run_dir}: no run files ({", ".join(RUN_FILES)})' +
-                    (f'; it failed, see {SWEEP_ERROR_FILE}' if failed else ''))
+    failed = os.path.exists(os.path.join(run_dir, run_files.SWEEP_ERROR))
+    problems.append(f'{run_dir}: no run files ({", ".join(run_files.RUN_FILES)})' +
+                    (f'; it failed, see {run_files.SWEEP_ERROR}' if failed else ''))
     row = {'run': name, 'path': run_dir, 'non_private': False,
            'status': 'failed' if failed else 'no results'}
     for key in ('model', 'dataset', 'test_accuracy', 'epsilon', 'delta',
@@ -267,18 +212,18 @@ def load_run(name: str, run_dir: str,
       row[key] = None
     return row, []
   files = {}
-  for key, filename in (('config', CONFIG_FILE), ('summary', SUMMARY_FILE),
-                        ('privacy', PRIVACY_FILE)):
+  for key, filename in (('config', run_files.CONFIG), ('summary', run_files.SUMMARY),
+                        ('privacy', run_files.PRIVACY)):
     try:
-      files[key] = read_json(os.path.join(run_dir, filename))
-    except RunFileError as e:
+      files[key] = run_files.read_json(run_dir, filename)
+    except run_files.RunFileError as e:
       message = str(e)
       if key == 'summary' and message.endswith(': missing'):
         message += ' (run not finished, or crashed)'
       problems.append(message)
       files[key] = None
   config, summary, privacy = files['config'], files['summary'], files['privacy']
-  metrics, metric_problems = read_metrics(os.path.join(run_dir, METRICS_FILE))
+  metrics, metric_problems = run_files.read_metrics(run_dir)
   problems.extend(metric_problems)
 
   def last(key):
@@ -317,8 +262,8 @@ def load_run(name: str, run_dir: str,
       'status': _get(summary, 'status') or (
           'no summary (running or crashed)' if metrics else 'no results'),
   }
-  if not summary and os.path.exists(os.path.join(run_dir, SWEEP_ERROR_FILE)):
-    row['status'] = f'failed (see {SWEEP_ERROR_FILE})'
+  if not summary and os.path.exists(os.path.join(run_dir, run_files.SWEEP_ERROR)):
+    row['status'] = f'failed (see {run_files.SWEEP_ERROR})'
   return row, metrics
 
 
@@ -384,7 +329,7 @@ def make_report(run_dirs: Sequence[str], out_dir: str) -> dict[str, Any]:
         written.append(path)
         curves[name] = os.path.basename(path)
 
-  eps_path = os.path.join(out_dir, 'accuracy_vs_epsilon.png')
+  eps_path = os.path.join(out_dir, run_files.ACCURACY_VS_EPSILON_PNG)
   # Runs of one model on one dataset form a line, sorted by epsilon.
   points = [dict(row, label=row['run'],
                  group=f"{row['model'] or '?'} on {row['dataset'] or '?'}")
@@ -394,7 +339,7 @@ def make_report(run_dirs: Sequence[str], out_dir: str) -> dict[str, Any]:
 
   for message in problems:
     logging.warning('report: %s', message)
-  report_path = os.path.join(out_dir, 'report.md')
+  report_path = os.path.join(out_dir, run_files.REPORT_MD)
   with open(report_path, 'w') as f:
     f.write(_render(rows, problems, curves, written))
   logging.info('Report of %d runs written to %s', len(rows), report_path)
@@ -426,8 +371,8 @@ def _render(rows: list[dict[str, Any]], problems: list[str],
          PRIVACY_NOTE + '\n',
          'The train loss in the curves is computed on private data without '
          'noise: it is not covered by the DP guarantee.\n']
-  if any(os.path.basename(p) == 'accuracy_vs_epsilon.png' for p in written):
-    out.append('![accuracy vs epsilon](accuracy_vs_epsilon.png)\n')
+  if any(os.path.basename(p) == run_files.ACCURACY_VS_EPSILON_PNG for p in written):
+    out.append(f'![accuracy vs epsilon]({run_files.ACCURACY_VS_EPSILON_PNG})\n')
   if curves:
     out.append('## Curves\n')
     out += [f'- {name}: ![{name}]({png})' for name, png in curves.items()]
@@ -437,18 +382,3 @@ def _render(rows: list[dict[str, Any]], problems: list[str],
     out += [f'- {p}' for p in problems]
     out.append('')
   return '\n'.join(out)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('run_dirs', nargs='+', help='run or sweep folders')
-  parser.add_argument('--out_dir', required=True, help='where report.md goes')
-  args = parser.parse_args(argv)
-  result = make_report(args.run_dirs, args.out_dir)
-  print(result['report'])
-  for p in result['problems']:
-    print('problem:', p)
-
-
-if __name__ == '__main__':
-  main()

@@ -38,13 +38,13 @@ import numpy as np
 import optax
 
 from image_classification import config as config_lib
+from image_classification import run_files
 from image_classification.data import augmentation
 from image_classification.models import registry
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import optimizers
 
-BENCHMARK_FILE = 'benchmark.json'
 _PLACEHOLDER_NOISE_MULTIPLIER = 1.0
 
 
@@ -436,13 +436,13 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     result['error'] = (f'stopped after {len(rows)} row(s): {type(error).__name__}: '
                        f'{error}')
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, BENCHMARK_FILE), 'w') as f:
+  with open(os.path.join(workdir, run_files.BENCHMARK), 'w') as f:
     json.dump(result, f, indent=2)
   if rows:
     print(format_table(result), flush=True)
   if error is not None:
     print(f'benchmark stopped after {len(rows)} row(s); those are in '
-          f'{os.path.join(workdir, BENCHMARK_FILE)}', flush=True)
+          f'{os.path.join(workdir, run_files.BENCHMARK)}', flush=True)
     raise error
   return result
 

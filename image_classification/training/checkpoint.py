@@ -61,7 +61,7 @@ import ml_collections
 import numpy as np
 
 from image_classification import config as config_lib
-from image_classification.reporting import run_files
+from image_classification import run_files
 
 CHECKPOINTS = 'checkpoints'
 SKIPPED = 'checkpoints_skipped'
@@ -184,7 +184,7 @@ def _ignored(field: str) -> bool:
 def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """'field: saved vs new' for every field that changes the result."""
   # Compare as config.json stores it (tuples become lists, inf becomes 'inf').
-  clean = run_files._clean  # pylint: disable=protected-access
+  clean = run_files.json_safe
   new = json.loads(json.dumps(clean(config.to_dict())))
   old, new = _flatten(saved), _flatten(new)
   diffs = []

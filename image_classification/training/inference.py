@@ -42,15 +42,8 @@ import numpy as np
 
 from image_classification.data import augmentation
 from image_classification.data import class_names as class_names_lib
-from image_classification.reporting import run_files
+from image_classification import run_files
 
-EXPORT = 'export'
-MODEL_CARD = 'model.json'
-PARAMS = 'params.msgpack'
-PARAMS_INFO = 'params.json'
-EVALUATION = 'evaluation.json'
-CONFUSION_PNG = 'confusion_matrix.png'
-PREDICTIONS = 'predictions.csv'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 
@@ -78,7 +71,8 @@ def model_card(config, splits, image_shape) -> dict:
 
 def write_model_card(workdir: str, card: dict) -> None:
   if jax.process_index() == 0:
-    run_files.write_json(os.path.join(workdir, EXPORT), MODEL_CARD, card)
+    run_files.write_json(os.path.join(workdir, run_files.EXPORT), run_files.MODEL_CARD,
+                         card)
 
 
 def _to_host(tree):
@@ -96,14 +90,14 @@ def export_params(workdir: str, params, *, step: int, epsilon: float,
   host = _to_host(params)
   if jax.process_index() != 0:
     return None
-  folder = os.path.join(workdir, EXPORT)
+  folder = os.path.join(workdir, run_files.EXPORT)
   os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, PARAMS)
+  path = os.path.join(folder, run_files.PARAMS)
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
     f.write(flax.serialization.msgpack_serialize(host))
   os.replace(tmp, path)
-  run_files.write_json(folder, PARAMS_INFO,
+  run_files.write_json(folder, run_files.PARAMS_INFO,
                        {'step': int(step), 'epsilon': epsilon, 'delta': delta})
   return path
 
@@ -157,7 +151,7 @@ def _tuples(value):
 def read_card(workdir: str, config=None) -> dict:
   """export/model.json; for a workdir trained before it existed, rebuilt from
   ``config`` (the run's config.json) and the dataset it names, and written."""
-  path = os.path.join(workdir, EXPORT, MODEL_CARD)
+  path = os.path.join(workdir, run_files.EXPORT, run_files.MODEL_CARD)
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
@@ -170,8 +164,8 @@ def read_card(workdir: str, config=None) -> dict:
   data = sources.load_dataset(config.data)
   card = model_card(config, data, data.train.image_shape)
   write_model_card(workdir, card)
-  print(f'note: {workdir} predates {EXPORT}/{MODEL_CARD}: rebuilt it from its '
-        f'config.json and {config.data.name}', flush=True)
+  print(f'note: {workdir} predates {run_files.EXPORT}/{run_files.MODEL_CARD}: rebuilt it '
+        f'from its {run_files.CONFIG} and {config.data.name}', flush=True)
   return card
 
 
@@ -182,12 +176,13 @@ def load(workdir: str, config=None) -> TrainedModel:
   existed (see read_card).
   """
   card = read_card(workdir, config)
-  path = os.path.join(workdir, EXPORT, PARAMS)
+  path = os.path.join(workdir, run_files.EXPORT, run_files.PARAMS)
   if os.path.exists(path):
     import flax.serialization  # pylint: disable=g-import-not-at-top
     with open(path, 'rb') as f:
       params = flax.serialization.msgpack_restore(f.read())
-    info = run_files.read_json(os.path.join(workdir, EXPORT), PARAMS_INFO)
+    info = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
+                               run_files.PARAMS_INFO)
     return TrainedModel(card, params, int(info['step']), path)
   from image_classification.training import checkpoint  # pylint: disable=g-import-not-at-top
   ckpts = checkpoint.Checkpoints(workdir, read_only=True)
@@ -201,8 +196,8 @@ def load(workdir: str, config=None) -> TrainedModel:
   state = restored.state
   trainable = state['ema_params'] if card.get('ema') else state['params']
   params = {**(state.get('frozen') or {}), **trainable}
-  print(f'note: {workdir} has no {EXPORT}/{PARAMS} (the run has not finished): using '
-        f'the checkpoint of step {restored.step}', flush=True)
+  print(f'note: {workdir} has no {run_files.EXPORT}/{run_files.PARAMS} (the run has not '
+        f'finished): using the checkpoint of step {restored.step}', flush=True)
   return TrainedModel(card, _to_host(params), restored.step,
                       os.path.join(checkpoint.CHECKPOINTS, str(restored.step)))
 
@@ -305,13 +300,14 @@ def evaluate_workdir(workdir: str, config) -> dict:
         'top1': v['top1'], 'top5': v.get('top5'), 'num_examples': v['num_examples'],
         'note': 'computed from private training data without noise'}
   try:
-    info = run_files.read_json(os.path.join(workdir, EXPORT), PARAMS_INFO)
+    info = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
+                               run_files.PARAMS_INFO)
     result.update(epsilon=info.get('epsilon'), delta=info.get('delta'))
   except (OSError, ValueError):
     pass
-  run_files.write_json(workdir, EVALUATION, result)
+  run_files.write_json(workdir, run_files.EVALUATION, result)
   plot_confusion(result['confusion_matrix'], names,
-                 os.path.join(workdir, CONFUSION_PNG),
+                 os.path.join(workdir, run_files.CONFUSION_PNG),
                  f'{config.model.name} on {config.data.name} test '
                  f'(top-1 {result["top1"]:.4f})')
   return result
@@ -376,7 +372,7 @@ def predict(workdir: str, paths: list[str], out_path: str | None = None,
   names = model.class_names
   rows = [{'file': f, 'class': names[int(b)], 'probability': float(p[int(b)])}
           for f, b, p in zip(files, best, probs)]
-  out_path = out_path or os.path.join(workdir, PREDICTIONS)
+  out_path = out_path or os.path.join(workdir, run_files.PREDICTIONS)
   with open(out_path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=['file', 'class', 'probability'])
     writer.writeheader()

@@ -36,8 +36,9 @@ from image_classification.privacy import canary_audit
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
 from image_classification.privacy import plan as plan_lib
+from image_classification.reporting import privacy_report
 from image_classification.reporting import progress as progress_lib
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.reporting import wandb_logger
 from image_classification.training import checkpoint
 from image_classification.training import distributed
@@ -397,8 +398,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   if writer:
     run_files.write_json(workdir, run_files.PRIVACY, privacy)
     with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
-      f.write(run_files.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
-                                         privacy.get('epsilon_pld')))
+      f.write(privacy_report.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
+                                              privacy.get('epsilon_pld')))
   clock.update(step)
   summary = {
       **({'WARNING': mechanism_secret.INSECURE_WARNING} if randomness.insecure else {}),

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from image_classification import config as config_lib
+from image_classification import run_files
 
 HEAD = 'head'
 # training/checkpoint.py's folder of numbered checkpoints inside a run's workdir.
@@ -292,7 +293,7 @@ def earlier_run_files(path: str) -> tuple[dict, dict] | None:
   import json  # pylint: disable=g-import-not-at-top
   folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
   for _ in range(4):
-    files = [os.path.join(folder, n) for n in ('config.json', 'privacy.json')]
+    files = [os.path.join(folder, n) for n in (run_files.CONFIG, run_files.PRIVACY)]
     if all(os.path.exists(f) for f in files):
       try:
         loaded = []

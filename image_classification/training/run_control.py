@@ -35,9 +35,8 @@ import time
 
 import jax
 
-from image_classification.reporting import run_files
+from image_classification import run_files
 
-WALL_TIME = 'wall_time.json'
 
 
 def _now() -> float:
@@ -89,7 +88,7 @@ class WallClock:
     self.start = time.time() if start_time is None else start_time
     self._writer = jax.process_index() == 0
     try:
-      previous = run_files.read_json(workdir, WALL_TIME).get('segments', [])
+      previous = run_files.read_json(workdir, run_files.WALL_TIME).get('segments', [])
     except (OSError, ValueError, AttributeError):
       previous = []
     self.previous = [s for s in previous if isinstance(s, dict)]
@@ -106,7 +105,7 @@ class WallClock:
       return
     self._written = time.time()
     if self._writer:
-      run_files.write_json(self.workdir, WALL_TIME,
+      run_files.write_json(self.workdir, run_files.WALL_TIME,
                            {'segments': self.previous + [self.segment],
                             'total_seconds': self.total()})
 

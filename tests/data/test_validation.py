@@ -11,7 +11,7 @@ from configs import quickstart
 from image_classification.data import base
 from image_classification.data import digits
 from image_classification.data import validation
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import loop
 
@@ -44,7 +44,7 @@ def test_bad_fractions_are_refused():
 
 def test_an_older_workdir_without_the_field_still_matches():
   config = quickstart.get_config()
-  saved = json.loads(json.dumps(run_files._clean(config.to_dict())))  # as config.json
+  saved = json.loads(json.dumps(run_files.json_safe(config.to_dict())))  # as config.json
   del saved['data']['validation_fraction']
   assert checkpoint.config_differences(saved, config) == []
   config.data.validation_fraction = 0.1

@@ -15,7 +15,7 @@ from image_classification.data import digits
 from image_classification.data import sampling
 from image_classification.models import registry
 from image_classification.privacy import mechanism_secret
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import dp_step
 from image_classification.training import loop
@@ -53,7 +53,7 @@ def test_noise_and_sampling_are_independent_derivations_of_the_secret():
 
 
 def test_a_resume_without_the_secret_is_refused_naming_the_file(tmp_path):
-  with pytest.raises(mechanism_secret.SecretError, match=mechanism_secret.SECRET_FILE):
+  with pytest.raises(mechanism_secret.SecretError, match=run_files.MECHANISM_SECRET):
     mechanism_secret.for_run(str(tmp_path), seed=0, insecure=False, resuming=True)
   with open(mechanism_secret.path(str(tmp_path)), 'w') as f:
     f.write('{"secret_hex": "zz"}')

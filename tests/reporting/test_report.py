@@ -2,7 +2,6 @@
 import os
 
 from image_classification.reporting import report
-from image_classification.reporting import sweep
 from tests.reporting import fake_runs
 
 
@@ -37,31 +36,6 @@ def test_report_table_and_plots(tmp_path):
     assert name in md
 
 
-def test_sweep_folder_expands_to_points(tmp_path):
-  sweep_file = tmp_path / 'eps.py'
-  sweep_file.write_text(
-      'def get_sweep():\n'
-      '  return [{"privacy.target_epsilon": e} for e in (1.0, 4.0)]\n')
-  workdir = str(tmp_path / 'eps_sweep')
-
-  def train(config, point_dir):
-    fake_runs.write_run(point_dir, epsilon=config.privacy.target_epsilon)
-
-  from configs import base  # pylint: disable=g-import-not-at-top
-  sweep.run_sweep(base.get_config(), str(sweep_file), workdir, train)
-  result = report.make_report([workdir], str(tmp_path / 'out'))
-  assert [r['run'] for r in result['runs']] == [
-      'eps_sweep/privacy.target_epsilon=1.0',
-      'eps_sweep/privacy.target_epsilon=4.0']
-  assert os.path.exists(os.path.join(
-      tmp_path, 'out', 'eps_sweep__privacy.target_epsilon=1.0_curves.png'))
-
-  # Without sweep.csv, sub-folders with run files still make it a sweep.
-  os.remove(os.path.join(workdir, 'sweep.csv'))
-  result = report.make_report([workdir], str(tmp_path / 'out2'))
-  assert len(result['runs']) == 2
-
-
 def test_broken_runs_are_named_and_others_reported(tmp_path):
   private, _ = _runs(tmp_path)
   corrupt = fake_runs.write_run(str(tmp_path / 'corrupt'))
@@ -94,12 +68,12 @@ def test_broken_runs_are_named_and_others_reported(tmp_path):
   assert '## Problems' in md and 'corrupt/summary.json' in md
 
 
-def test_duplicate_names_and_cli(tmp_path, capsys):
+def test_duplicate_names(tmp_path):
   a = fake_runs.write_run(str(tmp_path / 'a' / 'run'))
   b = fake_runs.write_run(str(tmp_path / 'b' / 'run'))
   out = str(tmp_path / 'out')
-  report.main([a, b, '--out_dir', out])
-  assert capsys.readouterr().out.startswith(os.path.join(out, 'report.md'))
+  result = report.make_report([a, b], out)
+  assert result['report'] == os.path.join(out, 'report.md')
   md = open(os.path.join(out, 'report.md')).read()
   assert '| run |' in md and '| run_2 |' in md
   assert os.path.exists(os.path.join(out, 'run_2_curves.png'))

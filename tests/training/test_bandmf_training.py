@@ -12,7 +12,7 @@ import pytest
 
 from configs import quickstart
 from image_classification.privacy import mechanism_secret
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import loop
 

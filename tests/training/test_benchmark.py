@@ -7,6 +7,7 @@ import pytest
 
 from configs import base
 from image_classification import config as config_lib
+from image_classification import run_files
 from image_classification.training import benchmark
 from tests import test_configs
 
@@ -26,7 +27,7 @@ def test_benchmark_json_is_well_formed(tmp_path, capsys):
   out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[4, 8],
                                 augmults=[1, 2], implementations=['vmap', 'fast'],
                                 reps=2, warmup=1)
-  with open(os.path.join(tmp_path, benchmark.BENCHMARK_FILE)) as f:
+  with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
     written = json.load(f)
   assert written == json.loads(json.dumps(out))
   for key in ('device', 'model', 'jax_version', 'num_params', 'rows'):
@@ -75,7 +76,7 @@ def test_benchmark_runs_for_every_config(name, tmp_path):
   assert row['per_example_grads'] == config.training.per_example_grads
   assert row['images_per_step'] == 4 * augmult
   assert row['dp_images_per_sec'] > 0 and row['nonprivate_images_per_sec'] > 0
-  assert os.path.exists(os.path.join(tmp_path, benchmark.BENCHMARK_FILE))
+  assert os.path.exists(os.path.join(tmp_path, run_files.BENCHMARK))
 
 
 def test_batch_smaller_than_the_micro_batch_is_one_pass_and_bad_sizes_are_named(tmp_path):
@@ -134,7 +135,7 @@ def test_a_failure_after_some_rows_keeps_the_rows_measured(tmp_path, monkeypatch
   with pytest.raises(RuntimeError, match='simulated'):
     benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2, 4],
                             augmults=[1], reps=1, warmup=0, include_nonprivate=False)
-  with open(os.path.join(tmp_path, benchmark.BENCHMARK_FILE)) as f:
+  with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
     written = json.load(f)
   assert [r['batch_size'] for r in written['rows']] == [2]
   assert written['error'].startswith('stopped after 1 row(s): RuntimeError: out of '

@@ -13,7 +13,7 @@ import pytest
 from image_classification.data import class_names
 from image_classification.data import digits
 from image_classification.data import validation
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,7 +70,7 @@ def test_evaluate_writes_top1_equal_to_the_runs_test_accuracy(workdir):
   proc = _launch([f'--evaluate={workdir}'])
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert 'test top-1' in proc.stdout and 'validation top-1' in proc.stdout
-  result = run_files.read_json(workdir, inference.EVALUATION)
+  result = run_files.read_json(workdir, run_files.EVALUATION)
   summary = run_files.read_json(workdir, run_files.SUMMARY)
   assert result['top1'] == summary['test_accuracy']
   assert result['validation']['top1'] == summary['validation_accuracy']
@@ -83,7 +83,7 @@ def test_evaluate_writes_top1_equal_to_the_runs_test_accuracy(workdir):
   for i, name in enumerate(result['class_names']):
     assert result['per_class_accuracy'][name] == pytest.approx(
         confusion[i, i] / confusion[i].sum())
-  with open(os.path.join(workdir, inference.CONFUSION_PNG), 'rb') as f:
+  with open(os.path.join(workdir, run_files.CONFUSION_PNG), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
@@ -91,7 +91,7 @@ def test_evaluate_with_an_override_and_a_bad_workdir(workdir, tmp_path):
   # Overrides apply to the workdir's own config: fewer test images.
   proc = _launch([f'--evaluate={workdir}', '--config.data.max_test_examples=100'])
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert run_files.read_json(workdir, inference.EVALUATION)['num_examples'] == 100
+  assert run_files.read_json(workdir, run_files.EVALUATION)['num_examples'] == 100
   proc = _launch([f'--evaluate={tmp_path}'])
   assert proc.returncode != 0 and 'config.json' in proc.stderr
 
@@ -111,7 +111,7 @@ def test_predict_writes_predictions_csv(workdir, tmp_path):
   images, labels = _digit_files(folder)
   proc = _launch([f'--predict={workdir}', f'--images={folder}'])
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-  with open(os.path.join(workdir, inference.PREDICTIONS)) as f:
+  with open(os.path.join(workdir, run_files.PREDICTIONS)) as f:
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == ['file', 'class', 'probability']
   assert [os.path.basename(r['file']) for r in rows] == [f'{i:02d}.png'
@@ -224,6 +224,6 @@ def test_a_workdir_from_before_the_export_is_evaluated_from_its_config(workdir,
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert 'rebuilt it from its config.json' in proc.stdout
   assert 'no export/params.msgpack' in proc.stdout  # parameters from the checkpoint
-  result = run_files.read_json(old, inference.EVALUATION)
+  result = run_files.read_json(old, run_files.EVALUATION)
   assert result['top1'] == run_files.read_json(old, run_files.SUMMARY)['test_accuracy']
   assert inference.read_card(old) == inference.read_card(workdir)

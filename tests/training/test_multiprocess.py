@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pytest
 
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

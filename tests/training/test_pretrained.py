@@ -238,7 +238,7 @@ def test_fine_tuning_on_the_same_data_reports_the_composed_total(tmp_path):
   is refused, then with the switch its privacy.json/.md give the sum."""
   from configs import quickstart  # pylint: disable=g-import-not-at-top
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
-  from image_classification.reporting import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification import run_files  # pylint: disable=g-import-not-at-top
   from image_classification.training import loop  # pylint: disable=g-import-not-at-top
   config = quickstart.get_config()
   config.training.num_steps = 2

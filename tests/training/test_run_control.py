@@ -11,7 +11,7 @@ import time
 import pytest
 
 from configs import quickstart
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import evaluation
 from image_classification.training import inference
@@ -113,7 +113,7 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
   assert summary['status'] == 'complete' and summary['steps'] == 3000
   assert summary['resumed_from_step'] == stopped_at
   assert summary['segments'] == 2
-  wall = run_files.read_json(workdir, run_control.WALL_TIME)
+  wall = run_files.read_json(workdir, run_files.WALL_TIME)
   first, second = wall['segments']
   assert first['to_step'] == stopped_at and second['from_step'] == stopped_at
   assert first['seconds'] > 0 and second['seconds'] > 0
@@ -170,7 +170,7 @@ def test_a_failing_final_evaluation_keeps_the_final_checkpoint(tmp_path, monkeyp
     loop.train(config, workdir)
   # The training survived: the final checkpoint and the exported parameters.
   assert _checkpoint_steps(workdir) == [6]
-  assert os.path.exists(os.path.join(workdir, inference.EXPORT, inference.PARAMS))
+  assert os.path.exists(os.path.join(workdir, run_files.EXPORT, run_files.PARAMS))
   assert not os.path.exists(os.path.join(workdir, run_files.SUMMARY))
 
   monkeypatch.undo()
@@ -248,24 +248,8 @@ def test_wall_clock_adds_segments(tmp_path):
   assert second.num_segments == 2
   assert second.last_segment() == pytest.approx(10, abs=1)
   assert second.total() == pytest.approx(40, abs=1)
-  saved = run_files.read_json(workdir, run_control.WALL_TIME)
+  saved = run_files.read_json(workdir, run_files.WALL_TIME)
   assert [(s['from_step'], s['to_step']) for s in saved['segments']] == [(0, 5), (5, 9)]
-
-
-def test_a_stopped_point_stops_the_sweep(tmp_path):
-  from image_classification.reporting import sweep  # pylint: disable=g-import-not-at-top
-  sweep_file = tmp_path / 'sweep.py'
-  sweep_file.write_text('def get_sweep():\n  return [{"seed": 1}, {"seed": 2}]\n')
-  trained = []
-
-  def train_fn(config, workdir):
-    trained.append(config.seed)
-    raise run_control.RunControl().stopped(3, 10, workdir)
-
-  with pytest.raises(run_control.Stopped):
-    sweep.run_sweep(quickstart.get_config(), str(sweep_file), str(tmp_path / 'sw'),
-                    train_fn)
-  assert trained == [1]  # the second point never started
 
 
 @pytest.mark.parametrize('field, value', [

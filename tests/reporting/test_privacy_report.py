@@ -1,9 +1,11 @@
-"""privacy.md states what a reviewer must know first: insecure seeded noise, a private
-evaluation split, composition with an earlier run."""
+"""privacy.md states what a reviewer must know first: insecure seeded noise, a large
+delta, a pre-trained checkpoint, a private evaluation split, composition with an
+earlier run."""
 from image_classification.privacy import accounting
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import plan as plan_lib
-from image_classification.reporting import run_files
+from image_classification import run_files
+from image_classification.reporting import privacy_report
 
 
 def _privacy(**extra):
@@ -16,14 +18,14 @@ def _privacy(**extra):
 
 
 def test_secret_randomness_is_described_without_a_warning():
-  text = run_files.privacy_markdown(_privacy())
+  text = privacy_report.privacy_markdown(_privacy())
   assert 'INSECURE' not in text
-  assert '256-bit secret' in text and mechanism_secret.SECRET_FILE in text
+  assert '256-bit secret' in text and run_files.MECHANISM_SECRET in text
   assert 'images_per_sec' in text  # listed among the figures computed without noise
 
 
 def test_insecure_runs_say_so_in_their_first_lines():
-  lines = run_files.privacy_markdown(_privacy(insecure_seeded_noise=True)).splitlines()
+  lines = privacy_report.privacy_markdown(_privacy(insecure_seeded_noise=True)).splitlines()
   assert lines[2] == f'**{mechanism_secret.INSECURE_WARNING}**'
 
 
@@ -35,9 +37,29 @@ def test_private_evaluation_split_and_composition_are_stated():
                              'earlier_run': True, 'earlier_dataset': 'digits',
                              'earlier_epsilon': 2.0},
                  total_epsilon_with_pretrained=3.5, total_delta_with_pretrained=2e-5)
-  text = run_files.privacy_markdown(privacy)
+  text = privacy_report.privacy_markdown(privacy)
   assert 'The evaluation split is private data.' in text
   assert 'held-out evaluation split, not on training' not in text
   assert 'earlier run of this platform on digits (epsilon 2): composed.' in text
   assert 'assumes that checkpoint was trained on public data' not in text
   assert 'epsilon = 3.5, delta = 2e-05' in text
+
+
+def _hand_written_privacy(**extra):
+  return {'mechanism': 'DP-SGD', 'sampling': 'poisson', 'sampling_rate': 0.1,
+          'expected_batch_size': 8, 'dataset_size': 80,
+          'neighboring_relation': 'add_or_remove_one', 'noise_multiplier': 1.0,
+          'clipping_norm': 1.0, 'steps': 2, 'delta': 0.05, 'epsilon': 3.0,
+          'accountant': 'rdp', 'computed_without_noise': ['train_loss'], **extra}
+
+
+def test_privacy_md_opens_with_large_delta_and_names_the_pretrained_checkpoint():
+  text = privacy_report.privacy_markdown(_hand_written_privacy(
+      large_delta=True, pretrained_path='/ckpt/public.npz'))
+  head = text.splitlines()[:6]
+  assert head[2].startswith('**LARGE DELTA: delta = 0.05 is >= 1/N = 0.0125')
+  assert 'privacy.allow_large_delta=True' in head[2]
+  assert '`/ckpt/public.npz`' in head[4] and 'trained on public data' in head[4]
+  plain = privacy_report.privacy_markdown(_hand_written_privacy(
+      large_delta=False, pretrained_path=None))
+  assert 'LARGE DELTA' not in plain and 'pre-trained' not in plain

@@ -1,93 +1,9 @@
-"""The evidence every run leaves in its workdir.
+"""privacy.md: the privacy report of one run, for a human reviewer.
 
-config.json    the resolved config
-metrics.jsonl  one JSON object per logged step (step, epsilon, train_loss, ...)
-privacy.json   the privacy plan and what was spent (see privacy/plan.py)
-privacy.md     the same for a human reviewer
-summary.json   final figures; status 'complete' marks a finished run
-plan.json      written by --dry_run instead of training
-Files are written atomically (temp file + rename) so that a killed run never leaves
-half a JSON file behind.
+It renders what privacy.json holds (the plan, the spent epsilon, the neighbouring
+relation, the randomness, what was computed without noise); it computes nothing.
 """
-import json
 import math
-import os
-import tempfile
-
-CONFIG = 'config.json'
-METRICS = 'metrics.jsonl'
-PRIVACY = 'privacy.json'
-PRIVACY_MD = 'privacy.md'
-SUMMARY = 'summary.json'
-PLAN = 'plan.json'
-
-
-def _clean(value):
-  """JSON-safe: inf/nan become null, numpy scalars become Python.
-
-  An infinite epsilon (a non-private run) is written as null; the run files say why
-  with ``non_private: true``. JSON has no infinity, and a string 'inf' in a number
-  field breaks every reader that expects a number or null.
-  """
-  if isinstance(value, dict):
-    return {k: _clean(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_clean(v) for v in value]
-  if hasattr(value, 'item') and not isinstance(value, (str, bytes)):
-    try:
-      value = value.item()
-    except (ValueError, AttributeError):
-      pass
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
-def write_json(workdir: str, name: str, data: dict) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, name)
-  fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f'.{name}.')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(_clean(data), f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-  return path
-
-
-def read_json(workdir: str, name: str):
-  with open(os.path.join(workdir, name)) as f:
-    return json.load(f)
-
-
-class MetricsWriter:
-  """Appends rows to metrics.jsonl, flushing each so a killed run keeps its rows."""
-
-  def __init__(self, workdir: str, truncate_after_step: int | None = None):
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, METRICS)
-    if truncate_after_step is not None and os.path.exists(self.path):
-      # A resumed run drops rows logged after its checkpoint; they will be redone.
-      kept = []
-      with open(self.path) as f:
-        for line in f:
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:
-            continue
-          if row.get('step', 0) <= truncate_after_step:
-            kept.append(line if line.endswith('\n') else line + '\n')
-      with open(self.path, 'w') as f:
-        f.writelines(kept)
-    elif truncate_after_step is None and os.path.exists(self.path):
-      os.remove(self.path)
-    self._file = open(self.path, 'a')
-
-  def write(self, row: dict) -> None:
-    self._file.write(json.dumps(_clean(row), sort_keys=True) + '\n')
-    self._file.flush()
-
-  def close(self) -> None:
-    self._file.close()
 
 
 def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,

@@ -1,22 +1,16 @@
-"""What the run files say: JSON without 'inf' strings, privacy.md's first lines for a
-large delta and a fine-tuned model, and the data facts (image shape, classes) that a
-reader needs to trust a run."""
+"""What the run files say: JSON without 'inf' strings, what a large delta and a
+fine-tuned model write in every file, and the data facts (image shape, classes) that a
+reader needs to trust a run; read_json names a missing or corrupt file."""
 import json
 import math
 import os
 
+import pytest
+
 from configs import quickstart
-from image_classification.reporting import run_files
+from image_classification import run_files
 from image_classification.training import loop
 from tests import test_configs
-
-
-def _privacy(**extra):
-  return {'mechanism': 'DP-SGD', 'sampling': 'poisson', 'sampling_rate': 0.1,
-          'expected_batch_size': 8, 'dataset_size': 80,
-          'neighboring_relation': 'add_or_remove_one', 'noise_multiplier': 1.0,
-          'clipping_norm': 1.0, 'steps': 2, 'delta': 0.05, 'epsilon': 3.0,
-          'accountant': 'rdp', 'computed_without_noise': ['train_loss'], **extra}
 
 
 def test_infinite_and_nan_numbers_are_written_as_null(tmp_path):
@@ -27,15 +21,39 @@ def test_infinite_and_nan_numbers_are_written_as_null(tmp_path):
   assert json.loads(text) == {'epsilon': None, 'loss': [None, 1.5]}
 
 
-def test_privacy_md_opens_with_large_delta_and_names_the_pretrained_checkpoint():
-  text = run_files.privacy_markdown(_privacy(large_delta=True,
-                                             pretrained_path='/ckpt/public.npz'))
-  head = text.splitlines()[:6]
-  assert head[2].startswith('**LARGE DELTA: delta = 0.05 is >= 1/N = 0.0125')
-  assert 'privacy.allow_large_delta=True' in head[2]
-  assert '`/ckpt/public.npz`' in head[4] and 'trained on public data' in head[4]
-  plain = run_files.privacy_markdown(_privacy(large_delta=False, pretrained_path=None))
-  assert 'LARGE DELTA' not in plain and 'pre-trained' not in plain
+def test_read_json_names_a_missing_or_corrupt_file(tmp_path):
+  workdir = str(tmp_path)
+  run_files.write_json(workdir, run_files.SUMMARY, {'status': 'complete'})
+  assert run_files.read_json(workdir, run_files.SUMMARY) == {'status': 'complete'}
+  assert not [f for f in os.listdir(workdir) if f.startswith('.')]  # no temp file left
+  with pytest.raises(run_files.RunFileError,
+                     match=f'{os.path.join(workdir, run_files.PRIVACY)}: missing'):
+    run_files.read_json(workdir, run_files.PRIVACY)
+  (tmp_path / run_files.CONFIG).write_text('{"model": ')
+  with pytest.raises(run_files.RunFileError, match='config.json: cannot be read as JSON'):
+    run_files.read_json(workdir, run_files.CONFIG)
+  (tmp_path / run_files.PLAN).write_text('[1, 2]')
+  with pytest.raises(run_files.RunFileError, match='plan.json: expected a JSON object'):
+    run_files.read_json(workdir, run_files.PLAN)
+  assert issubclass(run_files.RunFileError, ValueError)  # callers catch ValueError
+
+
+def test_metrics_rows_survive_a_truncated_line(tmp_path):
+  workdir = str(tmp_path)
+  writer = run_files.MetricsWriter(workdir)
+  writer.write({'step': 1, 'epsilon': math.inf})
+  writer.write({'step': 2, 'train_loss': 0.5})
+  writer.close()
+  with open(os.path.join(workdir, run_files.METRICS), 'a') as f:
+    f.write('{"step": 3, "trai')  # killed mid-write
+  rows, problems = run_files.read_metrics(workdir)
+  assert rows == [{'step': 1, 'epsilon': None}, {'step': 2, 'train_loss': 0.5}]
+  assert problems == [f'{os.path.join(workdir, run_files.METRICS)}:3: not a JSON '
+                      'object, line skipped']
+  resumed = run_files.MetricsWriter(workdir, truncate_after_step=1)
+  resumed.close()
+  assert run_files.read_metrics(workdir)[0] == [{'step': 1, 'epsilon': None}]
+  assert run_files.read_metrics(str(tmp_path / 'none'))[1][0].endswith(': missing')
 
 
 def test_fine_tuned_large_delta_run_says_so_in_every_run_file(tmp_path, capsys):
@@ -88,7 +106,7 @@ def test_dry_run_states_the_image_shape_and_classes(tmp_path, capsys):
   out = loop.train(config, str(tmp_path), dry_run=True)
   assert 'on digits (N=1437, images 8x8x1, 10 classes)' in capsys.readouterr().out
   plan = run_files.read_json(str(tmp_path), run_files.PLAN)
-  assert plan == json.loads(json.dumps(run_files._clean(out)))  # pylint: disable=protected-access
+  assert plan == json.loads(json.dumps(run_files.json_safe(out)))
   assert plan['image_shape'] == [8, 8, 1] and plan['num_classes'] == 10
   assert plan['class_names'] == [str(i) for i in range(10)]
   assert plan['pretrained_path'] is None and plan['large_delta'] is False
