@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.reporting import fake_runs
 from tests.training import wiring_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,3 +201,18 @@ def test_sweep_exit_codes(tmp_path):
   assert line.startswith('error: 1 of 1 sweep points failed')
   assert 'run the same command again' in line
   assert (workdir / 'sweep.md').exists()
+
+
+def test_report_command(tmp_path):
+  """launch.py --report is the report's entry point (no --config needed)."""
+  a = fake_runs.write_run(str(tmp_path / 'a' / 'run'))
+  b = fake_runs.write_run(str(tmp_path / 'b' / 'run'))
+  out = tmp_path / 'out'
+  proc = subprocess.run([sys.executable, 'launch.py', f'--report={a},{b}',
+                         f'--workdir={out}'], cwd=ROOT, capture_output=True, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=400,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == f"wrote {out / 'report.md'}"
+  md = (out / 'report.md').read_text()
+  assert '| run |' in md and '| run_2 |' in md

@@ -25,7 +25,8 @@ def test_secret_randomness_is_described_without_a_warning():
 
 
 def test_insecure_runs_say_so_in_their_first_lines():
-  lines = privacy_report.privacy_markdown(_privacy(insecure_seeded_noise=True)).splitlines()
+  text = privacy_report.privacy_markdown(_privacy(insecure_seeded_noise=True))
+  lines = text.splitlines()
   assert lines[2] == f'**{mechanism_secret.INSECURE_WARNING}**'
 
 
