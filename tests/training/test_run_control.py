@@ -14,7 +14,6 @@ from configs import quickstart
 from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import evaluation
-from image_classification.training import inference
 from image_classification.training import loop
 from image_classification.training import run_control
 
