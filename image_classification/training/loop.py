@@ -32,7 +32,6 @@ from image_classification.data import sources
 from image_classification.data import validation
 from image_classification.models import registry
 from image_classification.privacy import accounting
-from image_classification.privacy import canary_audit
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
 from image_classification.privacy import plan as plan_lib
@@ -56,7 +55,8 @@ class Experiment:
   """Everything a run needs that is decided before the first step (no compilation)."""
 
   def __init__(self, config: ml_collections.ConfigDict, dry_run: bool = False,
-               dataset=None):
+               dataset=None, audit=None):
+    """``audit``: the run's audit hook (image_classification.audit.hook) or None."""
     self.config = config
     self.devices = jax.devices()
     self.mesh = mesh_lib.make_mesh(self.devices)
@@ -69,7 +69,13 @@ class Experiment:
     self.data, self.validation = validation.hold_out(
         self.data, config.data.get('validation_fraction', 0.0))
     # Before the plan: with an audit on, the accountant's N counts the included canaries.
-    self.data, self.audit = canary_audit.prepare(config, self.data)
+    if config.audit.enabled and audit is None:
+      raise config_lib.ConfigError(
+          'config.audit.enabled=True needs the audit hook: run through launch.py, or '
+          'call image_classification.audit.hook.train / check')
+    self.audit = audit
+    if audit is not None:
+      self.data = audit.prepare(self.data)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     try:
@@ -133,14 +139,14 @@ class Experiment:
     return d
 
 
-def check(config: ml_collections.ConfigDict, dataset=None) -> Experiment:
+def check(config: ml_collections.ConfigDict, dataset=None, audit=None) -> Experiment:
   """Everything a dry run checks (config, data, privacy plan, model), writing nothing.
 
   A sweep calls it on every point before training the first. Unlike a dry run it
   also needs model.pretrained_path to exist; it does not read the weights.
   """
   config_lib.validate(config, len(jax.devices()), dry_run=False)
-  return Experiment(config, dry_run=True, dataset=dataset)
+  return Experiment(config, dry_run=True, dataset=dataset, audit=audit)
 
 
 def _stats_row(stats: dict) -> dict:
@@ -151,7 +157,7 @@ def _stats_row(stats: dict) -> dict:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
-          dataset=None) -> dict:
+          dataset=None, audit=None) -> dict:
   """Runs one experiment; returns summary.json's content (plan.json's for dry runs).
 
   Resumes from WORKDIR/checkpoints when the workdir holds an unfinished run of the same
@@ -173,7 +179,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
             f'{done.get("steps")} steps): nothing to do. Use another --workdir to train '
             'again.', flush=True)
       return done
-  exp = Experiment(config, dry_run=dry_run, dataset=dataset)
+  exp = Experiment(config, dry_run=dry_run, dataset=dataset, audit=audit)
   # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
   exp.plan = plan = privatizers.with_strategy(exp.plan, workdir)
   if dry_run:
@@ -380,8 +386,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   audit_result = None
   if exp.audit is not None:
-    audit_result = canary_audit.finish(
-        exp.audit, exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
+    audit_result = exp.audit.finish(
+        exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
         tuple(exp.data.std), plan, workdir)
   eps = epsilon_at(step)
   privacy = exp.privacy_json(step, eps)
