@@ -357,7 +357,7 @@ def audit_from_scores(
 
 
 def stream(seed: int, tag: int) -> np.random.Generator:
-  """numpy's generator for SeedSequence([seed, tag]): one audit draw, apart from others."""
+  """The generator of SeedSequence([seed, tag]): one audit draw, apart from the others."""
   if int(seed) != seed or seed < 0:
     raise ValueError(f'seed must be a non-negative integer, got {seed}.')
   return np.random.default_rng(np.random.SeedSequence([int(seed), tag]))

@@ -162,6 +162,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   Resumes from WORKDIR/checkpoints when the workdir holds an unfinished run of the same
   config; the ledger continues from the restored step, it is never reset.
+
+  ``audit`` is the run hook of config.audit (image_classification.audit.hook, which sits
+  above training and is not imported here): its ``prepare(dataset)`` runs before the
+  privacy plan, its ``finish(...)`` after the final evaluation. A config with the audit
+  on and no hook is refused.
   """
   start = time.time()
   writer = distributed.is_writer()  # process 0 alone writes the run files and prints
