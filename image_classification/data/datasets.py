@@ -88,7 +88,7 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 
 
 def names(predicate=None) -> tuple[str, ...]:
-  """Registered names in registration order; those whose spec satisfies ``predicate``."""
+  """Registered names, in registration order, of the specs ``predicate`` accepts."""
   return tuple(n for n, s in DATASETS.items() if predicate is None or predicate(s))
 
 
@@ -109,7 +109,8 @@ def check_spec(spec: DatasetSpec) -> None:
   if (spec.mean is None) != (spec.std is None):
     problems.append('mean and std must be set together')
   elif spec.mean is not None and not len(spec.mean) == len(spec.std) == channels:
-    problems.append(f'{len(spec.mean)} means, {len(spec.std)} stds, {channels} channels')
+    problems.append(
+        f'{len(spec.mean)} means, {len(spec.std)} stds, {channels} channels')
   elif spec.std is not None and min(spec.std) <= 0:
     problems.append(f'std {spec.std}')
   if spec.num_classes is not None and spec.num_classes < 2:
@@ -121,7 +122,7 @@ def check_spec(spec: DatasetSpec) -> None:
     problems.append('a tfds dataset needs num_classes, image_shape, constants, sizes')
   if spec.manual_files and spec.tfds_name is None:
     problems.append('manual_files without tfds_name')
-  if spec.image_shape is not None and spec.image_shape[0] == 0 and not spec.random_access:
+  if spec.image_shape and spec.image_shape[0] == 0 and not spec.random_access:
     problems.append('images of varying size need random_access (crop when read)')
   if problems:
     raise ValueError(f'dataset spec {spec.name}: ' + '; '.join(problems))
@@ -182,6 +183,7 @@ register(DatasetSpec(
     num_train=1_281_167, num_test=50_000,
     manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
     random_access=True))
-# The user's own images: classes from the sub-folders (image_folder) or the config (npz).
+# The user's own images: classes from the sub-folders (image_folder) or the config
+# (npz).
 register(DatasetSpec('image_folder', local_format='image_folder'))
 register(DatasetSpec('npz', local_format='npz'))

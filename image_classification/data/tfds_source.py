@@ -57,7 +57,7 @@ def _spec(name: str) -> datasets.DatasetSpec:
 
 
 def _builder(name: str, data_dir: str):
-  """The tfds builder for dataset ``name``, set to prepare in the array_record format."""
+  """The tfds builder of dataset ``name``, preparing in the array_record format."""
   tfds_name = _spec(name).tfds_name
   tfds = _import_tfds()
   return tfds.builder(tfds_name, data_dir=data_dir or None, file_format='array_record')

@@ -1,6 +1,7 @@
 """The dataset registry: every spec is self-consistent and every reader reads it."""
 import dataclasses
 
+import numpy as np
 import pytest
 
 from configs import quickstart
@@ -67,9 +68,10 @@ def test_a_registered_dataset_is_known_everywhere(monkeypatch):
   config_lib.validate(config, 1, dry_run=True)
   splits = catalog.dry_run_splits(config.data)
   assert splits.train.num_examples == 112_800 and splits.num_classes == 47
-  assert tfds_source._spec('emnist_test').tfds_name == 'emnist/balanced'  # pylint: disable=protected-access
+  spec = tfds_source._spec('emnist_test')  # pylint: disable=protected-access
+  assert spec.tfds_name == 'emnist/balanced'
+  config.data.path = '/some/where'
   with pytest.raises(base.DataError, match='not read from local files'):
-    config.data.path = '/some/where'
     sources.load_dataset(config.data)
 
 
@@ -89,8 +91,7 @@ def test_tfds_source_refuses_datasets_it_does_not_read():
 
 
 def test_splits_take_the_spec_constants_or_generic_ones():
-  source = base.ArraySource(*[__import__('numpy').zeros(s, t) for s, t in
-                              (((2, 4, 4, 3), 'uint8'), ((2,), 'int32'))])
+  source = base.ArraySource(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int32))
   splits = datasets.DATASETS['npz'].make_splits(source, source, num_classes=5)
   assert splits.num_classes == 5 and splits.mean == (0.5,) * 3
   assert splits.class_names == ()
