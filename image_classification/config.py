@@ -11,6 +11,7 @@ import os
 from absl import logging
 import ml_collections
 
+from image_classification.data import datasets
 from image_classification.privacy import accounting
 from image_classification.training import optimizers
 
@@ -28,7 +29,6 @@ def _fail(field: str, value, why: str):
 def validate(config: ml_collections.ConfigDict, num_devices: int,
              dry_run: bool = False) -> None:
   # Local imports keep `import image_classification.config` light.
-  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
   from image_classification.models import registry  # pylint: disable=g-import-not-at-top
 
   m = config.model
@@ -46,8 +46,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           'fine-tuning) or leave it empty to train from scratch')
 
   d = config.data
-  if d.name not in sources.DATASETS:
-    _fail('data.name', d.name, f'unknown dataset; choose one of {list(sources.DATASETS)}')
+  if d.name not in datasets.names():
+    _fail('data.name', d.name, f'unknown dataset; choose one of {list(datasets.names())}')
   if d.path and not os.path.exists(d.path):
     _fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
           "dataset's original files, or leave it empty to use tfds")
@@ -62,7 +62,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     _fail('data.image_size', d.image_size,
           'must be >= 0 (0 keeps the native size; > 0 resizes to a square)')
   num_classes = d.get('num_classes', 0) or 0
-  spec = sources.spec_num_classes(d.name)
+  spec = datasets.get(d.name).num_classes
   if num_classes < 0:
     _fail('data.num_classes', num_classes, 'must be >= 0 (0: from the dataset)')
   if d.name == 'npz' and num_classes < 2:
