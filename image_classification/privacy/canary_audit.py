@@ -50,6 +50,7 @@ import numpy as np
 from image_classification.data import augmentation
 from image_classification.data import base
 from image_classification.privacy import audit
+from image_classification.privacy import batch_selection
 from image_classification.reporting import run_files
 
 AUDIT = 'audit.json'
@@ -85,7 +86,6 @@ class AuditSetup:
     seed: the seed the canaries and membership were drawn from (config.seed).
     confidence: config.audit.confidence.
     canary_type: config.audit.canary_type.
-    sampling: config.privacy.sampling (for the comparability note).
   """
   source: base.ImageSource
   source_indices: np.ndarray
@@ -95,7 +95,6 @@ class AuditSetup:
   seed: int
   confidence: float
   canary_type: str
-  sampling: str
 
   @property
   def num_canaries(self) -> int:
@@ -206,7 +205,7 @@ def prepare(config, dataset: base.DatasetSplits
   one, so this is cheap for any dataset and works on dry-run stand-ins.
 
   Args:
-    config: the run's config; reads audit.*, seed and privacy.sampling.
+    config: the run's config; reads audit.* and seed.
     dataset: the loaded splits.
 
   Returns:
@@ -237,8 +236,7 @@ def prepare(config, dataset: base.DatasetSplits
   setup = AuditSetup(
       source=train, source_indices=source_indices, label_shifts=shifts,
       included=included, num_classes=int(dataset.num_classes), seed=seed,
-      confidence=float(a.confidence), canary_type=a.canary_type,
-      sampling=config.privacy.sampling)
+      confidence=float(a.confidence), canary_type=a.canary_type)
   return dataclasses.replace(dataset, train=new_train), setup
 
 
@@ -318,7 +316,8 @@ def finish(setup: AuditSetup, apply_fn, params, mean, std, plan,
   predicted = np.argmax(logits, axis=-1) == labels
   epsilon = math.inf if plan.non_private else float(plan.epsilon)
   bound = result['epsilon_lower_bound']
-  comparable = setup.sampling == 'poisson'
+  # Like for like only when the accountant's adjacency is the audit's (add/remove).
+  comparable = plan.neighboring_relation == batch_selection.ADD_OR_REMOVE_ONE
   out = {
       **result,
       'epsilon': epsilon,
@@ -361,6 +360,7 @@ def finish(setup: AuditSetup, apply_fn, params, mean, std, plan,
           f'epsilon {epsilon:.3f}: evidence of a privacy bug (false with '
           f'probability < {1 - setup.confidence:g} if the run is DP)', flush=True)
   if not comparable:
-    print('note: sampling=fixed is accounted under replace-one; the audit tests '
+    print(f'note: the accountant\'s adjacency is {plan.neighboring_relation} '
+          f'(sampling={plan.sampling}); the audit tests '
           'add/remove, so the two epsilons are not like for like', flush=True)
   return out

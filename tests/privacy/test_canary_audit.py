@@ -14,14 +14,14 @@ import pytest
 from configs import quickstart_audit
 from configs import quickstart_audit_nonprivate
 from image_classification import config as config_lib
+from image_classification import plan as plan_lib
 from image_classification.data import base
 from image_classification.data import catalog
-from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.privacy import audit
+from image_classification.privacy import batch_selection
 from image_classification.privacy import canary_audit
-from image_classification.privacy import plan as plan_lib
 from image_classification.training import evaluation
 from image_classification.training import loop
 from tests.training import wiring_helpers
@@ -153,7 +153,7 @@ def test_membership_is_independent_of_the_training_streams():
     np.testing.assert_array_equal(bits, audit.make_canary_membership(m, seed))
     for step in (0, 1):
       drawn = np.zeros(m, bool)
-      drawn[sampling.Sampler(m, m // 2, 'poisson', seed).indices(step)] = True
+      drawn[batch_selection.PoissonSampling(m, m // 2, seed).indices(step)] = True
       agree_sampler.append(np.mean(bits == drawn))
     coins = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5, (m,)))
     agree_jax.append(np.mean(bits == coins))
@@ -169,7 +169,7 @@ def _plan(config, setup, **overrides):
       noise_multiplier=1.0, clipping_norm=1.0, sampling='poisson',
       sampling_rate=16 / setup.train_size, expected_batch_size=16, steps=50,
       delta=config.privacy.delta, epsilon=3.5, target_epsilon=4.0, accountant='rdp',
-      neighboring_relation='add/remove', dataset_size=setup.train_size)
+      neighboring_relation='add_or_remove_one', dataset_size=setup.train_size)
   return plan_lib.PrivacyPlan(**{**fields, **overrides})
 
 
