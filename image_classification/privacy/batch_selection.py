@@ -59,10 +59,6 @@ _SAMPLER_STREAM = 0x5A3D
 _GROUP_STREAM = 0x6B0A
 
 
-def _secret_seed():
-  return dataclasses.field(default=None, repr=False, compare=False)
-
-
 def _rng(seed, step: int) -> np.random.Generator:
   if seed is None:
     raise ValueError('this batch selection has no seed: it can account, not draw')
@@ -90,17 +86,24 @@ def _poisson_event(rate: float, noise_multiplier: float, steps: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class PoissonSampling:
-  """Each example joins each step's batch independently with probability B / N."""
+class _Subsampling:
+  """N examples, an expected (public) batch size B and the secret seed of the draws."""
   dataset_size: int
   expected_batch_size: int
-  seed: int | None = _secret_seed()  # secret: kept out of logs
-
-  neighboring_relation = ADD_OR_REMOVE_ONE
+  # Secret: kept out of reprs, logs and comparisons; keyword-only.
+  seed: int | None = dataclasses.field(default=None, repr=False, compare=False,
+                                       kw_only=True)
 
   @property
   def sampling_rate(self) -> float:
     return self.expected_batch_size / self.dataset_size
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonSampling(_Subsampling):
+  """Each example joins each step's batch independently with probability B / N."""
+
+  neighboring_relation = ADD_OR_REMOVE_ONE
 
   def indices(self, step: int) -> np.ndarray:
     """The training indices of step ``step`` (sorted, distinct)."""
@@ -122,17 +125,10 @@ class PoissonSampling:
 
 
 @dataclasses.dataclass(frozen=True)
-class FixedSizeSampling:
+class FixedSizeSampling(_Subsampling):
   """Exactly B distinct examples, uniformly without replacement, fresh every step."""
-  dataset_size: int
-  expected_batch_size: int
-  seed: int | None = _secret_seed()  # secret: kept out of logs
 
   neighboring_relation = REPLACE_ONE
-
-  @property
-  def sampling_rate(self) -> float:
-    return self.expected_batch_size / self.dataset_size
 
   def indices(self, step: int) -> np.ndarray:
     """The training indices of step ``step`` (sorted, distinct, exactly B)."""
@@ -157,12 +153,9 @@ class FixedSizeSampling:
 
 
 @dataclasses.dataclass(frozen=True)
-class CyclicPoissonSampling:
+class CyclicPoissonSampling(_Subsampling):
   """BandMF's: b fixed random groups; step t Poisson-samples group t mod b at b B / N."""
-  dataset_size: int
-  expected_batch_size: int
   num_bands: int
-  seed: int | None = _secret_seed()  # secret: kept out of logs
 
   neighboring_relation = ADD_OR_REMOVE_ONE
 

@@ -153,7 +153,7 @@ def test_membership_is_independent_of_the_training_streams():
     np.testing.assert_array_equal(bits, audit.make_canary_membership(m, seed))
     for step in (0, 1):
       drawn = np.zeros(m, bool)
-      drawn[batch_selection.PoissonSampling(m, m // 2, seed).indices(step)] = True
+      drawn[batch_selection.PoissonSampling(m, m // 2, seed=seed).indices(step)] = True
       agree_sampler.append(np.mean(bits == drawn))
     coins = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5, (m,)))
     agree_jax.append(np.mean(bits == coins))
