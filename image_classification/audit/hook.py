@@ -51,6 +51,7 @@ from image_classification.audit import canaries as canaries_lib
 from image_classification.audit import scoring
 from image_classification.audit import statistics
 from image_classification.data import base
+from image_classification.privacy import batch_selection
 from image_classification.reporting import run_files
 from image_classification.training import loop
 
@@ -159,7 +160,8 @@ class AuditHook:
                     f'BandMF (b = {plan.num_bands})'),
         'bound_exceeds_accountant': bool(
             not plan.non_private and result['epsilon_lower_bound'] > epsilon),
-        'comparable_with_accountant': plan.sampling == 'poisson',
+        'comparable_with_accountant': (
+            plan.neighboring_relation == batch_selection.ADD_OR_REMOVE_ONE),
         'neighboring_relation': NEIGHBORING_RELATION,
         'accountant_neighboring_relation': plan.neighboring_relation,
         'canary_type': self.canary_type,
@@ -195,8 +197,9 @@ class AuditHook:
             f'epsilon {epsilon:.3f}: evidence of a privacy bug (false with '
             f'probability < {1 - self.confidence:g} if the run is DP)', flush=True)
     if not out['comparable_with_accountant']:
-      print('note: sampling=fixed is accounted under replace-one; the audit tests '
-            'add/remove, so the two epsilons are not like for like', flush=True)
+      print(f"note: the accountant's adjacency is {plan.neighboring_relation} "
+            f'(sampling={plan.sampling}); the audit tests add/remove, so the two '
+            'epsilons are not like for like', flush=True)
 
 
 def for_config(config: ml_collections.ConfigDict) -> AuditHook | None:

@@ -10,7 +10,7 @@ from image_classification.audit import canaries
 from image_classification.audit import statistics
 from image_classification.data import base
 from image_classification.data import catalog
-from image_classification.data import sampling
+from image_classification.privacy import batch_selection
 from tests.audit.canary_helpers import ids
 from tests.audit.canary_helpers import indexed_splits
 from tests.audit.canary_helpers import NUM_CLASSES
@@ -45,7 +45,8 @@ def test_membership_is_independent_of_the_training_streams():
     np.testing.assert_array_equal(bits, statistics.make_canary_membership(m, seed))
     for step in (0, 1):
       drawn = np.zeros(m, bool)
-      drawn[sampling.Sampler(m, m // 2, 'poisson', seed).indices(step)] = True
+      drawn[batch_selection.PoissonSampling(
+          dataset_size=m, expected_batch_size=m // 2, seed=seed).indices(step)] = True
       agree_sampler.append(np.mean(bits == drawn))
     coins = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(seed), 0.5, (m,)))
     agree_jax.append(np.mean(bits == coins))

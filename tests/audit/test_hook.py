@@ -16,7 +16,8 @@ from image_classification.audit import canaries as canaries_lib
 from image_classification.audit import hook
 from image_classification.audit import statistics
 from image_classification.models import registry
-from image_classification.privacy import plan as plan_lib
+from image_classification import plan as plan_lib
+from image_classification.privacy import batch_selection
 from image_classification.training import loop
 from tests.audit.canary_helpers import indexed_splits
 from tests.audit.canary_helpers import NUM_CLASSES
@@ -94,7 +95,7 @@ def _plan(config, setup, **overrides):
       noise_multiplier=1.0, clipping_norm=1.0, sampling='poisson',
       sampling_rate=16 / setup.train_size, expected_batch_size=16, steps=50,
       delta=config.privacy.delta, epsilon=3.5, target_epsilon=4.0, accountant='rdp',
-      neighboring_relation='add/remove', dataset_size=setup.train_size)
+      neighboring_relation=batch_selection.ADD_OR_REMOVE_ONE, dataset_size=setup.train_size)
   return plan_lib.PrivacyPlan(**{**fields, **overrides})
 
 
@@ -126,9 +127,9 @@ def test_finish_writes_audit_json_with_every_key(tmp_path):
   # config, and audit.json marks the comparison as not like for like.
   out = audit.finish(model.apply, params, data.mean, data.std,
                      _plan(config, setup, sampling='fixed',
-                           neighboring_relation='replace-one'), str(tmp_path))
+                           neighboring_relation=batch_selection.REPLACE_ONE), str(tmp_path))
   assert out['comparable_with_accountant'] is False
-  assert out['accountant_neighboring_relation'] == 'replace-one'
+  assert out['accountant_neighboring_relation'] == batch_selection.REPLACE_ONE
 
   # Non-private: epsilon is null in the file and the report says so.
   out = audit.finish(model.apply, params, data.mean, data.std,
