@@ -303,7 +303,8 @@ def main(argv):
       return
     if _CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
-    from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+    # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
+    from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
     if _BENCHMARK.value:
       from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
       batch_sizes, augmults, implementations = benchmark.parse_flags(
@@ -315,7 +316,7 @@ def main(argv):
           implementations=implementations, dtypes=dtypes)
       return
     if _SWEEP.value:
-      rows = sweeps.run_sweep(  # each point: loop.check first, then loop.train
+      rows = sweeps.run_sweep(  # checks every point, then trains each with audit_hook
           _CONFIG.value, _SWEEP.value, _WORKDIR.value, print_only=_PRINT_ONLY.value,
           base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
       failed = [r['point'] for r in rows if r.get('status') == 'failed']
@@ -326,7 +327,7 @@ def main(argv):
               'finished points are skipped', file=sys.stderr)
         sys.exit(1)
       return
-    loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
+    audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweeps.SweepError,
           mechanism_secret.SecretError, distributed.DistributedError) as e:
     print(f'error: {_which_process()}{e}', file=sys.stderr)

@@ -1,6 +1,7 @@
 """Running a sweep's points one after another with the training loop.
 
-Each point trains in WORKDIR/<point_name> through ``loop.train``. A point whose
+Each point trains in WORKDIR/<point_name> through ``audit_hook.train`` (the training
+loop, plus the privacy audit when the point's config asks for it). A point whose
 summary.json says complete is skipped, so a sweep resumes where it stopped; a point
 that crashed leaves its traceback in <point>/sweep_error.txt, the other points still
 run, and the next launch re-runs it. A stop request (Ctrl-C, SIGTERM) stops the sweep.
@@ -17,6 +18,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from image_classification import run_files
+from image_classification.audit import hook as audit_hook
 from image_classification.reporting import report
 from image_classification.sweeps.overrides import apply_overrides
 from image_classification.sweeps.points import format_value
@@ -25,7 +27,6 @@ from image_classification.sweeps.points import point_name
 from image_classification.sweeps.points import SweepError
 from image_classification.sweeps.summary import summarize_sweep
 from image_classification.sweeps.sweep_file import load_sweep
-from image_classification.training import loop
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 CheckFn = Callable[[ml_collections.ConfigDict], Any]
@@ -105,9 +106,9 @@ def check_points(config: ml_collections.ConfigDict, points: Sequence[Point],
 
 
 def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
-              train_fn: TrainFn = loop.train, *, print_only: bool = False,
+              train_fn: TrainFn = audit_hook.train, *, print_only: bool = False,
               base_command: Optional[str] = None,
-              check_fn: Optional[CheckFn] = loop.check) -> list[dict[str, Any]]:
+              check_fn: Optional[CheckFn] = audit_hook.check) -> list[dict[str, Any]]:
   """Runs every point of a sweep, one after another, and tabulates them.
 
   Args:
@@ -115,13 +116,14 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
     sweep_path: the sweep file (see ``load_sweep``).
     workdir: the sweep's folder; point i runs in workdir/<point_name>.
     train_fn: ``train_fn(config, point_workdir)`` trains one point and leaves
-      summary.json there with status 'complete' when it finishes (``loop.train``).
+      summary.json there with status 'complete' when it finishes
+      (``audit_hook.train``).
     print_only: print one shell command per point (for the user's own
       scheduler) and run nothing; no file is written.
-    base_command: the command those lines start with (see ``base_command_from_flags``);
-      default 'python launch.py'.
+    base_command: the command those lines start with (see
+      ``base_command_from_flags``); default 'python launch.py'.
     check_fn: ``check_fn(point_config)`` raises ValueError for a bad point
-      (``loop.check``: config, data, privacy plan, model); every point not yet
+      (``audit_hook.check``: config, data, privacy plan, model); every point not yet
       complete is checked before the first trains, also with print_only. None: no
       check.
 

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from configs import quickstart
-from image_classification.privacy import plan as plan_lib
+from image_classification import plan as plan_lib
 from image_classification import run_files
 from image_classification.training import checkpoint
 from image_classification.training import dp_step
