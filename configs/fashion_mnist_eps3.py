@@ -20,24 +20,10 @@ epsilon 2.59 only. The target they calibrated to is epsilon=3.
   python launch.py --config=configs/fashion_mnist_eps3.py \
       --config.data.path=/path/to/fashion_mnist --workdir=DIR
 """
-from configs import base
+from configs import common
 
 
 def get_config():
-  config = base.get_config()
-  config.experiment = 'fashion_mnist_eps3'
-  config.data.name = 'fashion_mnist'
-  config.model.name = 'tanh_cnn'  # Tramer & Boneh's end-to-end CNN (about 26k params).
-  config.model.kwargs.init_scheme = 'torch'  # their PyTorch initialisation
-  config.privacy.target_epsilon = 3.0
-  config.privacy.delta = 1e-5
-  config.privacy.noise_multiplier = None  # calibrated: ~1.93 (paper: 2.15, looser conversion)
-  config.privacy.clipping_norm = 0.1
-  config.training.batch_size = 2048
-  config.training.num_epochs = 40.0
-  config.training.optimizer.name = 'sgd'
-  config.training.optimizer.learning_rate = 4.0
-  config.training.optimizer.momentum = 0.9
-  config.training.log_every_steps = 20
-  config.training.eval_every_steps = 200
-  return config
+  # Sigma calibrated: ~1.93 (paper: 2.15, looser conversion).
+  return common.tramer_boneh('fashion_mnist_eps3', 'fashion_mnist', batch_size=2048,
+                             learning_rate=4.0, log_every_steps=20, eval_every_steps=200)

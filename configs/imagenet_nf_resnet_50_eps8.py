@@ -21,39 +21,18 @@ ImageNet is read through tfds (prepared array_record copy, see data/tfds_source.
   python launch.py --config=configs/imagenet_nf_resnet_50_eps8.py --workdir=DIR \
       --config.data.tfds_data_dir=/path/to/tensorflow_datasets
 """
-from configs import base
+from configs import common
 
 
 def get_config():
-  config = base.get_config()
+  # 224x224 train and eval, as in the released config.
+  config = common.imagenet(image_size=224, learning_rate=4.0)
   config.experiment = 'imagenet_nf_resnet_50_eps8'
-  config.data.name = 'imagenet2012'
-  config.data.image_size = 224          # train and eval, as in the released config
-  config.data.augmult = 4
-  config.data.random_crop = True
-  config.data.random_flip = True
-
   config.model.name = 'nf_resnet'
   config.model.kwargs.depth = 50
-
-  config.privacy.target_epsilon = 8.0
-  # The paper's ImageNet delta. It is just above 1/N = 7.8e-7 (N = 1,281,167), which
-  # is refused unless allowed; kept for comparability, and privacy.md says so first.
-  config.privacy.delta = 8e-7
-  config.privacy.allow_large_delta = True
-  config.privacy.noise_multiplier = 2.5  # fixed by the paper, not calibrated
-  config.privacy.clipping_norm = 1.0
-
-  config.training.batch_size = 16384
-  # jax_privacy's per_device_per_step=32 (x4 augmult views).
-  config.training.micro_batch_size = 32
-  config.training.num_steps = 71589
-  config.training.optimizer.name = 'sgd'
-  config.training.optimizer.learning_rate = 4.0
-  config.training.optimizer.momentum = 0.0
-  config.training.ema.decay = 0.99999
-  config.training.log_every_steps = 100
-  config.training.eval_every_steps = 5000
-  config.training.eval_batch_size = 500
-  config.training.checkpoint_every_steps = 1000
+  # sigma fixed by the paper, not calibrated.
+  common.set_fixed_noise(config, 8, 8e-7, noise_multiplier=2.5, steps=71589)
+  # micro_batch_size: jax_privacy's per_device_per_step=32 (x4 augmult views).
+  config.training.update(micro_batch_size=32, log_every_steps=100, eval_every_steps=5000,
+                         eval_batch_size=500, checkpoint_every_steps=1000)
   return config

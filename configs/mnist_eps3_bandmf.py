@@ -22,14 +22,13 @@ results/bandmf.md). b can be at most N / batch = 58 here.
 
   python launch.py --config=configs/mnist_eps3_bandmf.py --workdir=/tmp/mnist_bandmf
 """
+from configs import common
 from configs import mnist_eps3
 
 
 def get_config():
-  config = mnist_eps3.get_config()
-  config.experiment = 'mnist_eps3_bandmf'
-  config.privacy.mechanism = 'bandmf'
-  config.privacy.num_bands = 8
+  config = common.bandmf(mnist_eps3.get_config(), 'mnist_eps3_bandmf', num_bands=8)
+  # b must divide the number of steps: 2400, not 40 epochs (see above).
   config.training.num_epochs = 0.0
   config.training.num_steps = 2400
   return config

@@ -14,13 +14,11 @@ only b <= 2 at batch 512); everything else is the quickstart's. b must divide th
 steps. How b = 2 / 4 compare with b = 1 at epsilon 1, 2, 4 is measured in
 results/bandmf.md (configs/sweeps/quickstart_bandmf.py).
 """
+from configs import common
 from configs import quickstart
 
 
 def get_config():
-  config = quickstart.get_config()
-  config.experiment = 'quickstart_bandmf'
-  config.privacy.mechanism = 'bandmf'
-  config.privacy.num_bands = 2
-  config.training.batch_size = 256
+  config = common.bandmf(quickstart.get_config(), 'quickstart_bandmf', num_bands=2)
+  config.training.batch_size = 256  # b <= N/B (see above)
   return config

@@ -1,4 +1,6 @@
 """Tests for the normaliser-free families: NF-ResNet and NFNet."""
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,3 +156,56 @@ def test_nf_block_is_its_shortcut_when_skip_gain_is_zero(tiny):
   np.testing.assert_allclose(apply(changed, x), apply(zeroed, x), rtol=1e-5,
                              atol=1e-5)
   assert name in _TINY
+
+
+# sha256 of the sorted 'path:shape:dtype' lines of the parameter tree at 1000 classes,
+# taken before the two families shared models/normalizer_free.py: pre-trained
+# checkpoints hold these trees, so a refactoring must not change them.
+_PARAM_TREES = {
+    ('nf_resnet', (('depth', 50),)): (
+        176, 'aef938edff6e'),
+    ('nfnet', (('variant', 'F3'),)): (
+        845, 'cc4b51988b1c'),
+    ('nf_resnet', (('depth', 26), ('width', 0.125), ('se_ratio', 0.25))): (
+        128, '05fea2613067'),
+    ('nfnet', (('variant', 'F0'), ('width', 0.125), ('group_width', 16))): (
+        233, 'e9cecd1fbd5a'),
+}
+
+
+@pytest.mark.parametrize('name,kwargs', sorted(_PARAM_TREES))
+def test_parameter_tree_is_unchanged(name, kwargs):
+  model = registry.build(name, 1000, **dict(kwargs))
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                         is_training=False))
+  lines = sorted(f'{jax.tree_util.keystr(p)}:{tuple(s.shape)}:{s.dtype}'
+                 for p, s in jax.tree_util.tree_leaves_with_path(shapes))
+  count, digest = _PARAM_TREES[(name, kwargs)]
+  assert len(lines) == count
+  assert hashlib.sha256('\n'.join(lines).encode()).hexdigest()[:12] == digest
+
+
+def test_nfnet_variants_are_the_published_ones():
+  assert sorted(nfnet.VARIANTS) == [f'F{n}' for n in range(8)]
+  assert nfnet.VARIANTS['F0'] == dict(depths=(1, 2, 6, 3), train_image_size=192,
+                                      eval_image_size=256, dropout_rate=0.2)
+  assert nfnet.VARIANTS['F3']['depths'] == (4, 8, 24, 12)
+  assert nfnet.VARIANTS['F7'] == dict(depths=(8, 16, 48, 24), train_image_size=480,
+                                      eval_image_size=608, dropout_rate=0.5)
+  assert [v['dropout_rate'] for v in nfnet.VARIANTS.values()] == [
+      0.2, 0.3, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5]
+
+
+def test_model_options_are_the_fields_of_each_family():
+  """config.model.kwargs may set exactly these (the shared base adds none)."""
+  assert registry.keyword_arguments('nf_resnet') == [
+      'activation', 'alpha', 'depth', 'dropout_rate', 'se_ratio',
+      'stochastic_depth_rate', 'width']
+  assert registry.keyword_arguments('nfnet') == [
+      'activation', 'alpha', 'dropout_rate', 'final_conv_mult', 'group_width',
+      'se_ratio', 'stochastic_depth_rate', 'variant', 'width']
+  assert registry.build('nfnet', 3).activation == 'gelu'
+  assert registry.build('nfnet', 3).se_ratio == 0.5
+  assert registry.build('nf_resnet', 3).activation == 'relu'
+  assert registry.build('nf_resnet', 3).se_ratio == 0.0
