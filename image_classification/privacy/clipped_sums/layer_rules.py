@@ -102,9 +102,8 @@ _RULES: dict[type, LayerRule] = {}
 
 def register(layer_class: type, rule: LayerRule) -> LayerRule:
   """Registers ``rule`` for ``layer_class`` and its subclasses."""
-  if layer_class in _RULES:
+  if _RULES.setdefault(layer_class, rule) is not rule:
     raise ValueError(f'a layer rule for {layer_class.__name__} is registered twice')
-  _RULES[layer_class] = rule
   return rule
 
 

@@ -15,6 +15,7 @@ moves the sum by at most C, replacing one by at most 2C, whichever implementatio
 Implementations differ in speed and memory only; tests/privacy/clipped_sums/ checks that
 each gives the reference's ('vmap') sum and respects the bound under adversarial inputs.
 """
+import functools
 from typing import Any, Callable
 
 ClippedSumFn = Callable[..., tuple[Any, Any, Any, Any]]
@@ -22,16 +23,16 @@ ClippedSumFn = Callable[..., tuple[Any, Any, Any, Any]]
 _REGISTRY: dict[str, ClippedSumFn] = {}
 
 
+def _add(name: str, fn: ClippedSumFn) -> ClippedSumFn:
+  if name in _REGISTRY:
+    raise ValueError(f'clipped-sum implementation {name!r} is registered twice')
+  _REGISTRY[name] = fn
+  return fn
+
+
 def register(name: str) -> Callable[[ClippedSumFn], ClippedSumFn]:
   """Decorator that registers a clipped-sum implementation under ``name``."""
-
-  def decorator(fn: ClippedSumFn) -> ClippedSumFn:
-    if name in _REGISTRY:
-      raise ValueError(f'clipped-sum implementation {name!r} is registered twice')
-    _REGISTRY[name] = fn
-    return fn
-
-  return decorator
+  return functools.partial(_add, name)
 
 
 def names() -> tuple[str, ...]:
