@@ -93,7 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
   # activations and output gradients; 2x faster than vmap for WRN-16-4 on CPU,
   # results/benchmarks.md), 'ghost' (the same without keeping them: less memory,
   # more compute), 'vmap' (vmap of grad: the reference the tests compare against).
-  # All give the same clipped sum to float tolerance (tests/privacy/test_fast_clipping.py).
+  # All give the same clipped sum to float tolerance (tests/privacy/clipped_sums/).
+  # The one default: the trainer and the benchmark read it from here.
   config.training.per_example_grads = 'fast'
   # Mixed precision: 'bfloat16' runs convolutions and activations in bfloat16, while
   # parameters, optimizer state, EMA, per-example norms, clip factors, the clipped

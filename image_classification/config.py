@@ -11,6 +11,7 @@ import ml_collections
 
 from image_classification import plan as plan_lib
 from image_classification.data import datasets
+from image_classification.privacy import clipped_sums
 from image_classification.training import optimizers
 
 WANDB_MODES = ('disabled', 'offline', 'online')
@@ -89,10 +90,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           f'{max(num_devices, t.batch_size // num_devices * num_devices)}')
   if t.micro_batch_size < 0:
     _fail('training.micro_batch_size', t.micro_batch_size, 'must be >= 0 (0: no split)')
-  from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
-  if t.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
+  if t.per_example_grads not in clipped_sums.names():
     _fail('training.per_example_grads', t.per_example_grads,
-          f'choose one of {fast_clipping.IMPLEMENTATIONS}')
+          f'choose one of {list(clipped_sums.names())}')
   compute_dtype = t.get('compute_dtype', 'float32')
   if compute_dtype not in registry.COMPUTE_DTYPES:
     _fail('training.compute_dtype', compute_dtype,

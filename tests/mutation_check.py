@@ -24,18 +24,19 @@ NB = 'tests/training/test_neighbouring_batches.py'
 DPS = 'tests/training/test_dp_step.py'
 EV = 'tests/training/test_evaluation_and_augmult.py'
 REF = 'tests/privacy/test_accounting_references.py'
+PE = 'tests/privacy/clipped_sums/test_per_example.py'
 
 # name: (file, old, new, [pytest node ids that must fail])
 MUTATIONS = {
     'clip_2c': (
-        'image_classification/privacy/clipping.py',
+        'image_classification/privacy/clipped_sums/per_example.py',
         'factors = jnp.minimum(1.0, clipping_norm / jnp.maximum(safe, 1e-12))',
         'factors = jnp.minimum(1.0, 2 * clipping_norm / jnp.maximum(safe, 1e-12))',
-        ['tests/privacy/test_clipping.py', NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+        [PE, NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
     'normalise_by_realised': (
         'image_classification/training/dp_step.py',
-        'cfg.clipping_norm,\n                            cfg.expected_batch_size)',
-        "cfg.clipping_norm,\n                            jnp.maximum(stats['num_examples'], 1.0))",
+        'lambda x: x / cfg.expected_batch_size, noisy)',
+        "lambda x: x / jnp.maximum(stats['num_examples'], 1.0), noisy)",
         [DPS + '::test_normaliser_is_expected_not_realised_batch_size']),
     'noise_x0.5': (
         'image_classification/privacy/noise.py',
@@ -61,10 +62,10 @@ MUTATIONS = {
         [DPS + '::test_four_devices_equal_one_device',
          NB + '::test_same_bound_on_four_devices_without_micro_batching']),
     'nonfinite_not_zeroed': (
-        'image_classification/privacy/clipping.py',
+        'image_classification/privacy/clipped_sums/per_example.py',
         'valid = jnp.logical_and(mask, jnp.isfinite(norms))',
         'valid = mask',
-        ['tests/privacy/test_clipping.py',
+        [PE,
          W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
     'fixed_event_sigma': (
         'image_classification/privacy/batch_selection.py',
@@ -116,9 +117,14 @@ MUTATIONS = {
         '',
         [NB + '::test_same_bound_on_four_devices_without_micro_batching']),
     'fast_norm_underestimated': (
-        'image_classification/privacy/fast_clipping.py',
-        '    norms = jnp.sqrt(sum(p.sq_norms for p in parts))\n',
-        '    norms = 0.5 * jnp.sqrt(sum(p.sq_norms for p in parts))\n',
+        'image_classification/privacy/clipped_sums/fast.py',
+        '  norms = jnp.sqrt(sum(p.sq_norms for p in parts))\n',
+        '  norms = 0.5 * jnp.sqrt(sum(p.sq_norms for p in parts))\n',
+        [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+    'ghost_norm_underestimated': (
+        'image_classification/privacy/clipped_sums/ghost.py',
+        '  norms = jnp.sqrt(sq)\n',
+        '  norms = 0.5 * jnp.sqrt(sq)\n',
         [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
     'overflow_chunks_dropped': (
         'image_classification/training/loop.py',

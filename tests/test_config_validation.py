@@ -40,6 +40,7 @@ def _config(**overrides):
     ({'training.batch_size': 0}, 'training.batch_size'),
     ({'training.num_epochs': 3.0}, 'training.num_steps'),
     ({'training.optimizer.name': 'lbfgs'}, 'training.optimizer.name'),
+    ({'training.per_example_grads': 'ghosts'}, 'training.per_example_grads'),
     ({'training.lr_schedule.name': 'wiggly'}, 'training.lr_schedule.name'),
     ({'training.ema.decay': 1.0}, 'training.ema.decay'),
     ({'model.kwargs.normalization': 'batch_norm'}, 'model.kwargs.normalization'),

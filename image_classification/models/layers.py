@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from image_classification.privacy.clipped_sums import layer_rules
+
 Array = jax.Array
 Padding = str | Sequence[tuple[int, int]]
 
@@ -108,7 +110,7 @@ def standardize_kernel(kernel: Array, eps: float = 1e-4) -> Array:
 def ws_kernel(kernel: Array, gain: Array | None = None, eps: float = 1e-4) -> Array:
   """The kernel a ``WSConv`` convolves with: ``standardize_kernel(kernel, eps)``,
   times the per-filter ``gain`` when given. The one definition of that map: the fast
-  per-example gradient paths (privacy/fast_clipping.py) differentiate this function."""
+  per-example gradient rule registered below for ``WSConv`` differentiates it."""
   kernel = standardize_kernel(kernel, eps)
   return kernel if gain is None else kernel * gain
 
@@ -167,6 +169,20 @@ class WSConv(nn.Module):
       bias = self.param('bias', nn.initializers.zeros, (self.features,))
       y = y + bias.astype(y.dtype)
     return y
+
+
+def _ws_conv_geometry(module: WSConv):
+  return layer_rules.conv_geometry(_pair(module.kernel_size), module.strides,
+                                   module.padding, groups=module.feature_group_count)
+
+
+# The 'fast' and 'ghost' clipped sums' rule for WSConv (and ScaledWSConv): the conv's
+# per-example gradient of the kernel it convolves with, mapped to 'kernel' and 'gain'
+# through the VJP of ws_kernel, this module's own standardisation code.
+layer_rules.register(WSConv, layer_rules.conv_rule(
+    'ws_conv', _ws_conv_geometry, param_names=('kernel', 'gain', 'bias'),
+    effective_kernel=lambda module, p: ws_kernel(p['kernel'], p.get('gain'),
+                                                 module.eps)))
 
 
 class ScaledWSConv(WSConv):

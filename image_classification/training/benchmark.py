@@ -23,6 +23,7 @@ Privacy: nothing here touches private data (the images are random), and the nois
 multiplier only sets the scale of the noise, not the cost, so a placeholder is used
 when the config leaves it to calibration.
 """
+import dataclasses
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.data import sources
 from image_classification.models import registry
+from image_classification.privacy import clipped_sums
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import optimizers
@@ -242,9 +244,8 @@ def _check_dtypes(dtypes: Sequence[str]) -> None:
 
 
 def _check_implementations(implementations: Sequence[str]) -> None:
-  from image_classification.privacy import fast_clipping  # pylint: disable=g-import-not-at-top
   _check_choices('benchmark_implementations', implementations,
-                 fast_clipping.IMPLEMENTATIONS, 'training.per_example_grads')
+                 clipped_sums.names(), 'training.per_example_grads')
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
@@ -264,9 +265,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       larger than config.training.micro_batch_size per device, into micro-batches
       (a smaller batch is one pass).
     augmults: augmentation multiplicities K to time.
-    implementations: per-example gradient implementations to time (see
-      ``fast_clipping.IMPLEMENTATIONS``); default: the config's
-      (config.training.per_example_grads, else 'vmap').
+    implementations: clipped-sum implementations to time (``clipped_sums.names()``);
+      default: the config's (config.training.per_example_grads).
     reps: timed repetitions; the figures are medians.
     warmup: untimed steps after compilation.
     min_rep_seconds: each repetition runs enough steps to last about this long.
@@ -300,8 +300,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     raise config_lib.ConfigError(
         f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
         f'{config.model.name!r} for images {shape}: {e}') from e
-  default_impl = t.get('per_example_grads', 'vmap') or 'vmap'
-  implementations = tuple(implementations or (default_impl,))
+  implementations = tuple(implementations or (t.per_example_grads,))
   noise_multiplier = config.privacy.noise_multiplier
   if noise_multiplier is None or noise_multiplier <= 0:
     noise_multiplier = _PLACEHOLDER_NOISE_MULTIPLIER
@@ -335,15 +334,19 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         images, labels, mask = jax.device_put((images, labels, mask), sharding)
         images_per_step = batch * augmult
 
+        # The configured step at this batch size and augmult; each timed
+        # implementation replaces per_example_grads. The non-private step reads only
+        # the augmentation fields.
+        cfg = dp_step.step_config(
+            config, clipping_norm=config.privacy.clipping_norm,
+            noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
+            mean=mean, std=std, micro_batch_size=micro_batch_sizes[batch],
+            augmult=augmult)
+
         for dtype in dtypes:
           model = models[dtype]
           nonprivate = None
           if include_nonprivate:
-            cfg = dp_step.StepConfig(
-                clipping_norm=config.privacy.clipping_norm, noise_multiplier=0.0,
-                expected_batch_size=float(batch), micro_batch_size=0, augmult=augmult,
-                random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-                mean=mean, std=std)
             np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
             state = fresh_state()
             jitted = _nonprivate_step(model.apply, optimizer, cfg)
@@ -358,15 +361,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
             del state
 
           for impl in implementations:
-            cfg = dp_step.StepConfig(
-                clipping_norm=config.privacy.clipping_norm,
-                noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
-                micro_batch_size=micro_batch_sizes[batch], augmult=augmult,
-                random_crop=config.data.random_crop, random_flip=config.data.random_flip,
-                mean=mean, std=std, ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
-                per_example_grads=impl)
             # Random data and a fixed public key: a benchmark releases nothing private.
-            step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, base_key,
+            step = dp_step.DPStep(model.apply, optimizer,
+                                  dataclasses.replace(cfg, per_example_grads=impl),
+                                  mesh, base_key,
                                   noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
             state = fresh_state()
             t0 = time.perf_counter()

@@ -17,12 +17,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from image_classification.privacy import clipping
-from image_classification.privacy import fast_clipping
+from image_classification.data import augmentation
+from image_classification.privacy import clipped_sums
 from image_classification.privacy import noise
 from image_classification.privacy import privatizers
 from image_classification.training import mesh as mesh_lib
@@ -40,6 +41,9 @@ class StepConfig:
   noise_multiplier: float        # 0 only for explicitly non-private runs
   expected_batch_size: float     # the normaliser: public, never the realised size
   micro_batch_size: int          # per device; must divide the per-device batch
+  # The clipped-sum implementation (privacy/clipped_sums, e.g. 'vmap', 'fast',
+  # 'ghost'): the same clipped sum to float tolerance, different speed and memory.
+  per_example_grads: str
   augmult: int = 1
   random_crop: bool = False
   random_flip: bool = False
@@ -47,11 +51,24 @@ class StepConfig:
   std: tuple = (0.5,)
   ema_decay: float = 0.0
   ema_start_step: int = 0
-  # How per-example gradients are computed (the clipped sum is the same to float
-  # tolerance): 'vmap' = vmap(grad), the reference; 'fast' = from each layer's
-  # activations and output gradients (privacy/fast_clipping.py; faster on CPU);
-  # 'ghost' = the same without keeping all layers' per-example gradients (less memory).
-  per_example_grads: str = 'vmap'
+
+
+def step_config(config: ml_collections.ConfigDict, *, clipping_norm: float,
+                noise_multiplier: float, expected_batch_size: float, mean, std,
+                **overrides) -> StepConfig:
+  """The step's parameters from an experiment config, the one place that maps config
+  fields to them. The privacy numbers come from the privacy plan (the caller passes
+  plan.clipping_norm, ...); ``mean``/``std`` are the dataset's normalisation;
+  ``overrides`` replace any other field (the benchmark's batch sizes, augmult, ...)."""
+  t, d = config.training, config.data
+  fields = dict(
+      clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
+      expected_batch_size=expected_batch_size, micro_batch_size=t.micro_batch_size,
+      per_example_grads=t.per_example_grads, augmult=d.augmult,
+      random_crop=d.random_crop, random_flip=d.random_flip, mean=tuple(mean),
+      std=tuple(std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
+  fields.update(overrides)
+  return StepConfig(**fields)
 
 
 def cross_entropy(logits, labels):
@@ -98,9 +115,8 @@ class DPStep:
     self.base_key = base_key
     self.noise_key = np.asarray(noise_key, dtype=np.uint32)
     self.num_devices = mesh.devices.size
-    if cfg.per_example_grads not in fast_clipping.IMPLEMENTATIONS:
-      raise ValueError(f'per_example_grads={cfg.per_example_grads!r}; choose one of '
-                       f'{fast_clipping.IMPLEMENTATIONS}')
+    # An unknown name fails here, naming the choices, before anything is traced.
+    self._clipped_sum_fn = clipped_sums.get(cfg.per_example_grads)
     self._sum_fn = self._make_sharded_sum()
     # The common case: one chunk, one fused jit call per step.
     self.step = jax.jit(self._fused_step, donate_argnums=(0,))
@@ -118,19 +134,12 @@ class DPStep:
   def _micro_batch_sum(self, trainable, frozen, images, labels, mask, keys):
     cfg = self.cfg
     aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
-    from image_classification.data import augmentation  # pylint: disable=g-import-not-at-top
     views = augmentation.augmult_views(
         aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
         random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
     loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
-    if cfg.per_example_grads == 'vmap':
-      grads, losses = clipping.per_example_grads(loss_fn, trainable, views, labels,
-                                                 drop_keys)
-      summed, norms, valid = clipping.clipped_sum(grads, mask, cfg.clipping_norm)
-    else:
-      summed, norms, valid, losses = fast_clipping.clipped_sum(
-          loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm,
-          keep_per_example=cfg.per_example_grads == 'fast')
+    summed, norms, valid, losses = self._clipped_sum_fn(
+        loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm)
     stats = {
         'loss_sum': jnp.sum(jnp.where(valid, losses, 0.0)),
         'num_examples': jnp.sum(valid.astype(jnp.float32)),

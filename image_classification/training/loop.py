@@ -227,14 +227,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   ndev = len(exp.devices)
   capacity = selection.capacity(ndev * max(t.micro_batch_size, 1))
   # capacity is a multiple of devices x micro-batch, so micro-batches tile each shard.
-  step_cfg = dp_step.StepConfig(
-      clipping_norm=plan.clipping_norm, noise_multiplier=plan.noise_multiplier,
-      expected_batch_size=plan.expected_batch_size,
-      micro_batch_size=t.micro_batch_size,
-      augmult=config.data.augmult, random_crop=config.data.random_crop,
-      random_flip=config.data.random_flip, mean=tuple(exp.data.mean),
-      std=tuple(exp.data.std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step,
-      per_example_grads=t.per_example_grads)
+  step_cfg = dp_step.step_config(
+      config, clipping_norm=plan.clipping_norm,
+      noise_multiplier=plan.noise_multiplier,
+      expected_batch_size=plan.expected_batch_size, mean=exp.data.mean,
+      std=exp.data.std)
   step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
                            noise_key=randomness.noise_key(), privatizer=privatizer)
   ledger = plan.ledger()

@@ -76,7 +76,8 @@ def test_the_noise_key_is_not_compiled_into_the_step():
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 6, 6, 1), np.float32))['params']
   optimizer = optax.sgd(1.0)
   cfg = dp_step.StepConfig(clipping_norm=1.0, noise_multiplier=1.0,
-                           expected_batch_size=4.0, micro_batch_size=0)
+                           expected_batch_size=4.0, micro_batch_size=0,
+                           per_example_grads='vmap')
   mesh = mesh_lib.make_mesh()
   words = (0x9E3779B9, 0x7F4A7C15)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),

@@ -6,7 +6,7 @@ float32; and the sensitivity bound holds exactly as in float32: each example's
 clipped contribution, as added to the float32 sum, has norm <= C (DESIGN.md,
 invariants 2 and 11). The bound is measured, not assumed: the norm of the float32
 sum when every other example is masked out, under the adversarial inputs of
-test_fast_clipping_sensitivity.py (near-constant, 1e4 and 1e-4 inputs, heads x 1e6).
+clipped_sums/test_sensitivity.py (near-constant, 1e4 and 1e-4 inputs, heads x 1e6).
 
 Tolerance of bfloat16 against float32 (the same parameters, inputs and C, n real
 examples): ||sum_bf16 - sum_f32|| <= 0.1 n C, i.e. 10% of the largest norm the
@@ -33,8 +33,9 @@ from configs import base
 from image_classification import config as config_lib
 from image_classification.models import layers
 from image_classification.models import registry
-from image_classification.privacy import clipping
-from image_classification.privacy import fast_clipping
+from image_classification.privacy import clipped_sums
+from image_classification.privacy.clipped_sums import per_example
+from image_classification.privacy.clipped_sums import vmap
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -63,11 +64,7 @@ def _loss_fn(model):
 
 
 def _clipped_sum(impl, loss_fn, params, views, labels, keys, mask, clip):
-  if impl == 'vmap':
-    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
-    return clipping.clipped_sum(grads, mask, clip)[0]
-  return fast_clipping.clipped_sum(loss_fn, params, views, labels, keys, mask, clip,
-                                   keep_per_example=impl == 'fast')[0]
+  return clipped_sums.get(impl)(loss_fn, params, views, labels, keys, mask, clip)[0]
 
 
 def _flat(tree) -> np.ndarray:
@@ -159,8 +156,8 @@ def test_bfloat16_every_example_contributes_at_most_c():
 
   @jax.jit
   def run(params, views):
-    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
-    norms = clipping.global_norms(grads)
+    grads, _ = vmap.per_example_grads(loss_fn, params, views, labels, keys)
+    norms = per_example.global_norms(grads)
     ok = jnp.isfinite(norms) & (norms > 0)
     clip = jnp.nanmedian(jnp.where(ok, norms, jnp.nan))
     clip = jnp.where(jnp.isfinite(clip), clip, 1.0)
@@ -223,8 +220,8 @@ def _sums(name, dtype, clip=None):
 
   @jax.jit
   def run(clip):
-    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
-    norms = clipping.global_norms(grads)
+    grads, _ = vmap.per_example_grads(loss_fn, params, views, labels, keys)
+    norms = per_example.global_norms(grads)
     clip = jnp.median(norms) if clip is None else clip
     return clip, norms, [_clipped_sum(i, loss_fn, params, views, labels, keys, mask,
                                       clip) for i in IMPLS]

@@ -23,7 +23,7 @@ def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
   cfg = dp_step.StepConfig(
       clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
       expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
-      augmult=augmult, random_flip=random_flip)
+      augmult=augmult, random_flip=random_flip, per_example_grads='vmap')
   mesh = mesh_lib.make_mesh(devices)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1),
                         noise_key=jax.random.PRNGKey(seed + 2))

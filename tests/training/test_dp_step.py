@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import base
 from image_classification.privacy import noise
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
@@ -176,3 +177,23 @@ def test_ema_is_warmed_up_and_forgets_the_initialisation():
   assert not np.allclose(expected, init)
   # Far into a run the decay reaches the configured value.
   assert float(dp_step.ema_decay_at(np.int32(10**6), 0.9999)) == pytest.approx(0.9999)
+
+
+def test_step_config_reads_the_config_and_the_plan_numbers():
+  """dp_step.step_config: the one mapping from config fields to the step's
+  parameters; the per-example gradient default is base.py's, overrides win."""
+  config = base.get_config()
+  config.data.augmult = 4
+  config.training.ema.decay = 0.5
+  cfg = dp_step.step_config(config, clipping_norm=0.7, noise_multiplier=1.3,
+                            expected_batch_size=64.0, mean=[0.1], std=[0.2])
+  assert cfg == dp_step.StepConfig(
+      clipping_norm=0.7, noise_multiplier=1.3, expected_batch_size=64.0,
+      micro_batch_size=config.training.micro_batch_size, per_example_grads='fast',
+      augmult=4, random_crop=config.data.random_crop,
+      random_flip=config.data.random_flip, mean=(0.1,), std=(0.2,), ema_decay=0.5,
+      ema_start_step=config.training.ema.start_step)
+  other = dp_step.step_config(config, clipping_norm=0.7, noise_multiplier=1.3,
+                              expected_batch_size=64.0, mean=[0.1], std=[0.2],
+                              augmult=1, per_example_grads='ghost')
+  assert (other.augmult, other.per_example_grads) == (1, 'ghost')

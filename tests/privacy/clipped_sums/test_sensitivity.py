@@ -18,8 +18,9 @@ import optax
 import pytest
 
 from image_classification.models import layers
-from image_classification.privacy import clipping
-from image_classification.privacy import fast_clipping
+from image_classification.privacy import clipped_sums
+from image_classification.privacy.clipped_sums import per_example
+from image_classification.privacy.clipped_sums import vmap
 
 TOL = 1 + 1e-5
 
@@ -30,11 +31,7 @@ def _tree_norm(tree) -> float:
 
 
 def _clipped_sum(impl, loss_fn, params, views, labels, keys, mask, clip):
-  if impl == 'vmap':
-    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
-    return clipping.clipped_sum(grads, mask, clip)[0]
-  return fast_clipping.clipped_sum(loss_fn, params, views, labels, keys, mask, clip,
-                                   keep_per_example=impl == 'fast')[0]
+  return clipped_sums.get(impl)(loss_fn, params, views, labels, keys, mask, clip)[0]
 
 
 def _norms_per_example(tree, batch) -> np.ndarray:
@@ -178,8 +175,8 @@ def test_every_example_contributes_at_most_c(kind):
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
           logits, jnp.broadcast_to(y, v.shape[:1])))
 
-    grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
-    clip = _median_positive(clipping.global_norms(grads))
+    grads, _ = vmap.per_example_grads(loss_fn, params, views, labels, keys)
+    clip = _median_positive(per_example.global_norms(grads))
 
     def one(mask):
       return [_clipped_sum(impl, loss_fn, params, views, labels, keys, mask, clip)
@@ -220,7 +217,7 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, {root!r})
 from image_classification.training import dp_step, mesh as mesh_lib
-from tests.privacy import test_fast_clipping_sensitivity as t
+from tests.privacy.clipped_sums import test_sensitivity as t
 model = t._OneLayer('ws_conv')
 batch, size = 8, 6
 params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 2)))['params']
@@ -263,7 +260,7 @@ def test_dp_step_one_example_moves_the_update_by_at_most_c_over_b():
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
   clip, batch = 1.0, 8
   configs = [('fast', 1, 2), ('ghost', 1, 2), ('fast', 4, 2), ('ghost', 4, 2)]
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',

@@ -1,5 +1,6 @@
-"""The fast per-example gradients (book-keeping) equal the reference vmap(grad) path
-for every model family, and the ghost clipped sum equals the reference clipped sum."""
+"""The 'fast' and 'ghost' clipped sums (and the tape's per-example gradients) equal
+the reference 'vmap' for every model family, with weight sharing, generic modules,
+non-finite examples, inside the DP step and on 4 devices."""
 import functools
 
 import flax.linen as nn
@@ -10,8 +11,13 @@ import optax
 import pytest
 
 from image_classification.models import registry
-from image_classification.privacy import clipping
-from image_classification.privacy import fast_clipping
+from image_classification.privacy import clipped_sums
+from image_classification.privacy.clipped_sums import fast
+from image_classification.privacy.clipped_sums import layer_rules
+from image_classification.privacy.clipped_sums import per_example
+from image_classification.privacy.clipped_sums import vmap
+from image_classification.training import dp_step
+from image_classification.training import mesh as mesh_lib
 
 # name, registry kwargs, image shape: small variants of every family.
 MODELS = {
@@ -65,16 +71,15 @@ def _assert_trees_close(a, b, rtol=2e-4, atol=1e-5):
 def _all(loss_fn, params, views, labels, keys, mask, clip=None):
   """Reference and fast results in one jit (one compilation per model). The default
   clipping norm is the median reference norm: some examples are clipped, some not."""
-  ref, ref_losses = clipping.per_example_grads(loss_fn, params, views, labels, keys)
+  ref, ref_losses = vmap.per_example_grads(loss_fn, params, views, labels, keys)
   if clip is None:
-    clip = jnp.nanmedian(clipping.global_norms(ref))
-  ref_sum, ref_norms, ref_valid = clipping.clipped_sum(ref, mask, clip)
-  fast, losses = fast_clipping.per_example_grads(loss_fn, params, views, labels, keys)
-  ghost = fast_clipping.clipped_sum(loss_fn, params, views, labels, keys, mask, clip)
-  kept = fast_clipping.clipped_sum(loss_fn, params, views, labels, keys, mask, clip,
-                                   keep_per_example=True)
+    clip = jnp.nanmedian(per_example.global_norms(ref))
+  ref_sum, ref_norms, ref_valid = per_example.clipped_tree_sum(ref, mask, clip)
+  taped, losses = fast.per_example_grads(loss_fn, params, views, labels, keys)
+  args = (loss_fn, params, views, labels, keys, mask, clip)
   return dict(ref=ref, ref_losses=ref_losses, ref_sum=ref_sum, ref_norms=ref_norms,
-              ref_valid=ref_valid, fast=fast, losses=losses, ghost=ghost, kept=kept)
+              ref_valid=ref_valid, fast=taped, losses=losses,
+              ghost=clipped_sums.get('ghost')(*args), kept=clipped_sums.get('fast')(*args))
 
 
 # The NF families take minutes to compile on a 2-core CPU: run with `pytest -m slow`.
@@ -93,7 +98,7 @@ def test_fast_paths_equal_reference(name):
   np.testing.assert_allclose(r['losses'], r['ref_losses'], rtol=1e-5, atol=1e-6)
   _assert_trees_close(r['fast'], r['ref'])
   ref_norms = r['ref_norms']
-  np.testing.assert_allclose(clipping.global_norms(r['fast']), ref_norms, rtol=1e-4)
+  np.testing.assert_allclose(per_example.global_norms(r['fast']), ref_norms, rtol=1e-4)
   for mode in ('ghost', 'kept'):
     summed, norms, valid, losses = r[mode]
     np.testing.assert_allclose(norms, ref_norms, rtol=1e-4, err_msg=mode)
@@ -106,7 +111,7 @@ def test_fast_paths_equal_reference(name):
     'wide_resnet', pytest.param('nfnet', marks=pytest.mark.slow)])
 def test_per_tap_kernel_gradient_equals_reference(monkeypatch, name):
   """Convs with many input channels take one matmul per kernel tap (no im2col)."""
-  monkeypatch.setattr(fast_clipping, 'IM2COL_MAX_CHANNELS', 1)
+  monkeypatch.setattr(layer_rules, 'IM2COL_MAX_CHANNELS', 1)
   loss_fn, params, views, labels, keys = _setup(name, batch=3)
   mask = jnp.ones(3, bool)
   r = jax.jit(functools.partial(_all, loss_fn))(params, views, labels, keys, mask)
@@ -171,19 +176,6 @@ def test_nonfinite_example_contributes_zero():
     _assert_trees_close(summed, r['ref_sum'])
 
 
-def test_sum_clipped_equals_reference():
-  tree = {'a': jax.random.normal(jax.random.PRNGKey(0), (6, 3, 2)) * 3,
-          'b': {'c': jax.random.normal(jax.random.PRNGKey(1), (6, 5))}}
-  mask = jnp.array([True, True, False, True, True, True])
-  for bad in (None, 4):
-    t = tree if bad is None else jax.tree_util.tree_map(
-        lambda x: x.at[bad].set(jnp.inf), tree)
-    ref = clipping.clipped_sum(t, mask, 1.0)
-    got = jax.jit(fast_clipping.sum_clipped, static_argnums=2)(t, mask, 1.0)
-    _assert_trees_close(got[0], ref[0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(got[2], ref[2])
-
-
 def test_method_called_from_outside_is_refused():
   class Odd(nn.Module):
     @nn.compact
@@ -196,8 +188,8 @@ def test_method_called_from_outside_is_refused():
   params = model.init(jax.random.PRNGKey(0), views[0])['params']
   loss_fn = lambda p, v, y, k: jnp.sum(model.apply({'params': p}, v))
   with pytest.raises(NotImplementedError, match='project'):
-    fast_clipping.per_example_grads(loss_fn, params, views, jnp.zeros(2, jnp.int32),
-                                    jax.random.split(jax.random.PRNGKey(0), 2))
+    fast.per_example_grads(loss_fn, params, views, jnp.zeros(2, jnp.int32),
+                           jax.random.split(jax.random.PRNGKey(0), 2))
 
 
 class _WithMethod(nn.Module):
@@ -217,8 +209,6 @@ def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
   """The whole DP step (augmult with flips, micro-batches, padding, noise, update)
   gives the same new parameters and statistics with every implementation, also when
   only the head is trained (fine-tuning: the backbone is frozen, not differentiated)."""
-  from image_classification.training import dp_step  # pylint: disable=g-import-not-at-top
-  from image_classification.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   model = registry.build('cnn', 3, channels=(8,), hidden=5)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 1)))['params']
   rng = np.random.default_rng(0)
@@ -251,12 +241,11 @@ def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
 
 
 def test_unknown_implementation_is_refused():
-  from image_classification.training import dp_step  # pylint: disable=g-import-not-at-top
-  from image_classification.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  """The registry's error, raised when the step is built, names the choices."""
   cfg = dp_step.StepConfig(clipping_norm=1.0, noise_multiplier=1.0,
                            expected_batch_size=4.0, micro_batch_size=0,
                            per_example_grads='ghosts')
-  with pytest.raises(ValueError, match='per_example_grads'):
+  with pytest.raises(ValueError, match=r"per_example_grads='ghosts'.*'vmap', 'fast'"):
     dp_step.DPStep(lambda *a, **k: None, optax.sgd(1.0), cfg, mesh_lib.make_mesh(),
                    jax.random.PRNGKey(0), noise_key=jax.random.PRNGKey(1))
 
@@ -299,7 +288,7 @@ def test_four_devices_fast_paths_equal_one_device_reference():
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
              JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-c', _MULTI_DEVICE_SCRIPT.format(root=root)],

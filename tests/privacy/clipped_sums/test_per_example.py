@@ -1,10 +1,12 @@
-"""Sensitivity of the clipped sum: the property the whole guarantee rests on."""
+"""Sensitivity of the clipped sum (per_example.py, shared by every implementation):
+the property the whole guarantee rests on."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from image_classification.privacy import clipping
+from image_classification.privacy.clipped_sums import per_example
+from image_classification.privacy.clipped_sums import vmap
 
 
 def _per_example_tree(key, batch):
@@ -28,8 +30,8 @@ def test_each_contribution_is_at_most_c(clip):
   batch = 64
   tree = _per_example_tree(jax.random.PRNGKey(0), batch)
   mask = jnp.ones(batch, bool)
-  norms = clipping.global_norms(tree)
-  factors, _ = clipping.clip_factors(norms, mask, clip)
+  norms = per_example.global_norms(tree)
+  factors, _ = per_example.clip_factors(norms, mask, clip)
   contributions = factors * norms
   assert float(contributions.max()) <= clip * (1 + 1e-5)
   # Examples already inside the ball are left untouched.
@@ -38,7 +40,7 @@ def test_each_contribution_is_at_most_c(clip):
   # Each example's contribution to the sum, measured through the sum itself.
   for i in range(0, batch, 7):
     one = jnp.zeros(batch, bool).at[i].set(True)
-    s, _, _ = clipping.clipped_sum(tree, one, clip)
+    s, _, _ = per_example.clipped_tree_sum(tree, one, clip)
     assert _norm(s) <= clip * (1 + 1e-5)
 
 
@@ -46,16 +48,16 @@ def test_replacing_one_example_moves_sum_by_at_most_2c():
   clip, batch = 1.0, 32
   tree = _per_example_tree(jax.random.PRNGKey(1), batch)
   mask = jnp.ones(batch, bool)
-  base, _, _ = clipping.clipped_sum(tree, mask, clip)
+  base, _, _ = per_example.clipped_tree_sum(tree, mask, clip)
   for seed in range(20):
     other = _per_example_tree(jax.random.PRNGKey(100 + seed), batch)
     i = seed % batch
     replaced = jax.tree_util.tree_map(lambda x, y: x.at[i].set(y[i]), tree, other)
-    s, _, _ = clipping.clipped_sum(replaced, mask, clip)
+    s, _, _ = per_example.clipped_tree_sum(replaced, mask, clip)
     diff = jax.tree_util.tree_map(jnp.subtract, s, base)
     assert _norm(diff) <= 2 * clip * (1 + 1e-5)
   # Removing one (mask it out) moves the sum by at most C.
-  removed, _, _ = clipping.clipped_sum(tree, mask.at[3].set(False), clip)
+  removed, _, _ = per_example.clipped_tree_sum(tree, mask.at[3].set(False), clip)
   assert _norm(jax.tree_util.tree_map(jnp.subtract, removed, base)) <= clip * (1 + 1e-5)
 
 
@@ -64,12 +66,12 @@ def test_nonfinite_and_masked_examples_contribute_zero():
   tree = _per_example_tree(jax.random.PRNGKey(2), batch)
   bad = jax.tree_util.tree_map(lambda x: x.at[2].set(jnp.nan).at[5].set(jnp.inf), tree)
   mask = jnp.ones(batch, bool).at[6].set(False)
-  s, norms, valid = clipping.clipped_sum(bad, mask, clip)
+  s, norms, valid = per_example.clipped_tree_sum(bad, mask, clip)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(s))
   np.testing.assert_array_equal(np.asarray(valid),
                                 [True, True, False, True, True, False, False, True])
   keep = jnp.array([0, 1, 3, 4, 7])
-  expected, _, _ = clipping.clipped_sum(
+  expected, _, _ = per_example.clipped_tree_sum(
       jax.tree_util.tree_map(lambda x: x[keep], tree), jnp.ones(5, bool), clip)
   for a, b in zip(jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -77,9 +79,36 @@ def test_nonfinite_and_masked_examples_contribute_zero():
 
 def test_empty_batch_sums_to_zero():
   tree = _per_example_tree(jax.random.PRNGKey(3), 4)
-  s, _, valid = clipping.clipped_sum(tree, jnp.zeros(4, bool), 1.0)
+  s, _, valid = per_example.clipped_tree_sum(tree, jnp.zeros(4, bool), 1.0)
   assert not bool(valid.any())
   assert _norm(s) == 0.0
+
+
+@pytest.mark.parametrize('mask_only_if_nonfinite', [False, True])
+def test_masking_only_when_nonfinite_gives_the_same_sum(mask_only_if_nonfinite):
+  """The shortcut (zeroing pass only if some norm is not finite) changes nothing:
+  with all norms finite, padding slots get factor 0; with an inf, the pass runs."""
+  tree = _per_example_tree(jax.random.PRNGKey(6), 6)
+  mask = jnp.array([True, True, False, True, True, True])
+  for bad in (None, 4):
+    t = tree if bad is None else jax.tree_util.tree_map(
+        lambda x: x.at[bad].set(jnp.inf), tree)
+    ref = per_example.clipped_tree_sum(t, mask, 1.0)
+    got = jax.jit(per_example.clipped_tree_sum, static_argnums=(2, 3))(
+        t, mask, 1.0, mask_only_if_nonfinite)
+    for a, b in zip(jax.tree_util.tree_leaves(got[0]), jax.tree_util.tree_leaves(ref[0])):
+      assert np.all(np.isfinite(np.asarray(a)))
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[2], ref[2])
+
+
+def test_weighted_sum_zeroes_invalid_examples_before_scaling():
+  x = jnp.array([[1.0, 2.0], [jnp.nan, 1.0], [3.0, 4.0]])
+  factors = jnp.array([0.5, 0.0, 2.0])
+  valid = jnp.array([True, False, True])
+  np.testing.assert_allclose(per_example.weighted_sum(factors, x, valid), [6.5, 9.0])
+  assert np.isnan(np.asarray(per_example.weighted_sum(factors, x))[0])
+  np.testing.assert_allclose(per_example.sq_norms(x[jnp.array([0, 2])]), [5.0, 25.0])
 
 
 def test_augmult_views_are_averaged_before_clipping():
@@ -93,15 +122,15 @@ def test_augmult_views_are_averaged_before_clipping():
   views = jax.random.normal(jax.random.PRNGKey(4), (6, 16, 3)) * 50.0  # B=6, K=16
   labels = jnp.arange(6.0)
   keys = jax.random.split(jax.random.PRNGKey(5), 6)
-  grads, _ = clipping.per_example_grads(loss_fn, params, views, labels, keys)
+  grads, _ = vmap.per_example_grads(loss_fn, params, views, labels, keys)
   # The per-example gradient is the mean of the per-view gradients.
   view_grads = jax.vmap(jax.vmap(jax.grad(
       lambda p, v, y: jnp.mean((v[None] @ p['w'] - y) ** 2)), (None, 0, None)),
                         (None, 0, 0))(params, views, labels)
   np.testing.assert_allclose(grads['w'], view_grads['w'].mean(axis=1), rtol=1e-4)
-  s, norms, _ = clipping.clipped_sum(grads, jnp.ones(6, bool), 1.0)
+  s, norms, _ = per_example.clipped_tree_sum(grads, jnp.ones(6, bool), 1.0)
   assert float(norms.min()) > 1.0  # all clipped
   for i in range(6):
     one = jnp.zeros(6, bool).at[i].set(True)
-    si, _, _ = clipping.clipped_sum(grads, one, 1.0)
+    si, _, _ = per_example.clipped_tree_sum(grads, one, 1.0)
     assert _norm(si) <= 1.0 + 1e-5
