@@ -11,8 +11,11 @@ import os
 from absl import logging
 import ml_collections
 
+from image_classification import optimizers
+from image_classification.data import sources
+from image_classification.models import registry
 from image_classification.privacy import accounting
-from image_classification.training import optimizers
+from image_classification.privacy import plan as plan_lib
 
 WANDB_MODES = ('disabled', 'offline', 'online')
 
@@ -27,10 +30,6 @@ def _fail(field: str, value, why: str):
 
 def validate(config: ml_collections.ConfigDict, num_devices: int,
              dry_run: bool = False) -> None:
-  # Local imports keep `import image_classification.config` light.
-  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
-  from image_classification.models import registry  # pylint: disable=g-import-not-at-top
-
   m = config.model
   if m.name not in registry.available():
     _fail('model.name', m.name, f'unknown model; choose one of {registry.available()}')
@@ -182,7 +181,6 @@ def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> 
   t, p = config.training, config.privacy
   bands = p.get('num_bands', 1)
   if p.get('mechanism', 'dpsgd') == 'bandmf' and bands > 1:
-    from image_classification.privacy import plan as plan_lib  # pylint: disable=g-import-not-at-top
     steps = plan_lib.num_steps(t, dataset_size)
     if bands > steps:
       _fail('privacy.num_bands', bands, f'is larger than the number of steps ({steps})')

@@ -38,11 +38,13 @@ import numpy as np
 import optax
 
 from image_classification import config as config_lib
+from image_classification import optimizers
 from image_classification.data import augmentation
+from image_classification.data import catalog
+from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
-from image_classification.training import optimizers
 
 BENCHMARK_FILE = 'benchmark.json'
 _PLACEHOLDER_NOISE_MULTIPLIER = 1.0
@@ -59,18 +61,13 @@ def _input_spec(config: ml_collections.ConfigDict):
   num_classes = int(bench.get('num_classes', 0) or 0)
   name = config.data.name
   mean = std = None
-  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
   if name in sources.CONSTANTS:
     constants = sources.CONSTANTS[name]
     num_classes = num_classes or constants.num_classes
     mean, std = constants.mean, constants.std
   if not shape:
-    try:
-      from image_classification.data import catalog  # pylint: disable=g-import-not-at-top
-      if name in catalog.KNOWN:
-        shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
-    except ImportError:
-      pass
+    if name in catalog.KNOWN:
+      shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
   if not shape or not num_classes:
     data = sources.load_dataset(config.data)
     shape = shape or tuple(data.train.image_shape)
