@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from image_classification.data import augmentation
 from image_classification.privacy import clipping
 from image_classification.privacy import fast_clipping
 from image_classification.privacy import noise
@@ -118,7 +119,6 @@ class DPStep:
   def _micro_batch_sum(self, trainable, frozen, images, labels, mask, keys):
     cfg = self.cfg
     aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
-    from image_classification.data import augmentation  # pylint: disable=g-import-not-at-top
     views = augmentation.augmult_views(
         aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
         random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)

@@ -4,6 +4,7 @@ from image_classification.privacy import accounting
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import run_files
+from image_classification.training import secret_file
 
 
 def _privacy(**extra):
@@ -18,7 +19,7 @@ def _privacy(**extra):
 def test_secret_randomness_is_described_without_a_warning():
   text = run_files.privacy_markdown(_privacy())
   assert 'INSECURE' not in text
-  assert '256-bit secret' in text and mechanism_secret.SECRET_FILE in text
+  assert '256-bit secret' in text and secret_file.SECRET_FILE in text
   assert 'images_per_sec' in text  # listed among the figures computed without noise
 
 
