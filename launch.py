@@ -301,7 +301,8 @@ def main(argv):
       return
     if _CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
-    from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+    # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
+    from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
     if _BENCHMARK.value:
       from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
       batch_sizes, augmults, implementations = benchmark.parse_flags(
@@ -314,10 +315,10 @@ def main(argv):
       return
     if _SWEEP.value:
       rows = sweep_lib.run_sweep(
-          _CONFIG.value, _SWEEP.value, _WORKDIR.value, loop.train,
+          _CONFIG.value, _SWEEP.value, _WORKDIR.value, audit_hook.train,
           print_only=_PRINT_ONLY.value,
           base_command=sweep_lib.base_command_from_argv(sys.argv),
-          check_fn=loop.check)
+          check_fn=audit_hook.check)
       failed = [r['point'] for r in rows if r.get('status') == 'failed']
       if failed:
         print(f'error: {len(failed)} of {len(rows)} sweep points failed ({failed}); '
@@ -326,7 +327,7 @@ def main(argv):
               'finished points are skipped', file=sys.stderr)
         sys.exit(1)
       return
-    loop.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
+    audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweep_lib.SweepError,
           mechanism_secret.SecretError, distributed.DistributedError) as e:
     print(f'error: {_which_process()}{e}', file=sys.stderr)

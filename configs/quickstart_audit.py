@@ -30,7 +30,7 @@ def get_config():
   config.audit.confidence = 0.95
   config.privacy.target_epsilon = 4.0
   config.privacy.delta = 1e-5
-  # Add/remove adjacency: the relation the audit tests (see privacy/audit.py).
+  # Add/remove adjacency: the relation the audit tests (see image_classification/audit/statistics.py).
   config.privacy.sampling = 'poisson'
   # Pinned here (not inherited) so the documented bounds stay reproducible if the
   # quickstart is retuned.

@@ -5,17 +5,14 @@ is loaded or anything compiles.
 checks what needs the dataset size (batch vs dataset, delta vs 1/N);
 ``check_workdir`` checks the output folder.
 """
-import math
 import os
 
-from absl import logging
 import ml_collections
 
 from image_classification import optimizers
-from image_classification.data import sources
+from image_classification import plan as plan_lib
+from image_classification.data import datasets
 from image_classification.models import registry
-from image_classification.privacy import accounting
-from image_classification.privacy import plan as plan_lib
 
 WANDB_MODES = ('disabled', 'offline', 'online')
 
@@ -45,8 +42,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           'fine-tuning) or leave it empty to train from scratch')
 
   d = config.data
-  if d.name not in sources.DATASETS:
-    _fail('data.name', d.name, f'unknown dataset; choose one of {list(sources.DATASETS)}')
+  if d.name not in datasets.names():
+    _fail('data.name', d.name, f'unknown dataset; choose one of {list(datasets.names())}')
   if d.path and not os.path.exists(d.path):
     _fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
           "dataset's original files, or leave it empty to use tfds")
@@ -61,7 +58,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     _fail('data.image_size', d.image_size,
           'must be >= 0 (0 keeps the native size; > 0 resizes to a square)')
   num_classes = d.get('num_classes', 0) or 0
-  spec = sources.spec_num_classes(d.name)
+  spec = datasets.get(d.name).num_classes
   if num_classes < 0:
     _fail('data.num_classes', num_classes, 'must be >= 0 (0: from the dataset)')
   if d.name == 'npz' and num_classes < 2:
@@ -73,43 +70,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     _fail('data.num_classes', num_classes,
           f'{d.name} has {spec} classes; set {spec} or leave it 0')
 
-  p = config.privacy
-  if not p.allow_non_private or p.noise_multiplier:
-    if not (isinstance(p.target_epsilon, (int, float)) and p.target_epsilon > 0
-            and math.isfinite(p.target_epsilon)):
-      _fail('privacy.target_epsilon', p.target_epsilon,
-            'must be a finite number > 0 (set privacy.allow_non_private=True for a '
-            'run without noise)')
-  if not 0 < p.delta < 1:
-    _fail('privacy.delta', p.delta, 'must be in (0, 1); usually well below 1/N')
-  if not p.clipping_norm > 0:
-    _fail('privacy.clipping_norm', p.clipping_norm, 'must be > 0')
-  if p.noise_multiplier is not None and p.noise_multiplier < 0:
-    _fail('privacy.noise_multiplier', p.noise_multiplier,
-          'must be >= 0, or None to calibrate it to the target epsilon')
-  if p.noise_multiplier == 0 and not p.allow_non_private:
-    _fail('privacy.noise_multiplier', 0.0, 'zero noise gives no privacy; set '
-          'privacy.allow_non_private=True to run without DP on purpose')
-  if p.accountant not in accounting.ACCOUNTANTS:
-    _fail('privacy.accountant', p.accountant, f'choose one of {accounting.ACCOUNTANTS}')
-  if p.sampling not in accounting.SAMPLINGS:
-    _fail('privacy.sampling', p.sampling, f'choose one of {accounting.SAMPLINGS}')
-  mechanism = p.get('mechanism', 'dpsgd')
-  if mechanism not in accounting.MECHANISMS:
-    _fail('privacy.mechanism', mechanism, f'choose one of {accounting.MECHANISMS}')
-  bands = p.get('num_bands', 1)
-  if not (isinstance(bands, int) and bands >= 1):
-    _fail('privacy.num_bands', bands, 'must be an integer >= 1 (1 is DP-SGD)')
-  if mechanism == 'dpsgd' and bands != 1:
-    _fail('privacy.num_bands', bands, "bands need privacy.mechanism='bandmf'")
-  if mechanism == 'bandmf' and p.sampling != 'poisson':
-    _fail('privacy.sampling', p.sampling, "privacy.mechanism='bandmf' needs "
-          "sampling='poisson' (cyclic Poisson sampling; its amplified accounting has no "
-          'fixed-size form)')
-  if p.sampling == 'fixed' and p.accountant == 'pld':
-    _fail('privacy.accountant', 'pld', "dp-accounting has no PLD for fixed-size "
-          "batches (sampling without replacement); use accountant='rdp' or "
-          "sampling='poisson'")
+  try:  # config.privacy: the plan's fields, checked by the plan module
+    plan_lib.validate_privacy(config)
+  except plan_lib.PlanError as e:
+    raise ConfigError(str(e)) from e
 
   t = config.training
   if not t.batch_size > 0:
@@ -178,40 +142,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
 
 
 def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:
-  t, p = config.training, config.privacy
-  bands = p.get('num_bands', 1)
-  if p.get('mechanism', 'dpsgd') == 'bandmf' and bands > 1:
-    steps = plan_lib.num_steps(t, dataset_size)
-    if bands > steps:
-      _fail('privacy.num_bands', bands, f'is larger than the number of steps ({steps})')
-    if steps % bands:
-      _fail('privacy.num_bands', bands, f'must divide the number of steps ({steps}) so '
-            'that every group takes part equally often; e.g. set training.num_steps to '
-            f'{steps - steps % bands or bands}')
-    if bands * t.batch_size > dataset_size:
-      _fail('privacy.num_bands', bands, f'times training.batch_size ({t.batch_size}) '
-            f'must be <= N = {dataset_size}: each of the b groups (about N/b examples) '
-            f'must hold the expected batch; use b <= {dataset_size // t.batch_size}')
-  if t.batch_size > dataset_size:
-    _fail('training.batch_size', t.batch_size,
-          f'is larger than the training set ({dataset_size} examples); lower it')
-  if p.delta >= 1.0 / dataset_size:
-    if not p.get('allow_large_delta', False):
-      _fail('privacy.delta', p.delta,
-            f'is >= 1/N = {1.0 / dataset_size:.3g} (N={dataset_size} training '
-            'examples): such a delta permits releasing a few examples outright. Use '
-            'delta well below 1/N (e.g. 1e-5 for CIFAR-10\'s N = 50,000), or set '
-            'privacy.allow_large_delta=True to run it anyway (the privacy report '
-            'then says so first)')
-    logging.warning(
-        'config.privacy.delta=%g is >= 1/N = %g (allowed by privacy.allow_large_delta): '
-        'such a delta permits releasing a few examples outright.', p.delta,
-        1.0 / dataset_size)
-
-
-def large_delta(config: ml_collections.ConfigDict, dataset_size: int) -> bool:
-  """Whether delta >= 1/N (only possible with privacy.allow_large_delta=True)."""
-  return bool(config.privacy.delta >= 1.0 / dataset_size)
+  """What needs the training set's size N (the privacy plan's checks)."""
+  try:
+    plan_lib.validate_with_data(config, dataset_size)
+  except plan_lib.PlanError as e:
+    raise ConfigError(str(e)) from e
 
 
 def check_workdir(workdir: str) -> None:

@@ -39,20 +39,20 @@ MUTATIONS = {
         [DPS + '::test_normaliser_is_expected_not_realised_batch_size']),
     'noise_x0.5': (
         'image_classification/privacy/noise.py',
-        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
-        'add_noise(clipped_sum, key, 0.5 * noise_multiplier * clipping_norm)',
+        'noisy = [x + stddev * jax.random.normal(',
+        'noisy = [x + 0.5 * stddev * jax.random.normal(',
         [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
          W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'noise_x0.9': (
         'image_classification/privacy/noise.py',
-        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
-        'add_noise(clipped_sum, key, 0.9 * noise_multiplier * clipping_norm)',
+        'noisy = [x + stddev * jax.random.normal(',
+        'noisy = [x + 0.9 * stddev * jax.random.normal(',
         [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
          W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'noise_x0.95': (
         'image_classification/privacy/noise.py',
-        'add_noise(clipped_sum, key, noise_multiplier * clipping_norm)',
-        'add_noise(clipped_sum, key, 0.95 * noise_multiplier * clipping_norm)',
+        'noisy = [x + stddev * jax.random.normal(',
+        'noisy = [x + 0.95 * stddev * jax.random.normal(',
         [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'pmean_not_psum': (
         'image_classification/training/dp_step.py',
@@ -67,36 +67,38 @@ MUTATIONS = {
         ['tests/privacy/test_clipping.py',
          W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
     'fixed_event_sigma': (
-        'image_classification/privacy/accounting.py',
-        'dp_accounting.GaussianDpEvent(self.noise_multiplier / 2.0)',
-        'dp_accounting.GaussianDpEvent(self.noise_multiplier)',
+        'image_classification/privacy/batch_selection.py',
+        'dp_accounting.GaussianDpEvent(noise_multiplier / 2.0)',
+        'dp_accounting.GaussianDpEvent(noise_multiplier)',
         ['tests/privacy/test_accounting.py', REF,
          W + '::test_fixed_size_sampling_and_replace_one_accounting']),
     'accountant_q_n_plus_1': (
-        'image_classification/privacy/accounting.py',
-        '    return self.expected_batch_size / self.dataset_size',
-        '    return self.expected_batch_size / (self.dataset_size + 1)',
-        ['tests/privacy/test_accounting.py',
+        'image_classification/privacy/batch_selection.py',
+        'return _poisson_event(self.sampling_rate, noise_multiplier, steps)',
+        'return _poisson_event(self.expected_batch_size / (self.dataset_size + 1), '
+        'noise_multiplier, steps)',
+        ['tests/privacy/test_batch_selection.py',
          W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'sampler_q_n_plus_1': (
-        'image_classification/data/sampling.py',
-        '    return self.expected_batch_size / self.dataset_size',
-        '    return self.expected_batch_size / (self.dataset_size + 1)',
+        'image_classification/privacy/batch_selection.py',
+        'rng.random(self.dataset_size) < self.sampling_rate)',
+        'rng.random(self.dataset_size) < self.expected_batch_size / (self.dataset_size + 1))',
         [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
     'fixed_sampler_with_replacement': (
-        'image_classification/data/sampling.py',
+        'image_classification/privacy/batch_selection.py',
         'rng.choice(self.dataset_size, self.expected_batch_size, replace=False)',
         'rng.choice(self.dataset_size, self.expected_batch_size, replace=True)',
         [W + '::test_fixed_size_sampling_and_replace_one_accounting']),
     'trainer_half_sigma': (
-        'image_classification/training/loop.py',
-        'noise_multiplier=plan.noise_multiplier,\n',
-        'noise_multiplier=0.5 * plan.noise_multiplier,\n',
+        'image_classification/plan.py',
+        'noise_multiplier=self.noise_multiplier, clipping_norm=self.clipping_norm,',
+        'noise_multiplier=0.5 * self.noise_multiplier, clipping_norm=self.clipping_norm,',
         [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'trainer_sampler_2b': (
         'image_classification/training/loop.py',
-        'sampling.Sampler(exp.dataset_size, plan.expected_batch_size,',
-        'sampling.Sampler(exp.dataset_size, 2 * plan.expected_batch_size,',
+        'selection = plan.batch_selection(randomness.sampling_seed)',
+        "selection = type(plan)(**{**vars(plan), 'expected_batch_size': "
+        "2 * plan.expected_batch_size}).batch_selection(randomness.sampling_seed)",
         [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
     'augmult_views_clipped_separately': (
         'image_classification/training/dp_step.py',
@@ -120,8 +122,8 @@ MUTATIONS = {
         [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
     'overflow_chunks_dropped': (
         'image_classification/training/loop.py',
-        'sampling.pad_chunks(sampler.indices(step), capacity):',
-        'sampling.pad_chunks(sampler.indices(step), capacity)[:1]:',
+        'batch_selection.pad_chunks(indices, capacity)], len(indices)',
+        'batch_selection.pad_chunks(indices, capacity)[:1]], len(indices)',
         [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
     'noise_per_chunk': (
         'image_classification/training/dp_step.py',
@@ -148,8 +150,8 @@ MUTATIONS = {
         [W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
     'cross_check_same_accountant': (
         'image_classification/training/loop.py',
-        'plan.expected_batch_size, plan.sampling, other),',
-        'plan.expected_batch_size, plan.sampling, plan.accountant),',
+        'cross[other] = plan.ledger(other).epsilon(step)',
+        'cross[other] = plan.ledger(plan.accountant).epsilon(step)',
         [W + '::test_pld_accountant_run_reports_pld_and_rdp_cross_check']),
     'eval_raw_not_ema': (
         'image_classification/training/loop.py',
@@ -172,9 +174,9 @@ MUTATIONS = {
         'view_keys = jnp.stack([key] * augmult)',
         [EV + '::test_augmult_views_are_random_crops_and_flips_of_the_example']),
     'poisson_event_replace_one': (
-        'image_classification/privacy/accounting.py',
-        '          self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))',
-        '          self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier / 2))',
+        'image_classification/privacy/batch_selection.py',
+        'rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)',
+        'rate, dp_accounting.GaussianDpEvent(noise_multiplier / 2)), steps)',
         [REF, W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
 }
 

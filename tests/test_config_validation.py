@@ -5,6 +5,10 @@ import pytest
 
 from configs import quickstart
 from image_classification import config as config_lib
+from image_classification import plan as plan_lib
+from image_classification.privacy import accounting
+from image_classification.privacy import batch_selection
+from image_classification.privacy import privatizers
 from image_classification.training import loop
 
 
@@ -57,6 +61,21 @@ def test_bad_field_is_named(overrides, field):
   assert f'config.{field}=' in str(e.value)
 
 
+@pytest.mark.parametrize('field,bad,registry', [
+    ('sampling', 'shuffle', batch_selection.SAMPLERS),
+    ('mechanism', 'dpmf', privatizers.PRIVATIZERS),
+    ('accountant', 'moments', accounting.ACCOUNTANTS),
+])
+def test_choices_come_from_the_registries(field, bad, registry, monkeypatch):
+  """The error lists the registry's names, and a newly registered one is accepted."""
+  with pytest.raises(config_lib.ConfigError, match=f'config.privacy.{field}=') as e:
+    config_lib.validate(_config(**{f'privacy.{field}': bad}), num_devices=1)
+  assert str(list(registry)) in str(e.value)
+  first = next(iter(registry.values()))
+  monkeypatch.setitem(registry, bad, first)
+  config_lib.validate(_config(**{f'privacy.{field}': bad}), num_devices=1)
+
+
 def test_batch_not_divisible_by_devices():
   with pytest.raises(config_lib.ConfigError, match=r'config.training.batch_size=.*devices \(4\)'):
     config_lib.validate(_config(**{'training.batch_size': 510}), num_devices=4)
@@ -93,9 +112,9 @@ def test_delta_of_at_least_one_over_n_is_refused_unless_allowed(caplog):
   config = _config(**{'privacy.delta': 0.01, 'privacy.allow_large_delta': True})
   config_lib.validate_with_data(config, 1437)
   assert any('1/N' in r.getMessage() for r in caplog.records)
-  assert config_lib.large_delta(config, 1437)
+  assert plan_lib.make_plan(config, 1437).large_delta
   config_lib.validate_with_data(_config(), 1437)  # 1e-5 < 1/1437
-  assert not config_lib.large_delta(_config(), 1437)
+  assert not plan_lib.make_plan(_config(), 1437).large_delta
 
 
 def test_noise_multiplier_that_passes_target_is_refused(tmp_path):

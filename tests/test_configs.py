@@ -13,9 +13,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from image_classification.audit import hook as audit_hook
 from image_classification.data import base as data_base
 from image_classification.data import catalog
-from image_classification.data import sources
+from image_classification.data import datasets
 from image_classification.models import registry
 from image_classification.training import loop
 from image_classification.training import pretrained
@@ -84,7 +85,7 @@ def test_config_is_well_formed(name):
 @pytest.mark.parametrize('name', CONFIG_NAMES)
 def test_dry_run(name, tmp_path):
   config = get_config(name)
-  plan = loop.train(config, str(tmp_path), dry_run=True)
+  plan = audit_hook.train(config, str(tmp_path), dry_run=True)
   with open(tmp_path / 'plan.json') as f:
     assert json.load(f)['steps'] == plan['steps']
   if not plan['non_private']:
@@ -93,11 +94,11 @@ def test_dry_run(name, tmp_path):
       assert plan['noise_multiplier'] == config.privacy.noise_multiplier
     else:  # calibrated: the whole budget is used (to the bisection's tolerance)
       assert plan['epsilon'] == pytest.approx(config.privacy.target_epsilon, rel=2e-3)
-  if config.data.name in catalog.KNOWN and not config.data.path:
-    info = catalog.KNOWN[config.data.name]
+  spec = datasets.DATASETS[config.data.name]
+  if spec.num_train is not None and not config.data.path:
     limit = config.data.max_train_examples
-    assert plan['dataset_size'] == (min(info.num_train, limit) if limit else
-                                    info.num_train)
+    assert plan['dataset_size'] == (min(spec.num_train, limit) if limit else
+                                    spec.num_train)
 
 
 def test_cifar10_wrn_16_4_eps1_plan_matches_the_paper(tmp_path):
@@ -182,11 +183,8 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def fake_splits(config, num_train=64, num_test=16) -> data_base.DatasetSplits:
   """Random uint8 images of the config's real image shape (at the shrunk size)."""
   name = config.data.name
-  if name == 'digits':
-    shape, constants = (8, 8, 1), sources._Constants(10, (0.5,), (0.5,))  # pylint: disable=protected-access
-  else:
-    shape = catalog.image_shape(name, config.data.image_size)
-    constants = sources.CONSTANTS[name]
+  shape = catalog.image_shape(name, config.data.image_size)
+  constants = datasets.DATASETS[name]
   rng = np.random.default_rng(0)
 
   def split(n):
@@ -220,7 +218,7 @@ def test_trains_two_steps_on_tiny_inputs(name, tmp_path):
   if config.model.pretrained_path:
     config.model.pretrained_path = _pretrained_file(config, data, tmp_path)
   workdir = str(tmp_path / 'run')
-  summary = loop.train(config, workdir, dataset=data)
+  summary = audit_hook.train(config, workdir, dataset=data)
   assert summary['status'] == 'complete' and summary['steps'] == 2
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]

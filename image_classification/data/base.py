@@ -71,8 +71,8 @@ class DatasetSplits:
   name: str
   train: ImageSource
   test: ImageSource
-  # From the dataset's spec (catalog, class folders, config.data.num_classes), never
-  # from the labels: the model's shape must not depend on the private data.
+  # From the dataset's spec (datasets.py), class folders or config.data.num_classes,
+  # never from the labels: the model's shape must not depend on the private data.
   num_classes: int
   # Fixed, public per-channel constants used to standardise images on device.
   mean: tuple[float, ...]

@@ -1,12 +1,12 @@
-"""The public facts of each known dataset: split sizes, image shape, classes.
+"""Dry-run stand-ins for tfds datasets, from the published facts of their specs.
 
 A dry run needs only the size of the training set (for the privacy plan) and the
 shape of one image (to build the model); it must not download or decode anything.
 ``dry_run_splits(config.data)`` gives a ``DatasetSplits`` whose sources know their
-size and shape but hold no pixels, for the datasets listed in ``KNOWN`` when they
-would be read through tfds. Where the data is cheap and local (``digits``, or
-``config.data.path`` set) it returns None and the caller loads the real files, which
-also checks that they are there.
+size and shape but hold no pixels, for datasets that would be read through tfds (their
+specs in datasets.py state the published split sizes). Where the data is cheap and
+local (``digits``, or ``config.data.path`` set) it returns None and the caller loads
+the real files, which also checks that they are there.
 
 These numbers are the published sizes of the standard splits, not statistics of the
 private data.
@@ -17,29 +17,7 @@ import ml_collections
 import numpy as np
 
 from image_classification.data import base
-from image_classification.data import sources
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Published split sizes and image shape of a dataset."""
-  num_train: int
-  num_test: int
-  # (height, width, channels); height = width = 0 when images vary in size and are
-  # resized to config.data.image_size when read (ImageNet).
-  image_shape: tuple[int, int, int]
-
-
-# The splits that sources.py reads (tfds_source.SPLITS: train / test, ImageNet's
-# train / validation).
-KNOWN = {
-    'mnist': DatasetInfo(60_000, 10_000, (28, 28, 1)),
-    'fashion_mnist': DatasetInfo(60_000, 10_000, (28, 28, 1)),
-    'cifar10': DatasetInfo(50_000, 10_000, (32, 32, 3)),
-    'cifar100': DatasetInfo(50_000, 10_000, (32, 32, 3)),
-    'svhn_cropped': DatasetInfo(73_257, 26_032, (32, 32, 3)),
-    'imagenet2012': DatasetInfo(1_281_167, 50_000, (0, 0, 3)),
-}
+from image_classification.data import datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +47,15 @@ def image_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
   """The shape of one image of ``name`` as the loaders return it.
 
   Raises:
-    DataError: ``name`` is unknown, or its images vary in size and ``image_size``
-      is not set.
+    DataError: ``name``'s spec states no image shape (the files decide), or its
+      images vary in size and ``image_size`` is not set.
   """
-  if name not in KNOWN:
-    raise base.DataError(f'{name!r} has no catalog entry; known: {sorted(KNOWN)}')
-  height, width, channels = KNOWN[name].image_shape
+  spec = datasets.DATASETS.get(name)
+  if spec is None or spec.image_shape is None:
+    raise base.DataError(
+        f'{name!r} has no published image shape; known: '
+        f'{sorted(datasets.names(lambda s: s.image_shape))}')
+  height, width, channels = spec.image_shape
   if height == 0:
     if image_size <= 0:
       raise base.DataError(
@@ -85,26 +66,22 @@ def image_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
 
 
 def shape_only_splits(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
-  """Stand-in splits of the dataset ``data_config.name`` (must be in KNOWN).
+  """Stand-in splits of the tfds dataset ``data_config.name``.
 
   Honours max_train_examples / max_test_examples as the real loader does.
   """
   name = data_config.name
   shape = image_shape(name, data_config.get('image_size', 0) or 0)
-  info = KNOWN[name]
+  spec = datasets.get(name)
 
   def size(total, limit):
     return min(total, limit) if limit and limit > 0 else total
 
-  constants = sources.CONSTANTS[name]
-  return base.DatasetSplits(
-      name=name,
-      train=ShapeOnlySource(
-          name, size(info.num_train, data_config.get('max_train_examples', 0)), shape),
-      test=ShapeOnlySource(
-          name, size(info.num_test, data_config.get('max_test_examples', 0)), shape),
-      num_classes=constants.num_classes, mean=constants.mean, std=constants.std,
-      class_names=sources.CLASS_NAMES.get(name, ()))
+  return spec.make_splits(
+      ShapeOnlySource(
+          name, size(spec.num_train, data_config.get('max_train_examples', 0)), shape),
+      ShapeOnlySource(
+          name, size(spec.num_test, data_config.get('max_test_examples', 0)), shape))
 
 
 def dry_run_splits(
@@ -113,10 +90,11 @@ def dry_run_splits(
 
   None when the data is local and cheap to open (``digits``; any dataset with
   ``config.data.path`` set, so that a dry run still checks the files), or when the
-  dataset is not in KNOWN (its loader then reports what is missing). Otherwise the
-  shape-only splits: a dry run never downloads or decodes a tfds dataset.
+  dataset is not read through tfds (its loader then reports what is missing).
+  Otherwise the shape-only splits: a dry run never downloads or decodes a tfds
+  dataset.
   """
-  name = data_config.name
-  if name not in KNOWN or (data_config.get('path', '') or ''):
+  spec = datasets.DATASETS.get(data_config.name)
+  if spec is None or spec.tfds_name is None or (data_config.get('path', '') or ''):
     return None
   return shape_only_splits(data_config)

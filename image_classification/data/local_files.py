@@ -13,7 +13,7 @@ the layout that was expected. Formats:
   the number of classes given in the config.
 
 Nothing here computes statistics of the images: normalisation constants are fixed
-per dataset in sources.py.
+per dataset in datasets.py.
 """
 import dataclasses
 import gzip
@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import stratified
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,8 +294,6 @@ def load_idx(path: str, num_classes: int = 10) -> LocalData:
 # --------------------------------------------------------------------------- folder
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
 
 
 def _folder_layout_text() -> str:
@@ -343,18 +342,6 @@ def _read_images(files: list[str], image_size: int) -> np.ndarray:
     array = np.asarray(picture, dtype=np.uint8)
     arrays.append(array[..., None] if grayscale else array)
   return np.stack(arrays)
-
-
-def _stratified_split(labels: np.ndarray, seed: int, test_fraction: float):
-  """A fixed stratified split: returns (train indices, test indices), sorted."""
-  rng = np.random.default_rng(seed)
-  train, test = [], []
-  for label in np.unique(labels):
-    members = rng.permutation(np.flatnonzero(labels == label))
-    n_test = int(round(test_fraction * len(members)))
-    test.extend(members[:n_test])
-    train.extend(members[n_test:])
-  return np.sort(np.array(train, int)), np.sort(np.array(test, int))
 
 
 def load_image_folder(path: str, image_size: int = 0) -> LocalData:
@@ -406,16 +393,17 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
     train_images, test_images = images[:len(train_files)], images[len(train_files):]
   else:
     images = _read_images(train_files, image_size)
-    train_idx, test_idx = _stratified_split(train_labels, SPLIT_SEED, TEST_FRACTION)
+    train_idx, test_idx = stratified.split(
+        train_labels, stratified.TEST_FRACTION, stratified.TEST_SEED)
     train_images, test_images = images[train_idx], images[test_idx]
     test_labels = train_labels[test_idx]
     train_labels = train_labels[train_idx]
   note = '' if os.path.isdir(test_dir) else (
-      f'The evaluation split is a fixed stratified {TEST_FRACTION:.0%} of the private '
-      f'folder {train_dir} (there is no test/ folder): it is private data, held out '
-      'from training, and the accuracy measured on it is released WITHOUT noise (it is '
-      'not covered by the guarantee). Add a test/ folder of data you may publish '
-      'results on to avoid this.')
+      f'The evaluation split is a fixed stratified {stratified.TEST_FRACTION:.0%} of '
+      f'the private folder {train_dir} (there is no test/ folder): it is private '
+      'data, held out from training, and the accuracy measured on it is released '
+      'WITHOUT noise (it is not covered by the guarantee). Add a test/ folder of data '
+      'you may publish results on to avoid this.')
   return LocalData(
       train=base.ArraySource(train_images, train_labels),
       test=base.ArraySource(test_images, test_labels),

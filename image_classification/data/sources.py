@@ -1,18 +1,18 @@
 """Loads the dataset a config names: ``load_dataset(config.data) -> DatasetSplits``.
 
-Where the data comes from:
+Where the data comes from is the dataset's spec (datasets.py):
 
-* ``digits``: scikit-learn's digits, shipped with the package.
-* ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: the original files under
-  ``config.data.path`` when it is set (see local_files.py), else tfds.
-* ``svhn_cropped``, ``imagenet2012``: tfds only (``config.data.tfds_data_dir``).
-  ImageNet stays on disk and is cropped and resized to ``config.data.image_size``
-  on the host when read.
-* ``image_folder``, ``npz``: ``config.data.path`` (required).
+* ``builtin`` (``digits``): scikit-learn's digits, shipped with the package.
+* ``local_format`` and ``tfds_name`` (``mnist``, ``fashion_mnist``, ``cifar10``,
+  ``cifar100``): the original files under ``config.data.path`` when it is set (read
+  by ``LOCAL_READERS``, see local_files.py), else tfds.
+* ``tfds_name`` only (``svhn_cropped``, ``imagenet2012``): tfds
+  (``config.data.tfds_data_dir``). A ``random_access`` dataset (ImageNet) stays on
+  disk and is cropped and resized to ``config.data.image_size`` on the host when read.
+* ``local_format`` only (``image_folder``, ``npz``): ``config.data.path`` (required).
 
-Normalisation constants are fixed public numbers per dataset (the usual published
-channel means and standard deviations, on pixels scaled to [0, 1]); they are never
-computed from the private training data.
+Normalisation constants are the spec's fixed public numbers; they are never computed
+from the private training data.
 """
 import dataclasses
 
@@ -20,90 +20,50 @@ import ml_collections
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import datasets
+from image_classification.data import digits
+from image_classification.data import local_files
+from image_classification.data import tfds_source
 
-DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100',
-            'svhn_cropped', 'imagenet2012', 'image_folder', 'npz')
-# Datasets read from config.data.path when it is set (else through tfds).
-LOCAL_OR_TFDS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100')
-# Datasets that need config.data.path.
-PATH_ONLY = ('image_folder', 'npz')
-# Datasets read from tfds only.
-TFDS_ONLY = ('svhn_cropped', 'imagenet2012')
-
-
-@dataclasses.dataclass(frozen=True)
-class _Constants:
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-
-
-CONSTANTS = {
-    'mnist': _Constants(10, (0.1307,), (0.3081,)),
-    'fashion_mnist': _Constants(10, (0.2860,), (0.3530,)),
-    'cifar10': _Constants(
-        10, (0.49139968, 0.48215841, 0.44653091),
-        (0.24703223, 0.24348513, 0.26158784)),
-    'cifar100': _Constants(
-        100, (0.50707516, 0.48654887, 0.44091784),
-        (0.26733429, 0.25643846, 0.27615047)),
-    'svhn_cropped': _Constants(
-        10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    'imagenet2012': _Constants(
-        1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+# DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
+LOCAL_READERS = {
+    'cifar': lambda path, spec, _: local_files.load_cifar(path, spec.name),
+    'idx': lambda path, spec, _: local_files.load_idx(path, spec.num_classes),
+    'image_folder': lambda path, _, data_config: local_files.load_image_folder(
+        path, data_config.get('image_size', 0)),
+    'npz': lambda path, _, data_config: local_files.load_npz(
+        path, data_config.get('num_classes', 0) or 0),
 }
-# Public class names, index = label, where the dataset defines them.
-_DIGIT_NAMES = tuple(str(i) for i in range(10))
-CLASS_NAMES = {
-    'digits': _DIGIT_NAMES,
-    'mnist': _DIGIT_NAMES,
-    'svhn_cropped': _DIGIT_NAMES,
-    'fashion_mnist': ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat', 'sandal',
-                      'shirt', 'sneaker', 'bag', 'ankle boot'),
-    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
-                'ship', 'truck'),
-}
-# image_folder and npz hold unknown images: map [0, 1] to [-1, 1] in every channel.
-GENERIC_MEAN, GENERIC_STD = 0.5, 0.5
 
 
 def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   """Returns the train and test sources of ``data_config.name``."""
   name = data_config.name
   path = data_config.get('path', '') or ''
-  if name not in DATASETS:
-    raise base.DataError(
-        f'config.data.name={name!r} is not a known dataset; choose one of {DATASETS}')
-  if path and name not in LOCAL_OR_TFDS + PATH_ONLY:
+  if name not in datasets.DATASETS:
+    raise base.DataError(f'config.data.name={name!r} is not a known dataset; choose '
+                         f'one of {datasets.names()}')
+  spec = datasets.DATASETS[name]
+  if path and spec.local_format is None:
     raise base.DataError(
         f'config.data.path={path!r} is set but {name} is not read from local files; '
-        f'only {LOCAL_OR_TFDS + PATH_ONLY} are. Leave config.data.path empty'
-        + (' and use config.data.tfds_data_dir' if name in TFDS_ONLY else ''))
-  if name in PATH_ONLY and not path:
+        f'only {datasets.names(lambda s: s.local_format)} are. Leave config.data.path '
+        'empty' + (' and use config.data.tfds_data_dir' if spec.tfds_only else ''))
+  if spec.path_required and not path:
     raise base.DataError(
         f'config.data.name={name!r} reads local files: set config.data.path')
 
-  if name == 'digits':
-    from image_classification.data import digits  # pylint: disable=g-import-not-at-top
+  if spec.builtin:
     splits = digits.load()
-  elif name in LOCAL_OR_TFDS + PATH_ONLY and path:
-    splits = _load_local(name, path, data_config)
+  elif path:
+    splits = _load_local(spec, path, data_config)
   else:
-    splits = _load_tfds(name, data_config)
-  if not splits.class_names and name in CLASS_NAMES:
-    splits = dataclasses.replace(splits, class_names=CLASS_NAMES[name])
-  # tfds splits are the published ones, whose classes the catalog states; files a user
+    splits = _load_tfds(spec, data_config)
+  # tfds splits are the published ones, whose classes the spec states; files a user
   # brings (and digits' split) have their labels checked too.
   check_classes(splits, data_config.get('num_classes', 0) or 0,
-                check_labels=name == 'digits' or bool(path))
+                check_labels=spec.builtin or bool(path))
   return _truncate(splits, data_config)
-
-
-def spec_num_classes(name: str) -> int | None:
-  """The class count a named dataset defines (None: the files or the config say)."""
-  if name == 'digits':
-    return 10
-  return CONSTANTS[name].num_classes if name in CONSTANTS else None
 
 
 def check_classes(splits: base.DatasetSplits, configured: int = 0,
@@ -151,44 +111,25 @@ def _names(splits: base.DatasetSplits, labels) -> str:
   return ', '.join(str(i) for i in labels)
 
 
-def _load_local(name: str, path: str, data_config) -> base.DatasetSplits:
-  from image_classification.data import local_files  # pylint: disable=g-import-not-at-top
-  if name in ('cifar10', 'cifar100'):
-    data = local_files.load_cifar(path, name)
-  elif name in ('mnist', 'fashion_mnist'):
-    data = local_files.load_idx(path)
-  elif name == 'image_folder':
-    data = local_files.load_image_folder(path, data_config.get('image_size', 0))
-  else:
-    data = local_files.load_npz(path, data_config.get('num_classes', 0) or 0)
-  if name in CONSTANTS:
-    constants = CONSTANTS[name]
-  else:
-    channels = data.train.image_shape[-1]
-    constants = _Constants(
-        data.num_classes, (GENERIC_MEAN,) * channels, (GENERIC_STD,) * channels)
-  return base.DatasetSplits(
-      name=name, train=data.train, test=data.test,
-      num_classes=constants.num_classes, mean=constants.mean, std=constants.std,
-      class_names=tuple(data.class_names),
-      private_evaluation_note=data.private_evaluation_note)
+def _load_local(spec: datasets.DatasetSpec, path: str,
+                data_config) -> base.DatasetSplits:
+  data = LOCAL_READERS[spec.local_format](path, spec, data_config)
+  return spec.make_splits(data.train, data.test, num_classes=data.num_classes,
+                          class_names=data.class_names,
+                          private_evaluation_note=data.private_evaluation_note)
 
 
-def _load_tfds(name: str, data_config) -> base.DatasetSplits:
-  from image_classification.data import tfds_source  # pylint: disable=g-import-not-at-top
+def _load_tfds(spec: datasets.DatasetSpec, data_config) -> base.DatasetSplits:
   data_dir = data_config.get('tfds_data_dir', '') or ''
-  if name == 'imagenet2012':
+  if spec.random_access:
     def load(train):
       return tfds_source.load_random_access(
-          name, train, data_dir, image_size=data_config.get('image_size', 0),
+          spec.name, train, data_dir, image_size=data_config.get('image_size', 0),
           random_resized_crop=data_config.get('random_resized_crop', False))
   else:
     def load(train):
-      return tfds_source.load_in_memory(name, train, data_dir)
-  constants = CONSTANTS[name]
-  return base.DatasetSplits(
-      name=name, train=load(True), test=load(False),
-      num_classes=constants.num_classes, mean=constants.mean, std=constants.std)
+      return tfds_source.load_in_memory(spec.name, train, data_dir)
+  return spec.make_splits(load(True), load(False))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,20 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import datasets
 
-# Dataset -> (training split, evaluation split).
-SPLITS = {
-    'mnist': ('train', 'test'),
-    'fashion_mnist': ('train', 'test'),
-    'cifar10': ('train', 'test'),
-    'cifar100': ('train', 'test'),
-    'svhn_cropped': ('train', 'test'),
-    'imagenet2012': ('train', 'validation'),
-}
-# Datasets whose files tfds cannot download: the user puts them in manual_dir.
-MANUAL_FILES = {
-    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
-}
 # Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
 # (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
 CROP_PADDING = 32
@@ -58,14 +46,21 @@ def manual_dir(builder):
   return builder.data_dir_root / 'downloads' / 'manual'
 
 
-def _builder(name: str, data_dir: str):
-  """The tfds builder for ``name``, set to prepare in the array_record format."""
-  if name not in SPLITS:
+def _spec(name: str) -> datasets.DatasetSpec:
+  """The spec of dataset ``name``, which must be read through tfds."""
+  spec = datasets.DATASETS.get(name)
+  if spec is None or spec.tfds_name is None:
     raise base.DataError(
         f'{name!r} is not a tfds dataset this platform reads; choose one of '
-        f'{tuple(SPLITS)}')
+        f'{datasets.names(lambda s: s.tfds_name)}')
+  return spec
+
+
+def _builder(name: str, data_dir: str):
+  """The tfds builder of dataset ``name``, preparing in the array_record format."""
+  tfds_name = _spec(name).tfds_name
   tfds = _import_tfds()
-  return tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+  return tfds.builder(tfds_name, data_dir=data_dir or None, file_format='array_record')
 
 
 def _prepare(builder, name: str, download: bool):
@@ -86,7 +81,7 @@ def _prepare(builder, name: str, download: bool):
     missing = _missing_manual_files(builder, name)
     if missing:
       raise base.DataError(
-          f'tfds cannot download {name}: put {", ".join(MANUAL_FILES[name])} in '
+          f'tfds cannot download {name}: put {", ".join(_spec(name).manual_files)} in '
           f'{manual_dir(builder)} (tfds manual_dir under data_dir '
           f'{builder.data_dir_root}; missing: {", ".join(missing)}), then run '
           'again. Set config.data.tfds_data_dir to use another data_dir.') from e
@@ -95,22 +90,21 @@ def _prepare(builder, name: str, download: bool):
           f'tfds could not prepare {name} in {builder.data_dir}: {e}. Preparing '
           'needs TensorFlow (pip install tensorflow-cpu importlib_resources); or '
           f'prepare it elsewhere with `tfds build {name} --file_format=array_record '
-          '--data_dir=DIR` and set config.data.tfds_data_dir=DIR; for mnist, '
-          'fashion_mnist, cifar10, cifar100 you can also set config.data.path to '
-          'the original files') from e
+          '--data_dir=DIR` and set config.data.tfds_data_dir=DIR; for '
+          f'{", ".join(datasets.names(lambda s: s.tfds_name and s.local_format))} '
+          'you can also set config.data.path to the original files') from e
     raise base.DataError(
         f'tfds could not download and prepare {name} in {builder.data_dir}: '
         f'{type(e).__name__}: {e}') from e
 
 
 def _missing_manual_files(builder, name: str) -> list[str]:
-  if name not in MANUAL_FILES:
-    return []
-  return [f for f in MANUAL_FILES[name] if not (manual_dir(builder) / f).exists()]
+  return [f for f in _spec(name).manual_files
+          if not (manual_dir(builder) / f).exists()]
 
 
 def _split(name: str, train: bool) -> str:
-  return SPLITS[name][0 if train else 1]
+  return _spec(name).tfds_splits[0 if train else 1]
 
 
 def load_in_memory(name: str, train: bool, data_dir: str = '',

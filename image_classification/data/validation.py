@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import stratified
 
 SEED = 0x7A1D  # fixed: the held-out examples do not change with config.seed
 
@@ -51,19 +52,9 @@ def _labels(source: base.ImageSource, chunk: int = 4096) -> np.ndarray:
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int = SEED
                   ) -> tuple[np.ndarray, np.ndarray]:
-  """(train indices, validation indices), sorted; stratified by label."""
-  rng = np.random.default_rng(seed)
-  train, held = [], []
-  for label in np.unique(labels):
-    members = rng.permutation(np.flatnonzero(labels == label))
-    n_held = int(round(fraction * len(members)))
-    if len(members) >= 2:
-      n_held = min(max(n_held, 1), len(members) - 1)
-    else:
-      n_held = 0
-    held.extend(members[:n_held])
-    train.extend(members[n_held:])
-  return np.sort(np.array(train, np.int64)), np.sort(np.array(held, np.int64))
+  """(train indices, validation indices), sorted; stratified by label, at least one
+  example of every class of two or more held out."""
+  return stratified.split(labels, fraction, seed, keep_one_each=True)
 
 
 def _take(source, indices):

@@ -1,1 +1,1 @@
-"""DP-SGD's privacy path: per-example clipping, Gaussian noise, accounting, auditing."""
+"""DP-SGD's privacy path: per-example clipping, Gaussian noise, accounting."""

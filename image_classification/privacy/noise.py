@@ -29,13 +29,3 @@ def add_noise(tree: PyTree, key: jax.Array, stddev: float) -> PyTree:
   noisy = [x + stddev * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
   return jax.tree_util.tree_unflatten(treedef, noisy)
 
-
-def privatise(clipped_sum: PyTree, key: jax.Array, noise_multiplier: float,
-              clipping_norm: float, expected_batch_size: float) -> PyTree:
-  """(sum + N(0, (sigma C)^2)) / B, where B is the EXPECTED (public) batch size.
-
-  Dividing by the realised batch size would leak it (under Poisson sampling the size
-  itself depends on membership), so the public expected size is used.
-  """
-  noisy = add_noise(clipped_sum, key, noise_multiplier * clipping_norm)
-  return jax.tree_util.tree_map(lambda x: x / expected_batch_size, noisy)

@@ -21,9 +21,14 @@ noise). Normalising by the expected batch size is the caller's job (dp_step._upd
   from ``toeplitz.optimize_banded_toeplitz``. The mechanism is equivalent to releasing
   C_s x + sigma C Z (x the stream of clipped sums) followed by post-processing, so its
   sensitivity is the strategy's max column norm (1) per participation; with
-  participations at least b steps apart (cyclic Poisson sampling, data/sampling.py)
-  the accountant's event is jax-privacy's ``amplified_bandmf_event``
-  (privacy/accounting.py).
+  participations at least b steps apart (cyclic Poisson sampling,
+  privacy/batch_selection.py) the accountant's event is jax-privacy's
+  ``amplified_bandmf_event`` (``CyclicPoissonSampling.dp_event``).
+
+``PRIVATIZERS`` maps the config's privacy.mechanism to the privatizer class; each class
+builds itself from the plan's public parameters (``create``), states the mechanism in a
+sentence for the privacy report (``describe``) and picks the batch selection it is
+accounted with (``accounted_selection``).
 
 Secrecy of the state: BandMF's state is the noise of the last b-1 steps (scaled):
 together with neighbouring iterates it would reveal noiseless gradient sums. So it is
@@ -38,21 +43,21 @@ draws Z with its own key schedule, so b = 1 could not reproduce DP-SGD's noise b
 bit. We use the same streaming C^-1 it uses and feed it our secret, per-step keys.
 """
 import dataclasses
-import json
 import math
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from image_classification.privacy import batch_selection
 from image_classification.privacy import noise
 
 PyTree = Any
 
-STRATEGY_FILE = 'bandmf_strategy.json'
 OPTIMIZER_STEPS = 250
+
+_NORMALISED = 'normalised by the expected batch size'
 
 
 def _draws(tree: PyTree, key: jax.Array, stddev: float) -> PyTree:
@@ -68,6 +73,31 @@ def _draws(tree: PyTree, key: jax.Array, stddev: float) -> PyTree:
 class GaussianPrivatizer:
   """DP-SGD's Gaussian mechanism: independent N(0, stddev^2) noise at every step."""
   stddev: float
+
+  uses_strategy = False  # no strategy matrix: num_bands is 1
+
+  @classmethod
+  def create(cls, *, noise_multiplier: float, clipping_norm: float, **unused):
+    del unused
+    return cls(noise_multiplier * clipping_norm)
+
+  @staticmethod
+  def describe(num_bands: int = 1) -> str:
+    del num_bands
+    return ('DP-SGD: per-example clipping to L2 norm C, Gaussian noise N(0, (sigma*C)^2) '
+            f'added once per logical batch, {_NORMALISED}')
+
+  @staticmethod
+  def accepts(sampler: type) -> bool:
+    """Whether the privatizer can be accounted with the batch selection ``sampler``."""
+    del sampler
+    return True
+
+  @staticmethod
+  def accounted_selection(selection, num_bands: int = 1):
+    """The batch selection the run draws and is accounted with: the config's own."""
+    del num_bands
+    return selection
 
   def init(self, params: PyTree):
     del params
@@ -90,6 +120,44 @@ class BandMFPrivatizer:
   coefs: tuple
   steps: int
   stddev: float
+
+  uses_strategy = True  # the plan fills in strategy_coefs (optimised, then cached)
+  requirement = ("privacy.mechanism='bandmf' needs sampling='poisson' (cyclic Poisson "
+                 'sampling; its amplified accounting has no fixed-size form)')
+
+  @classmethod
+  def create(cls, *, noise_multiplier: float, clipping_norm: float, steps: int,
+             num_bands: int, strategy_coefs: tuple, strategy_sensitivity: float):
+    """BandMF with b = 1 is DP-SGD: its strategy is the identity (coefficients [1]),
+    so the Gaussian privatizer is used (same noise, no state)."""
+    stddev = noise_multiplier * clipping_norm
+    if num_bands == 1:
+      return GaussianPrivatizer(stddev)
+    if len(strategy_coefs) != num_bands:
+      raise ValueError('the BandMF plan has no strategy; fill in its strategy first')
+    return cls(tuple(strategy_coefs), steps, stddev * strategy_sensitivity)
+
+  @staticmethod
+  def describe(num_bands: int = 1) -> str:
+    return (f'BandMF (banded matrix factorisation, b = {num_bands} bands): per-example '
+            'clipping to L2 norm C; step t adds the noise sigma*C*sens * (C^-1 Z)_t, '
+            "correlated with the previous b-1 steps' draws through the "
+            'column-normalised b-banded Toeplitz strategy C (max column norm sens = 1); '
+            'cyclic Poisson sampling: the examples are split into b groups, step t '
+            f'samples group t mod b with rate q; {_NORMALISED}')
+
+  @staticmethod
+  def accepts(sampler: type) -> bool:
+    return sampler is batch_selection.PoissonSampling
+
+  @staticmethod
+  def accounted_selection(selection, num_bands: int = 1):
+    """Cyclic Poisson sampling over b groups, from the config's Poisson sampling."""
+    if not isinstance(selection, batch_selection.PoissonSampling):
+      raise ValueError(BandMFPrivatizer.requirement)
+    return batch_selection.CyclicPoissonSampling(
+        selection.dataset_size, selection.expected_batch_size, num_bands,
+        seed=selection.seed)
 
   @property
   def num_bands(self) -> int:
@@ -140,17 +208,8 @@ def replay(privatizer, params: PyTree, noise_key, steps: int):
   return run(state, jnp.asarray(noise_key))
 
 
-def make(plan) -> Any:
-  """The privatizer of a privacy plan. BandMF with b = 1 is DP-SGD: its strategy is
-  the identity (coefficients [1]), so the Gaussian privatizer is used (same noise,
-  no state)."""
-  stddev = plan.noise_multiplier * plan.clipping_norm
-  if plan.mechanism_name == 'bandmf' and plan.num_bands > 1 and not plan.non_private:
-    if len(plan.strategy_coefs) != plan.num_bands:
-      raise ValueError('the BandMF plan has no strategy; call with_strategy first')
-    return BandMFPrivatizer(tuple(plan.strategy_coefs), plan.steps,
-                            stddev * plan.strategy_sensitivity)
-  return GaussianPrivatizer(stddev)
+# The config's choices of privacy.mechanism.
+PRIVATIZERS = {'dpsgd': GaussianPrivatizer, 'bandmf': BandMFPrivatizer}
 
 
 # ------------------------------------------------------------------ the strategy
@@ -167,29 +226,6 @@ def optimize_strategy(steps: int, bands: int,
   return np.asarray(coefs, np.float64)
 
 
-def strategy(steps: int, bands: int, cache_dir: str | None = None,
-             optimizer_steps: int = OPTIMIZER_STEPS) -> np.ndarray:
-  """``optimize_strategy``, cached in ``cache_dir``/bandmf_strategy.json (the
-  optimisation takes seconds to minutes for long runs; a resume reuses it)."""
-  path = os.path.join(cache_dir, STRATEGY_FILE) if cache_dir else None
-  key = f'steps={steps},bands={bands},optimizer_steps={optimizer_steps}'
-  cache = {}
-  if path and os.path.exists(path):
-    with open(path) as f:
-      cache = json.load(f)
-    if key in cache:
-      return np.asarray(cache[key], np.float64)
-  coefs = optimize_strategy(steps, bands, optimizer_steps)
-  if path:
-    os.makedirs(cache_dir, exist_ok=True)
-    cache[key] = [float(c) for c in coefs]
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(cache, f, indent=1)
-    os.replace(tmp, path)
-  return coefs
-
-
 def sensitivity(coefs, steps: int) -> float:
   """Max column L2 norm of the column-normalised strategy: 1 by construction (checked
   here from jax-privacy's sensitivity of the un-normalised matrix, whose columns all
@@ -201,23 +237,12 @@ def sensitivity(coefs, steps: int) -> float:
   return 1.0
 
 
-def with_strategy(plan, cache_dir: str | None = None):
-  """The plan with its BandMF strategy (coefficients and sensitivity) filled in."""
-  if plan.mechanism_name != 'bandmf':
-    return plan
-  coefs = strategy(plan.steps, plan.num_bands, cache_dir)
-  plan = dataclasses.replace(plan, strategy_coefs=tuple(float(c) for c in coefs),
-                             strategy_sensitivity=sensitivity(coefs, plan.steps))
-  return dataclasses.replace(plan, noise_std_per_step=tuple(
-      float(x) for x in marginal_stds(plan)))
-
-
-def marginal_stds(plan) -> np.ndarray:
-  """Per-coordinate std of the noise added at each step t = 0..steps-1:
-  sigma * C * sensitivity * ||row t of C_s^-1|| (sigma * C at every step for DP-SGD)."""
-  stddev = plan.noise_multiplier * plan.clipping_norm * plan.strategy_sensitivity
-  if plan.mechanism_name != 'bandmf' or plan.num_bands == 1:
-    return np.full(plan.steps, stddev)
-  priv = BandMFPrivatizer(tuple(plan.strategy_coefs), plan.steps, stddev)
-  rows = np.asarray(priv.noising_matrix().row_norms_squared(plan.steps), np.float64)
+def marginal_stds(coefs, steps: int, stddev: float) -> np.ndarray:
+  """Per-coordinate std of the noise added at each step t = 0..steps-1 by the strategy
+  ``coefs`` with draws of std ``stddev`` (sigma * C * sensitivity):
+  stddev * ||row t of C_s^-1|| (stddev at every step for b = 1, DP-SGD)."""
+  if len(coefs) <= 1:
+    return np.full(steps, stddev)
+  priv = BandMFPrivatizer(tuple(coefs), steps, stddev)
+  rows = np.asarray(priv.noising_matrix().row_norms_squared(steps), np.float64)
   return stddev * np.sqrt(rows)

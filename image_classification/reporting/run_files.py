@@ -2,7 +2,7 @@
 
 config.json    the resolved config
 metrics.jsonl  one JSON object per logged step (step, epsilon, train_loss, ...)
-privacy.json   the privacy plan and what was spent (see privacy/plan.py)
+privacy.json   the privacy plan and what was spent (see image_classification/plan.py)
 privacy.md     the same for a human reviewer
 summary.json   final figures; status 'complete' marks a finished run
 plan.json      written by --dry_run instead of training

@@ -41,6 +41,7 @@ from image_classification import config as config_lib
 from image_classification import optimizers
 from image_classification.data import augmentation
 from image_classification.data import catalog
+from image_classification.data import datasets
 from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.training import dp_step
@@ -61,13 +62,12 @@ def _input_spec(config: ml_collections.ConfigDict):
   num_classes = int(bench.get('num_classes', 0) or 0)
   name = config.data.name
   mean = std = None
-  if name in sources.CONSTANTS:
-    constants = sources.CONSTANTS[name]
-    num_classes = num_classes or constants.num_classes
-    mean, std = constants.mean, constants.std
-  if not shape:
-    if name in catalog.KNOWN:
-      shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
+  spec = datasets.DATASETS.get(name)
+  if spec is not None and spec.mean is not None:
+    num_classes = num_classes or spec.num_classes
+    mean, std = spec.mean, spec.std
+  if not shape and spec is not None and spec.image_shape is not None:
+    shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
   if not shape or not num_classes:
     data = sources.load_dataset(config.data)
     shape = shape or tuple(data.train.image_shape)

@@ -12,7 +12,6 @@ The final checkpoint and the export of the final parameters (training/inference.
 come before the final evaluation and the run files, so nothing that fails after the
 last step loses the training: the same command then only evaluates and writes them.
 """
-import dataclasses
 import json
 import math
 import os
@@ -26,17 +25,15 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification import optimizers
+from image_classification import plan as plan_lib
 from image_classification.data import catalog
 from image_classification.data import prefetch
-from image_classification.data import sampling
 from image_classification.data import sources
 from image_classification.data import validation
 from image_classification.models import registry
-from image_classification.privacy import accounting
-from image_classification.privacy import canary_audit
+from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
-from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import run_files
 from image_classification.reporting import wandb_logger
@@ -58,7 +55,8 @@ class Experiment:
   """Everything a run needs that is decided before the first step (no compilation)."""
 
   def __init__(self, config: ml_collections.ConfigDict, dry_run: bool = False,
-               dataset=None):
+               dataset=None, audit=None):
+    """``audit``: the run's audit hook (image_classification.audit.hook) or None."""
     self.config = config
     self.devices = jax.devices()
     self.mesh = mesh_lib.make_mesh(self.devices)
@@ -71,7 +69,13 @@ class Experiment:
     self.data, self.validation = validation.hold_out(
         self.data, config.data.get('validation_fraction', 0.0))
     # Before the plan: with an audit on, the accountant's N counts the included canaries.
-    self.data, self.audit = canary_audit.prepare(config, self.data)
+    if config.audit.enabled and audit is None:
+      raise config_lib.ConfigError(
+          'config.audit.enabled=True needs the audit hook: run through launch.py, or '
+          'call image_classification.audit.hook.train / check')
+    self.audit = audit
+    if audit is not None:
+      self.data = audit.prepare(self.data)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     try:
@@ -80,7 +84,7 @@ class Experiment:
       raise config_lib.ConfigError(str(e)) from e
     path = config.model.pretrained_path
     self.pretrained = (pretrained.composition(
-        path, config.data, config.privacy.compose_with_pretrained_run)
+        path, config.data, plan_lib.composes_with_pretrained_run(config))
                        if path and os.path.exists(path) else None)
     self.image_shape = tuple(self.data.train.image_shape)
     try:  # a bad model kwarg fails here, in tracing, before anything compiles
@@ -113,7 +117,7 @@ class Experiment:
              image_shape=list(self.image_shape), num_classes=self.data.num_classes,
              class_names=list(self.data.class_names) or None,
              pretrained_path=self.config.model.pretrained_path or None,
-             large_delta=config_lib.large_delta(self.config, self.dataset_size))
+             large_delta=self.plan.large_delta)
     if self.data.private_evaluation_note:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
@@ -128,21 +132,21 @@ class Experiment:
     """privacy.json after ``steps_taken`` steps; with a composed earlier run, the total."""
     d = {**self.plan_json(), 'steps_taken': steps_taken, 'epsilon': epsilon}
     earlier = self.pretrained or {}
-    if earlier.get('earlier_run') and self.config.privacy.compose_with_pretrained_run \
+    if earlier.get('earlier_run') and plan_lib.composes_with_pretrained_run(self.config) \
         and earlier.get('earlier_epsilon') is not None:
       d['total_epsilon_with_pretrained'] = earlier['earlier_epsilon'] + epsilon
       d['total_delta_with_pretrained'] = earlier['earlier_delta'] + self.plan.delta
     return d
 
 
-def check(config: ml_collections.ConfigDict, dataset=None) -> Experiment:
+def check(config: ml_collections.ConfigDict, dataset=None, audit=None) -> Experiment:
   """Everything a dry run checks (config, data, privacy plan, model), writing nothing.
 
   A sweep calls it on every point before training the first. Unlike a dry run it
   also needs model.pretrained_path to exist; it does not read the weights.
   """
   config_lib.validate(config, len(jax.devices()), dry_run=False)
-  return Experiment(config, dry_run=True, dataset=dataset)
+  return Experiment(config, dry_run=True, dataset=dataset, audit=audit)
 
 
 def _stats_row(stats: dict) -> dict:
@@ -153,11 +157,16 @@ def _stats_row(stats: dict) -> dict:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
-          dataset=None) -> dict:
+          dataset=None, audit=None) -> dict:
   """Runs one experiment; returns summary.json's content (plan.json's for dry runs).
 
   Resumes from WORKDIR/checkpoints when the workdir holds an unfinished run of the same
   config; the ledger continues from the restored step, it is never reset.
+
+  ``audit`` is the run hook of config.audit (image_classification.audit.hook, which sits
+  above training and is not imported here): its ``prepare(dataset)`` runs before the
+  privacy plan, its ``finish(...)`` after the final evaluation. A config with the audit
+  on and no hook is refused.
   """
   start = time.time()
   writer = distributed.is_writer()  # process 0 alone writes the run files and prints
@@ -175,9 +184,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
             f'{done.get("steps")} steps): nothing to do. Use another --workdir to train '
             'again.', flush=True)
       return done
-  exp = Experiment(config, dry_run=dry_run, dataset=dataset)
+  exp = Experiment(config, dry_run=dry_run, dataset=dataset, audit=audit)
   # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
-  exp.plan = plan = privatizers.with_strategy(exp.plan, workdir)
+  exp.plan = plan = exp.plan.with_strategy(workdir)
   if dry_run:
     out = exp.plan_json()
     if writer:
@@ -212,11 +221,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   params = variables['params']
   if config.model.pretrained_path:  # fine-tuning: public weights, a fresh head
     params = pretrained.load_pretrained(config.model.pretrained_path, params)
-  privatizer = privatizers.make(plan)
+  privatizer = plan.privatizer()
+  # The batch selection draws from the secret sampling seed; the ledger accounts it.
+  selection = plan.batch_selection(randomness.sampling_seed)
   state = dp_step.init_state(params, optimizer, config.model.train_only_head, privatizer)
   ndev = len(exp.devices)
-  capacity = sampling.batch_capacity(plan.expected_batch_size, exp.dataset_size,
-                                     plan.sampling, ndev * max(t.micro_batch_size, 1))
+  capacity = selection.capacity(ndev * max(t.micro_batch_size, 1))
   # capacity is a multiple of devices x micro-batch, so micro-batches tile each shard.
   step_cfg = dp_step.StepConfig(
       clipping_norm=plan.clipping_norm, noise_multiplier=plan.noise_multiplier,
@@ -228,9 +238,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       per_example_grads=t.per_example_grads)
   step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
                            noise_key=randomness.noise_key(), privatizer=privatizer)
-  sampler = sampling.Sampler(exp.dataset_size, plan.expected_batch_size, plan.sampling,
-                             randomness.sampling_seed, num_bands=plan.num_bands)
-  ledger = accounting.Ledger(plan.mechanism, plan.delta)
+  ledger = plan.ledger()
   eval_fn = evaluation.make_eval_fn(exp.model.apply, tuple(exp.data.mean),
                                     tuple(exp.data.std))
   use_ema = t.ema.decay > 0
@@ -267,10 +275,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   def batch_of(step):
     """Step's logical batch as global arrays, and its number of real examples. Every
     process draws the same indices; each reads only the rows its devices hold."""
-    indices = sampler.indices(step)
+    indices = selection.indices(step)
     load = lambda idx: exp.data.train.get(idx, step=step)
     return [distributed.global_batch(sharding, idx, mask, load)
-            for idx, mask in sampling.pad_chunks(indices, capacity)], len(indices)
+            for idx, mask in batch_selection.pad_chunks(indices, capacity)], len(indices)
 
   print(f'{config.model.name} ({exp.num_params:,} params) on {config.data.name} '
         f'(N={exp.dataset_size}, images {"x".join(map(str, exp.image_shape))}, '
@@ -382,8 +390,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   audit_result = None
   if exp.audit is not None:
-    audit_result = canary_audit.finish(
-        exp.audit, exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
+    audit_result = exp.audit.finish(
+        exp.model.apply, state.eval_params(use_ema), tuple(exp.data.mean),
         tuple(exp.data.std), plan, workdir)
   eps = epsilon_at(step)
   privacy = exp.privacy_json(step, eps)
@@ -391,8 +399,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     other = 'pld' if plan.accountant == 'rdp' else 'rdp'
     cross = {plan.accountant: eps}
     try:
-      cross[other] = accounting.epsilon(
-          dataclasses.replace(plan.mechanism, accountant=other), step, plan.delta)
+      cross[other] = plan.ledger(other).epsilon(step)
     except ValueError:
       cross[other] = None
     privacy['epsilon_rdp'], privacy['epsilon_pld'] = cross['rdp'], cross['pld']

@@ -7,15 +7,15 @@ What a resumed run needs, and why restoring the step is enough:
   (``privatizers.publishable``); a resume rebuilds it from the secret noise key
   (``privatizers.replay``). The metadata records the strategy's coefficients, and a
   resume with other coefficients is refused.
-- The batch of step t is ``sampling.Sampler.indices(t)``, a pure function of (the
-  run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
+- The batch of step t is ``plan.batch_selection(seed).indices(t)``, a pure function
+  of (the run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
   t)``, a pure function of (the run's secret noise key, t). Both secrets live in
   WORKDIR/mechanism_secret.json (training/secret_file.py), which a resume reads;
   neither is in the checkpoint or its metadata.
 - The augmentation and dropout keys of step t are ``dp_step.example_keys(base_key, t,
   ...)``, where base_key is PRNGKey(config.seed): public, pure functions of (seed, t).
-- The privacy ledger is ``accounting.Ledger.epsilon(t)``, a pure function of
-  (mechanism, t).
+- The privacy ledger is ``plan.ledger().epsilon(t)``, a pure function of
+  (plan, t).
 So restoring the step restores the data order, the keys and the spent budget. Each
 checkpoint's metadata (``make_metadata``) also records the seed, the step, the epsilon
 spent so far and the privacy plan (noise multiplier, sampling, steps, ...), and a
@@ -44,6 +44,7 @@ from typing import Callable
 
 import ml_collections
 
+from image_classification import plan as plan_lib
 from image_classification.reporting import run_files
 from image_classification.training import checkpoint_store
 
@@ -64,11 +65,8 @@ IGNORED_CONFIG_FIELDS = (
 ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
                        'training.compute_dtype': 'float32'}
 
-# Privacy-plan fields (privacy/plan.py) a resume must find unchanged.
-PLAN_FIELDS = ('noise_multiplier', 'clipping_norm', 'sampling', 'sampling_rate',
-               'expected_batch_size', 'steps', 'delta', 'accountant', 'dataset_size',
-               'non_private', 'mechanism_name', 'num_bands', 'strategy_coefs')
-# What checkpoints written before a field existed meant by it (DP-SGD has no strategy).
+# Resume fields (plan_lib.RESUME_FIELDS) absent from older checkpoints, and what
+# they meant by them (DP-SGD has no strategy).
 _PLAN_DEFAULTS = {'mechanism_name': 'dpsgd', 'num_bands': 1}
 
 
@@ -78,7 +76,7 @@ def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
   plan_json = plan.to_json()
   return {'seed': int(seed), 'step': int(step), 'epsilon': _number(epsilon),
           'noise_multiplier': float(plan.noise_multiplier),
-          'plan': {k: plan_json[k] for k in PLAN_FIELDS if k in plan_json},
+          'plan': {k: plan_json[k] for k in plan_lib.RESUME_FIELDS if k in plan_json},
           'time': time.strftime('%Y-%m-%d %H:%M:%S')}
 
 
@@ -113,7 +111,7 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
   if metadata.get('seed') != seed:
     problems.append(f'seed: {metadata.get("seed")} in the checkpoint, {seed} now')
   new_plan = plan.to_json()
-  for k in PLAN_FIELDS:
+  for k in plan_lib.RESUME_FIELDS:
     old = metadata.get('plan', {}).get(k, _PLAN_DEFAULTS.get(k))
     if not _close(old, new_plan.get(k)):
       problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan.get(k)!r} now')

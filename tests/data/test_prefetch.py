@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 
 from image_classification.data import prefetch
-from image_classification.data import sampling
+from image_classification.privacy import batch_selection
 
 
 def _batch_maker(calls=None):
   """What the training loop's batch_of does on the host: the step's Poisson draw,
   padded into chunks, and the examples read."""
-  sampler = sampling.Sampler(500, 64, 'poisson', seed=1234)
+  sampler = batch_selection.PoissonSampling(500, 64, seed=1234)
   images = np.random.default_rng(0).integers(0, 255, (500, 4, 4, 1), np.uint8)
 
   def make(step):
     if calls is not None:
       calls.append(step)
     return [(images[idx], idx, mask) for idx, mask in
-            sampling.pad_chunks(sampler.indices(step), 96)]
+            batch_selection.pad_chunks(sampler.indices(step), 96)]
 
   return make
 

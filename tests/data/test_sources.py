@@ -10,6 +10,7 @@ import pytest
 
 from configs import base as base_config
 from image_classification.data import base
+from image_classification.data import datasets
 from image_classification.data import sources
 from tests.data import test_local_files as formats
 
@@ -25,13 +26,11 @@ def data_config(**overrides):
 
 
 def test_dataset_names():
-  assert sources.DATASETS == (
+  assert datasets.names() == (
       'digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'svhn_cropped',
       'imagenet2012', 'image_folder', 'npz')
-  for name in sources.DATASETS:
-    if name not in ('digits', 'image_folder', 'npz'):
-      constants = sources.CONSTANTS[name]
-      assert len(constants.mean) == len(constants.std) in (1, 3)
+  assert set(sources.LOCAL_READERS) == {
+      s.local_format for s in datasets.DATASETS.values() if s.local_format}
 
 
 def test_digits_unchanged():
@@ -46,8 +45,9 @@ def test_cifar10_from_path_has_fixed_constants(tmp_path):
   splits = sources.load_dataset(data_config(
       name='cifar10', path=str(tmp_path), max_train_examples=4))
   assert splits.num_classes == 10
-  assert splits.mean == sources.CONSTANTS['cifar10'].mean
-  assert splits.std == sources.CONSTANTS['cifar10'].std
+  assert splits.mean == datasets.DATASETS['cifar10'].mean
+  assert splits.std == datasets.DATASETS['cifar10'].std
+  assert splits.class_names[0] == 'airplane'
   assert splits.train.num_examples == 4 and splits.test.num_examples == 4
   images, labels = splits.train.get(np.arange(4))
   np.testing.assert_array_equal(images, formats.chw_rows_to_hwc(train_rows[:4]))

@@ -8,6 +8,7 @@ import pytest
 
 from configs import base as base_config
 from image_classification.data import base
+from image_classification.data import datasets
 from image_classification.data import sources
 from image_classification.data import tfds_source
 
@@ -37,7 +38,8 @@ def test_small_datasets_load_into_memory(name, shape, num_classes):
     records = tfds.data_source(name, split='train')
     expected = [records[i] for i in range(NUM_EXAMPLES)]
   assert splits.num_classes == num_classes
-  assert splits.mean == sources.CONSTANTS[name].mean
+  assert splits.mean == datasets.DATASETS[name].mean
+  assert splits.class_names == datasets.DATASETS[name].class_names
   assert isinstance(splits.train, base.ArraySource)
   assert splits.train.num_examples == splits.test.num_examples == NUM_EXAMPLES
   assert splits.train.image_shape == shape

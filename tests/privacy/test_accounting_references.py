@@ -28,6 +28,12 @@ from scipy import special
 from scipy import stats
 
 from image_classification.privacy import accounting
+from image_classification.privacy import batch_selection as bs
+
+def _epsilon(selection, sigma, steps, delta, accountant):
+  return accounting.epsilon(selection.dp_event(sigma, steps), delta, accountant,
+                            selection.neighboring_relation)
+
 
 ORDERS = list(range(2, 33)) + list(range(34, 64, 3)) + [128, 256]
 
@@ -107,10 +113,9 @@ def _wor_gaussian_rdp(alpha, gamma, s):
 def test_no_subsampling_matches_the_analytic_gaussian(sigma, steps):
   delta = 1e-5
   exact = _solve_eps(lambda e: _gaussian_delta(e, sigma / math.sqrt(steps)), delta)
-  m = accounting.Mechanism(sigma, 1000, 1000, 'poisson', 'pld')  # q = 1
-  assert accounting.epsilon(m, steps, delta) == pytest.approx(exact, rel=5e-3)
-  rdp_eps = accounting.epsilon(
-      accounting.Mechanism(sigma, 1000, 1000, 'poisson', 'rdp'), steps, delta)
+  everyone = bs.PoissonSampling(1000, 1000)  # q = 1
+  assert _epsilon(everyone, sigma, steps, delta, 'pld') == pytest.approx(exact, rel=5e-3)
+  rdp_eps = _epsilon(everyone, sigma, steps, delta, 'rdp')
   assert exact < rdp_eps < 1.5 * exact  # RDP: an upper bound, not far off
 
 
@@ -118,8 +123,8 @@ def test_no_subsampling_matches_the_analytic_gaussian(sigma, steps):
 def test_poisson_one_step_matches_numerical_hockey_stick(sigma, n, b):
   delta = 1e-5
   exact = _solve_eps(lambda e: _poisson_one_step_delta(e, b / n, sigma), delta)
-  m = accounting.Mechanism(sigma, n, b, 'poisson', 'pld')
-  assert accounting.epsilon(m, 1, delta) == pytest.approx(exact, rel=5e-3)
+  assert _epsilon(bs.PoissonSampling(n, b), sigma, 1, delta, 'pld') == pytest.approx(
+      exact, rel=5e-3)
 
 
 @pytest.mark.parametrize('sigma,n,b,steps', [(10.0, 50000, 4096, 875),
@@ -129,12 +134,10 @@ def test_poisson_rdp_matches_numerical_renyi_divergence(sigma, n, b, steps):
   delta = 1e-5
   rdp = [steps * _sampled_gaussian_rdp(a, b / n, sigma) for a in ORDERS]
   reference = _rdp_to_eps(ORDERS, rdp, delta)
-  ours = accounting.epsilon(accounting.Mechanism(sigma, n, b, 'poisson', 'rdp'), steps,
-                            delta)
+  ours = _epsilon(bs.PoissonSampling(n, b), sigma, steps, delta, 'rdp')
   assert reference * 0.97 < ours <= reference * (1 + 1e-6)
   # PLD is tighter than any RDP bound, but not by much in these regimes.
-  pld_eps = accounting.epsilon(accounting.Mechanism(sigma, n, b, 'poisson', 'pld'),
-                               steps, delta)
+  pld_eps = _epsilon(bs.PoissonSampling(n, b), sigma, steps, delta, 'pld')
   assert 0.6 * reference < pld_eps < reference
 
 
@@ -144,6 +147,5 @@ def test_fixed_size_matches_wang_balle_kasiviswanathan(sigma, n, b, steps):
   delta = 1e-5
   rdp = [steps * _wor_gaussian_rdp(a, b / n, sigma / 2) for a in ORDERS]
   reference = _rdp_to_eps(ORDERS, rdp, delta)
-  ours = accounting.epsilon(accounting.Mechanism(sigma, n, b, 'fixed', 'rdp'), steps,
-                            delta)
+  ours = _epsilon(bs.FixedSizeSampling(n, b), sigma, steps, delta, 'rdp')
   assert reference * 0.75 < ours <= reference * (1 + 1e-6)

@@ -1,4 +1,5 @@
-"""BandMF (privacy/privatizers.py, data/sampling.py, privacy/accounting.py): the noise
+"""BandMF (privacy/privatizers.py, privacy/batch_selection.py, privacy/accounting.py,
+plan.py): the noise
 has the covariance its strategy implies and the marginal scale privacy.json states;
 each example is sampled only at its group's steps, at the rate the accountant is given;
 the epsilon is jax-privacy's / dp-accounting's for the amplified BandMF event and
@@ -17,10 +18,10 @@ import pytest
 
 from configs import quickstart
 from image_classification import config as config_lib
-from image_classification.data import sampling
+from image_classification import plan as plan_lib
 from image_classification.privacy import accounting
+from image_classification.privacy import batch_selection as bs
 from image_classification.privacy import noise
-from image_classification.privacy import plan as plan_lib
 from image_classification.privacy import privatizers
 
 STEPS, BANDS = 12, 3
@@ -61,12 +62,12 @@ def _bandmf_plan(sigma=1.3, clip=0.7):
   config.privacy.clipping_norm = clip
   config.training.num_steps = STEPS
   config.training.batch_size = 64
-  return privatizers.with_strategy(plan_lib.make_plan(config, 1000))
+  return plan_lib.make_plan(config, 1000).with_strategy()
 
 
 def test_noise_covariance_and_marginal_scale_match_the_strategy():
   plan = _bandmf_plan()
-  privatizer = privatizers.make(plan)
+  privatizer = plan.privatizer()
   assert isinstance(privatizer, privatizers.BandMFPrivatizer)
   assert privatizer.num_bands == BANDS
   params = {'a': jnp.zeros((100, 150)), 'b': jnp.zeros((10000,))}  # 25000 samples
@@ -94,7 +95,7 @@ def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out():
   """Checkpoints hold the secret noise state zeroed; ``replay`` re-derives it from the
   key, equal to the state of the run, so the next step's noise is the same."""
   plan = _bandmf_plan()
-  privatizer = privatizers.make(plan)
+  privatizer = plan.privatizer()
   params = {'w': jnp.zeros((6, 4)), 'b': jnp.zeros((4,))}
   key = np.array([5, 9], np.uint32)
   state = privatizer.init(params)
@@ -133,10 +134,11 @@ def test_one_band_is_exactly_the_gaussian_noise():
 
 def test_cyclic_poisson_sampling_respects_groups_and_the_accounted_rate():
   n, batch, bands, steps = 2000, 100, 4, 400
-  sampler = sampling.Sampler(n, batch, 'poisson', seed=123, num_bands=bands)
-  mechanism = accounting.Mechanism(1.0, n, batch, mechanism='bandmf', num_bands=bands)
-  assert sampler.sampling_rate == mechanism.sampling_rate == bands * batch / n
-  event = mechanism.event(steps)
+  sampler = privatizers.BandMFPrivatizer.accounted_selection(
+      bs.PoissonSampling(n, batch, seed=123), bands)
+  assert isinstance(sampler, bs.CyclicPoissonSampling) and sampler.seed == 123
+  assert sampler.sampling_rate == bands * batch / n
+  event = sampler.dp_event(1.0, steps)
   assert event.event.sampling_probability == sampler.sampling_rate
   counts = np.zeros(n)
   sizes = []
@@ -152,8 +154,8 @@ def test_cyclic_poisson_sampling_respects_groups_and_the_accounted_rate():
   group_sizes = np.bincount(sampler.groups, minlength=bands)
   assert np.all(np.abs(group_sizes - n / bands) < 5 * math.sqrt(n / bands))
   # b = 1 is Poisson sampling, draw for draw.
-  one = sampling.Sampler(n, batch, 'poisson', seed=123, num_bands=1)
-  plain = sampling.Sampler(n, batch, 'poisson', seed=123)
+  one = bs.CyclicPoissonSampling(n, batch, 1, seed=123)
+  plain = bs.PoissonSampling(n, batch, seed=123)
   for t in range(5):
     np.testing.assert_array_equal(one.indices(t), plain.indices(t))
 
@@ -162,7 +164,8 @@ def test_cyclic_poisson_sampling_respects_groups_and_the_accounted_rate():
 def test_epsilon_is_the_amplified_bandmf_event_and_calibration_inverts_it(accountant):
   n, batch, bands, steps, delta = 1000, 50, 4, 100, 1e-5
   sigma = 1.1
-  ours = accounting.Mechanism(sigma, n, batch, 'poisson', accountant, 'bandmf', bands)
+  ours = bs.CyclicPoissonSampling(n, batch, bands)
+  ledger = accounting.Ledger(ours, sigma, delta, accountant)
   theirs = jp_accounting.amplified_bandmf_event(
       sigma, steps, num_bands=bands, sampling_prob=bands * batch / n)
   scratch = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
@@ -170,25 +173,22 @@ def test_epsilon_is_the_amplified_bandmf_event_and_calibration_inverts_it(accoun
   for event in (theirs, scratch):
     acc = rdp.RdpAccountant() if accountant == 'rdp' else pld.PLDAccountant()
     ref = float(acc.compose(event).get_epsilon(delta))
-    assert accounting.epsilon(ours, steps, delta) == pytest.approx(ref, rel=1e-9)
-    assert accounting.Ledger(ours, delta).epsilon(steps) == pytest.approx(ref, rel=1e-6)
+    assert accounting.epsilon(ours.dp_event(sigma, steps), delta, accountant,
+                              ours.neighboring_relation) == pytest.approx(ref, rel=1e-9)
+    assert ledger.epsilon(steps) == pytest.approx(ref, rel=1e-6)
   # The ledger over a partial run counts rounds begun: ceil(t / b).
   part = jp_accounting.amplified_bandmf_event(sigma, 9, num_bands=bands,
                                                sampling_prob=bands * batch / n)
   acc = rdp.RdpAccountant() if accountant == 'rdp' else pld.PLDAccountant()
-  assert accounting.Ledger(ours, delta).epsilon(9) == pytest.approx(
+  assert ledger.epsilon(9) == pytest.approx(
       float(acc.compose(part).get_epsilon(delta)), rel=1e-6)
   if accountant == 'pld':
     return
   target = 2.0
   calibrated = accounting.calibrate_noise_multiplier(
-      target, delta, steps, n, batch, 'poisson', 'rdp', mechanism='bandmf',
-      num_bands=bands)
-  at = accounting.epsilon(accounting.Mechanism(calibrated, n, batch, mechanism='bandmf',
-                                               num_bands=bands), steps, delta)
-  below = accounting.epsilon(accounting.Mechanism(calibrated * 0.999, n, batch,
-                                                  mechanism='bandmf', num_bands=bands),
-                             steps, delta)
+      target, delta, lambda s: ours.dp_event(s, steps), 'rdp')
+  at = accounting.Ledger(ours, calibrated, delta).epsilon(steps)
+  below = accounting.Ledger(ours, calibrated * 0.999, delta).epsilon(steps)
   assert at <= target < below
   # jax-privacy's own calibration for the same event (its helper, RDP) agrees.
   helper = toeplitz._AmplifiedBandMFHelper(steps, n, batch, target, delta)  # pylint: disable=protected-access
@@ -226,17 +226,17 @@ def test_pld_is_accepted_for_bandmf_and_the_plan_reports_the_strategy(tmp_path):
                    target_epsilon=50.0)
   config_lib.validate(config, num_devices=1)
   config_lib.validate_with_data(config, 1437)
-  plan = privatizers.with_strategy(plan_lib.make_plan(config, 1437), str(tmp_path))
+  plan = plan_lib.make_plan(config, 1437).with_strategy(str(tmp_path))
   d = plan.to_json()
   assert d['mechanism_name'] == 'bandmf' and d['num_bands'] == 2
   assert len(d['strategy_coefs']) == 2 and d['strategy_sensitivity'] == 1.0
   assert np.linalg.norm(d['strategy_coefs']) == pytest.approx(1.0, rel=1e-6)
   assert 0 < d['epsilon'] <= config.privacy.target_epsilon
-  assert (tmp_path / privatizers.STRATEGY_FILE).exists()  # cached in the workdir
+  assert (tmp_path / plan_lib.STRATEGY_FILE).exists()  # cached in the workdir
 
 
 def test_strategy_is_cached(tmp_path, monkeypatch):
-  first = privatizers.strategy(16, 2, str(tmp_path))
+  first = plan_lib.strategy(16, 2, str(tmp_path))
   monkeypatch.setattr(privatizers, 'optimize_strategy',
                       lambda *a, **k: pytest.fail('not cached'))
-  np.testing.assert_array_equal(privatizers.strategy(16, 2, str(tmp_path)), first)
+  np.testing.assert_array_equal(plan_lib.strategy(16, 2, str(tmp_path)), first)

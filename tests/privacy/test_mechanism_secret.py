@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from image_classification.data import sampling
 from image_classification.models import registry
+from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
@@ -67,8 +67,8 @@ def test_the_noise_key_is_not_compiled_into_the_step():
 
 def test_the_sampler_draws_from_the_secret_seed_not_config_seed():
   secret = mechanism_secret.from_secret(bytes(range(32)))
-  a = sampling.Sampler(1000, 100, 'poisson', secret.sampling_seed)
-  seeded = sampling.Sampler(1000, 100, 'poisson', 0)
+  a = batch_selection.PoissonSampling(1000, 100, seed=secret.sampling_seed)
+  seeded = batch_selection.PoissonSampling(1000, 100, seed=0)
   assert not np.array_equal(a.indices(0), seeded.indices(0))
   assert 'seed' not in repr(a)
 

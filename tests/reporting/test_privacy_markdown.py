@@ -1,8 +1,8 @@
 """privacy.md states what a reviewer must know first: insecure seeded noise, a private
 evaluation split, composition with an earlier run."""
-from image_classification.privacy import accounting
+from image_classification import plan as plan_lib
+from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
-from image_classification.privacy import plan as plan_lib
 from image_classification.reporting import run_files
 from image_classification.training import secret_file
 
@@ -11,7 +11,7 @@ def _privacy(**extra):
   plan = plan_lib.PrivacyPlan(
       noise_multiplier=1.1, clipping_norm=1.0, sampling='poisson', sampling_rate=0.01,
       expected_batch_size=10, steps=100, delta=1e-5, epsilon=1.5, target_epsilon=2.0,
-      accountant='rdp', neighboring_relation=accounting.NEIGHBORING_RELATIONS['poisson'],
+      accountant='rdp', neighboring_relation=batch_selection.PoissonSampling.neighboring_relation,
       dataset_size=1000, **extra)
   return {**plan.to_json(), 'steps_taken': 100}
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from image_classification import plan as plan_lib
 from image_classification.models import registry
-from image_classification.privacy import plan as plan_lib
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from image_classification.data import class_names
+from image_classification.data import datasets
 from image_classification.data import digits
 from image_classification.data import validation
 from image_classification.reporting import run_files
@@ -173,7 +174,7 @@ def test_class_names(tmp_path):
     return ml_collections.ConfigDict({'name': name, 'path': path})
   assert class_names.for_dataset(data('cifar10'), num_classes=10)[:2] == [
       'airplane', 'automobile']
-  assert len(class_names.KNOWN['cifar100']) == 100
+  assert len(datasets.DATASETS['cifar100'].class_names) == 100
   assert class_names.for_dataset(data('cifar100'), num_classes=100)[-1] == 'worm'
   assert class_names.for_dataset(data('npz'), num_classes=3) == ['0', '1', '2']
   for name in ('zebra', 'cat'):

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytest
 
+from image_classification.privacy import batch_selection
 from image_classification.training import loop
 from tests.training import wiring_helpers as wh
 
@@ -170,9 +171,9 @@ def test_poisson_overflow_chunks_in_the_real_loop(tmp_path, monkeypatch):
   """A batch larger than the padded capacity is read in several chunks; all of it is
   used (realized_batch_size counts every chunk) and noise is still added once (the
   probe's std would grow by sqrt(#chunks) if each chunk were noised)."""
-  real_capacity = loop.sampling.batch_capacity
-  monkeypatch.setattr(loop.sampling, 'batch_capacity',
-                      lambda *args: min(16, real_capacity(*args)))
+  real_capacity = batch_selection.PoissonSampling.capacity
+  monkeypatch.setattr(batch_selection.PoissonSampling, 'capacity',
+                      lambda self, multiple_of: min(16, real_capacity(self, multiple_of)))
   n, b, steps = 256, 64, 3
   data = wh.random_splits(n)
   config = wh.make_config(batch_size=b, steps=steps, sigma=2.0, probe_size=40000)

@@ -1,14 +1,15 @@
-"""One-run privacy auditing: canaries, membership scores and an epsilon lower bound.
+"""The statistics of the one-run privacy audit: membership draws, guesses, an epsilon
+lower bound. Numpy and scipy only; nothing here knows about models or training.
 
-Implements the audit of Steinke, Nasr & Jagielski, "Privacy Auditing with One (1)
+Implements the test of Steinke, Nasr & Jagielski, "Privacy Auditing with One (1)
 Training Run" (NeurIPS 2023, arXiv:2305.08846):
 
 1. Draw m canaries. Each is included in the training set independently with
    probability 1/2 (`make_canary_membership`), from a seed that is independent of
    every training key. Included canaries are ADDED to the training set
-   (`add_included_canaries`); excluded ones are used nowhere in training.
+   (audit/canaries.py); excluded ones are used nowhere in training.
 2. Train once, as usual.
-3. Score every canary with the trained model (`score_canaries`; higher means "more
+3. Score every canary with the trained model (audit/scoring.py; higher means "more
    likely a member"). Guess "in" for the k+ highest scores, "out" for the k- lowest,
    abstain on the rest, and count the v correct guesses out of r = k+ + k-.
 4. `epsilon_lower_bound(v, r, m, delta, confidence)` returns the largest epsilon for
@@ -46,19 +47,13 @@ import scipy.stats
 
 METHOD = 'steinke-nasr-jagielski-2023-one-run'
 
-# Stream tags mixed into the user's seed so that canary draws never coincide with a
+# Stream tag mixed into the seed so that the membership bits never coincide with a
 # numpy stream made from the same integer seed elsewhere (e.g. data order).
 _MEMBERSHIP_STREAM = 0x4D454D42  # 'MEMB'
-_CANARY_STREAM = 0x43414E41  # 'CANA'
 
 # Total-guess fractions of m tried by default, each as "positives only" and as
 # "balanced" (k+ = k-). Fixed in advance: choices must not depend on the outcome.
 _DEFAULT_GUESS_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-# ----------------------------------------------------------------------------
-# Statistics.
-# ----------------------------------------------------------------------------
 
 
 def _check_counts(num_correct: int, num_guesses: int, num_canaries: int):
@@ -291,7 +286,7 @@ def audit_from_scores(
 
   Args:
     scores: [m] canary scores, higher means more likely included (see
-      `score_canaries`). Computed without the membership bits.
+      audit/scoring.py). Computed without the membership bits.
     included: [m] bool, which canaries were added to the training set.
     delta: the delta at which to test.
     confidence: overall confidence, e.g. 0.95.
@@ -361,15 +356,11 @@ def audit_from_scores(
   }
 
 
-# ----------------------------------------------------------------------------
-# Canary mechanics.
-# ----------------------------------------------------------------------------
-
-
-def _rng(seed: int, stream: int) -> np.random.Generator:
+def stream(seed: int, tag: int) -> np.random.Generator:
+  """The generator of SeedSequence([seed, tag]): one audit draw, apart from the others."""
   if int(seed) != seed or seed < 0:
     raise ValueError(f'seed must be a non-negative integer, got {seed}.')
-  return np.random.default_rng(np.random.SeedSequence([int(seed), stream]))
+  return np.random.default_rng(np.random.SeedSequence([int(seed), tag]))
 
 
 def make_canary_membership(num_canaries: int, seed: int) -> np.ndarray:
@@ -390,137 +381,7 @@ def make_canary_membership(num_canaries: int, seed: int) -> np.ndarray:
   m = int(num_canaries)
   if m < 1:
     raise ValueError(f'num_canaries must be >= 1, got {num_canaries}.')
-  return _rng(seed, _MEMBERSHIP_STREAM).integers(0, 2, size=m).astype(bool)
-
-
-def make_mislabeled_canaries(
-    images,
-    labels,
-    num_classes: int,
-    num_canaries: int,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Picks canary images from a pool and gives each a fixed random wrong label.
-
-  The pool should be images that are otherwise NOT trained on: held-out test
-  images, or training images removed from the training set. (Validity holds
-  either way; a copy of the image with its true label in training only weakens
-  the audit. If test images are used, do not report test accuracy on them.)
-  The wrong label is uniform over the num_classes - 1 other classes, so a model
-  only predicts it by memorising the canary.
-
-  Canaries whose membership bit is True are ADDED to the training set
-  (`add_included_canaries`); the training set size N the accountant sees counts
-  them. Excluded canaries are used nowhere in training.
-
-  Args:
-    images: [n, ...] pool of candidate images.
-    labels: [n] integer labels of the pool, in [0, num_classes).
-    num_classes: number of classes, >= 2.
-    num_canaries: m <= n.
-    seed: a non-negative integer; its stream is separate from the membership one.
-
-  Returns:
-    (canary_images [m, ...], canary_labels [m] (wrong labels, labels' dtype),
-     source_indices [m] (positions in the pool, distinct)).
-  """
-  images = np.asarray(images)
-  labels = np.asarray(labels)
-  n = images.shape[0] if images.ndim else 0
-  if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(
-        f'labels must be integers of shape ({n},), got dtype {labels.dtype} and '
-        f'shape {labels.shape}.')
-  if int(num_classes) < 2:
-    raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
-  if n and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f'labels must lie in [0, {num_classes}).')
-  m = int(num_canaries)
-  if not 1 <= m <= n:
-    raise ValueError(
-        f'num_canaries must be in [1, pool size {n}], got {num_canaries}.')
-  rng = _rng(seed, _CANARY_STREAM)
-  source_indices = rng.choice(n, size=m, replace=False)
-  shift = rng.integers(1, num_classes, size=m)  # Never 0: never the true label.
-  canary_labels = ((labels[source_indices] + shift) % num_classes).astype(
-      labels.dtype)
-  return images[source_indices], canary_labels, source_indices
-
-
-def add_included_canaries(
-    train_images,
-    train_labels,
-    canary_images,
-    canary_labels,
-    included,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Appends the included canaries to the training set.
-
-  Order does not matter to a sampler that draws uniformly. The DP guarantee to
-  audit is then the one for this whole set: its size
-  len(train_images) + included.sum() is the N the accountant must use.
-
-  Args:
-    train_images: [n, ...] training images (canary source images removed).
-    train_labels: [n] training labels.
-    canary_images: [m, ...] from `make_mislabeled_canaries`.
-    canary_labels: [m].
-    included: [m] bool from `make_canary_membership`.
-
-  Returns:
-    (images [n + k, ...], labels [n + k]) with k = included.sum().
-  """
-  train_images, train_labels = np.asarray(train_images), np.asarray(train_labels)
-  canary_images, canary_labels = np.asarray(canary_images), np.asarray(
-      canary_labels)
-  included = np.asarray(included)
-  m = canary_images.shape[0]
-  if included.shape != (m,) or included.dtype != np.bool_:
-    raise ValueError(f'included must be a bool array of shape ({m},).')
-  if canary_labels.shape != (m,):
-    raise ValueError(f'canary_labels must have shape ({m},).')
-  if canary_images.shape[1:] != train_images.shape[1:]:
-    raise ValueError(
-        f'canary image shape {canary_images.shape[1:]} differs from training '
-        f'image shape {train_images.shape[1:]}.')
-  images = np.concatenate([train_images, canary_images[included]])
-  labels = np.concatenate(
-      [train_labels, canary_labels[included].astype(train_labels.dtype)])
-  return images, labels
-
-
-def score_canaries(logits, labels) -> np.ndarray:
-  """Membership score: log-probability of the canary label (= -cross-entropy).
-
-  Higher means "more likely a member": the canary label is wrong, so the model
-  gives it high probability essentially only if it trained on the canary, and
-  the cross-entropy is exactly what training pushed down on members. The audit
-  uses only the ranking of scores, and log p_y ranks canaries the same as the
-  confidence p_y or the LiRA-style logit log(p_y / (1 - p_y)), so those choices
-  are equivalent here. The logit margin z_y - max_{j != y} z_j ranks
-  differently (it ignores the mass on the other classes); we keep the loss the
-  model was trained on. Computed in float64 with a max-shift, so it is stable
-  for large logits. Non-finite logits give NaN scores, which the audit refuses.
-
-  Args:
-    logits: [m, num_classes] model outputs on the canary images.
-    labels: [m] canary (wrong) labels.
-
-  Returns:
-    [m] float64 scores.
-  """
-  logits = np.asarray(logits, dtype=np.float64)
-  labels = np.asarray(labels)
-  if logits.ndim != 2:
-    raise ValueError(f'logits must be [m, num_classes], got {logits.shape}.')
-  m, num_classes = logits.shape
-  if labels.shape != (m,) or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'labels must be integers of shape ({m},).')
-  if m and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f'labels must lie in [0, {num_classes}).')
-  shifted = logits - logits.max(axis=1, keepdims=True)
-  log_norm = np.log(np.exp(shifted).sum(axis=1))
-  return shifted[np.arange(m), labels] - log_norm
+  return stream(seed, _MEMBERSHIP_STREAM).integers(0, 2, size=m).astype(bool)
 
 
 def perfect_guessing_bound(
@@ -534,9 +395,3 @@ def perfect_guessing_bound(
                              confidence)
 
 
-__all__ = [
-    'METHOD', 'add_included_canaries', 'audit_from_scores',
-    'default_guess_counts', 'epsilon_lower_bound', 'guess_membership',
-    'make_canary_membership', 'make_mislabeled_canaries', 'one_run_p_value',
-    'perfect_guessing_bound', 'score_canaries',
-]

@@ -1,4 +1,4 @@
-"""Tests for the one-run audit (Steinke, Nasr & Jagielski 2023) and its canaries.
+"""Tests for the one-run audit's statistics (Steinke, Nasr & Jagielski 2023).
 
 Expected values come from scipy.stats directly, closed forms, or simulations of
 mechanisms whose exact privacy is known (randomized response, Gaussian).
@@ -10,7 +10,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from image_classification.privacy import audit
+from image_classification.audit import statistics
 
 _binom = scipy.stats.binom
 
@@ -49,13 +49,13 @@ def _gaussian_epsilon(mu, delta):
                                    (900, 1000, 1000), (30, 30, 100),
                                    (95, 100, 5000)])
 def test_delta_zero_is_binomial_tail_test(v, r, m):
-  eps = audit.epsilon_lower_bound(v, r, m, delta=0.0, confidence=0.95)
+  eps = statistics.epsilon_lower_bound(v, r, m, delta=0.0, confidence=0.95)
   assert eps > 0
   assert eps == pytest.approx(_binomial_tail_epsilon(v, r, 0.05), abs=2e-6)
   q = scipy.special.expit
   assert _binom.sf(v - 1, r, q(eps)) < 0.05 <= _binom.sf(v - 1, r, q(eps + 2e-6))
   # With delta = 0, m only counts abstentions: it does not enter the bound.
-  assert eps == audit.epsilon_lower_bound(v, r, 10 * m, 0.0, 0.95)
+  assert eps == statistics.epsilon_lower_bound(v, r, 10 * m, 0.0, 0.95)
 
 
 @pytest.mark.parametrize('r,approx', [(10, 1.052), (100, 3.493),
@@ -65,12 +65,12 @@ def test_perfect_guessing_closed_form(r, approx):
   q = 0.05 ** (1 / r)
   expected = np.log(q / (1 - q))
   assert expected == pytest.approx(approx, abs=1e-3)
-  got = audit.perfect_guessing_bound(r, r, delta=0.0, confidence=0.95)
+  got = statistics.perfect_guessing_bound(r, r, delta=0.0, confidence=0.95)
   assert got == pytest.approx(expected, abs=2e-6)
   # delta > 0 costs something, never helps; more canaries m cost more.
-  with_delta = audit.perfect_guessing_bound(r, r, 1e-5, 0.95)
+  with_delta = statistics.perfect_guessing_bound(r, r, 1e-5, 0.95)
   assert with_delta < got
-  assert audit.perfect_guessing_bound(r, 10 * r, 1e-5, 0.95) < with_delta
+  assert statistics.perfect_guessing_bound(r, 10 * r, 1e-5, 0.95) < with_delta
 
 
 @pytest.mark.parametrize('v,r,m,eps,delta', [
@@ -78,7 +78,7 @@ def test_perfect_guessing_closed_form(r, approx):
     (200, 200, 1000, 4.0, 1e-6), (300, 500, 800, 0.2, 1e-2),
     (3, 3, 3, 1.0, 0.1), (1, 1, 1, 0.0, 0.5)])
 def test_p_value_matches_theorem_written_naively(v, r, m, eps, delta):
-  assert audit.one_run_p_value(v, r, m, eps, delta) == pytest.approx(
+  assert statistics.one_run_p_value(v, r, m, eps, delta) == pytest.approx(
       _theorem_p_value(v, r, m, eps, delta), rel=1e-9, abs=1e-15)
 
 
@@ -86,7 +86,7 @@ def test_p_value_matches_theorem_written_naively(v, r, m, eps, delta):
                                          (200, 200, 1000, 1e-3),
                                          (80, 100, 200, 1e-4)])
 def test_delta_bound_is_the_crossing_of_the_theorem(v, r, m, delta):
-  eps = audit.epsilon_lower_bound(v, r, m, delta, 0.95)
+  eps = statistics.epsilon_lower_bound(v, r, m, delta, 0.95)
   assert eps > 0
   assert _theorem_p_value(v, r, m, eps, delta) < 0.05
   assert _theorem_p_value(v, r, m, eps + 2e-6, delta) >= 0.05
@@ -94,29 +94,29 @@ def test_delta_bound_is_the_crossing_of_the_theorem(v, r, m, delta):
 
 def test_random_guessing_rejects_nothing():
   for v in (400, 500, 510, 520):
-    assert audit.epsilon_lower_bound(v, 1000, 1000, 1e-5, 0.95) == 0.0
-  assert audit.epsilon_lower_bound(0, 0, 10, 0.0, 0.95) == 0.0
-  assert audit.epsilon_lower_bound(0, 10, 10, 0.0, 0.95) == 0.0
+    assert statistics.epsilon_lower_bound(v, 1000, 1000, 1e-5, 0.95) == 0.0
+  assert statistics.epsilon_lower_bound(0, 0, 10, 0.0, 0.95) == 0.0
+  assert statistics.epsilon_lower_bound(0, 10, 10, 0.0, 0.95) == 0.0
 
 
 def test_bound_increases_with_correct_guesses():
-  bounds = [audit.epsilon_lower_bound(v, 1000, 1000, 1e-5, 0.95)
+  bounds = [statistics.epsilon_lower_bound(v, 1000, 1000, 1e-5, 0.95)
             for v in range(500, 1001, 50)]
   assert np.all(np.diff(bounds) >= 0)
   assert bounds[0] == 0.0 and bounds[-1] > 5.0
 
 
 def test_bound_increases_with_guesses_at_fixed_accuracy():
-  bounds = [audit.epsilon_lower_bound(int(0.9 * r), r, 1000, 1e-5, 0.95)
+  bounds = [statistics.epsilon_lower_bound(int(0.9 * r), r, 1000, 1e-5, 0.95)
             for r in (50, 100, 200, 500, 1000)]
   assert np.all(np.diff(bounds) > 0)
 
 
 def test_bound_decreases_with_delta_and_confidence():
-  by_delta = [audit.epsilon_lower_bound(990, 1000, 1000, d, 0.95)
+  by_delta = [statistics.epsilon_lower_bound(990, 1000, 1000, d, 0.95)
               for d in (0.0, 1e-7, 1e-5, 1e-4, 1e-3)]
   assert np.all(np.diff(by_delta) < 0)
-  by_confidence = [audit.epsilon_lower_bound(900, 1000, 1000, 1e-5, c)
+  by_confidence = [statistics.epsilon_lower_bound(900, 1000, 1000, 1e-5, c)
                    for c in (0.5, 0.9, 0.95, 0.99, 0.999)]
   assert np.all(np.diff(by_confidence) < 0)
 
@@ -127,7 +127,7 @@ def test_bound_decreases_with_delta_and_confidence():
     (5, 10, 10, 0.0, 0.0), (5.5, 10, 10, 0.0, 0.95)])
 def test_bad_arguments_are_refused(args):
   with pytest.raises(ValueError):
-    audit.epsilon_lower_bound(*args)
+    statistics.epsilon_lower_bound(*args)
 
 
 def test_randomized_response_is_caught_at_the_stated_rate():
@@ -140,7 +140,7 @@ def test_randomized_response_is_caught_at_the_stated_rate():
   draws = rng.binomial(r, scipy.special.expit(true_eps), size=300)
   values = np.unique(draws)  # The bound depends on v only: compute it once.
   for delta, low in ((0.0, 0.01), (1e-5, 0.0)):
-    bound = {v: audit.epsilon_lower_bound(v, r, r, delta, 0.95) for v in values}
+    bound = {v: statistics.epsilon_lower_bound(v, r, r, delta, 0.95) for v in values}
     exceed = np.mean([bound[v] > true_eps for v in draws])
     # An eps-DP mechanism is also (eps, delta)-DP: the delta bound is valid too.
     assert low <= exceed <= 0.09
@@ -154,10 +154,10 @@ def test_randomized_response_is_caught_at_the_stated_rate():
 def test_guessing_and_counting_by_hand():
   scores = np.array([0.1, 0.9, 0.5, 0.3, 0.7])
   included = np.array([False, True, False, True, False])
-  guesses = audit.guess_membership(scores, num_positive=2, num_negative=1)
+  guesses = statistics.guess_membership(scores, num_positive=2, num_negative=1)
   np.testing.assert_array_equal(guesses, [-1, 1, 0, 0, 1])
   # Correct: canary 1 (in, included) and canary 0 (out, excluded): v=2 of r=3.
-  result = audit.audit_from_scores(scores, included, 0.0, 0.95,
+  result = statistics.audit_from_scores(scores, included, 0.0, 0.95,
                                    guess_counts=[(2, 1)])
   assert (result['num_correct'], result['num_guesses']) == (2, 3)
   assert result['num_choices_tried'] == 1
@@ -168,19 +168,19 @@ def test_guessing_and_counting_by_hand():
 def test_audit_result_fields_and_consistency():
   rng = np.random.default_rng(0)
   m = 1000
-  included = audit.make_canary_membership(m, seed=3)
+  included = statistics.make_canary_membership(m, seed=3)
   scores = 3.0 * included + rng.normal(size=m)
-  result = audit.audit_from_scores(scores, included, 1e-5, 0.95)
+  result = statistics.audit_from_scores(scores, included, 1e-5, 0.95)
   assert result['method'] == 'steinke-nasr-jagielski-2023-one-run'
   assert result['num_canaries'] == m
   assert result['num_included'] == included.sum()
   assert result['confidence'] == 0.95 and result['delta'] == 1e-5
   k = result['num_choices_tried']
-  assert k == len(audit.default_guess_counts(m)) == len(result['choices'])
+  assert k == len(statistics.default_guess_counts(m)) == len(result['choices'])
   assert result['per_choice_confidence'] == pytest.approx(1 - 0.05 / k)
   # The reported bound is the best choice, each computed at the split level.
   for choice in result['choices']:
-    assert choice['epsilon_lower_bound'] == audit.epsilon_lower_bound(
+    assert choice['epsilon_lower_bound'] == statistics.epsilon_lower_bound(
         choice['num_correct'], choice['num_guesses'], m, 1e-5,
         result['per_choice_confidence'])
   assert result['epsilon_lower_bound'] == max(
@@ -198,8 +198,8 @@ def test_union_bound_is_paid_for():
   included = rng.random(m) < 0.5
   scores = 2.0 * included + rng.normal(size=m)
   counts = [(50, 0), (100, 100), (250, 250), (500, 0)]
-  multi = audit.audit_from_scores(scores, included, 1e-5, 0.95, counts)
-  singles = [audit.audit_from_scores(scores, included, 1e-5, 0.95, [c])
+  multi = statistics.audit_from_scores(scores, included, 1e-5, 0.95, counts)
+  singles = [statistics.audit_from_scores(scores, included, 1e-5, 0.95, [c])
              for c in counts]
   assert multi['num_choices_tried'] == 4
   for choice, single in zip(multi['choices'], singles):
@@ -211,7 +211,7 @@ def test_union_bound_is_paid_for():
   assert multi['epsilon_lower_bound'] <= max(
       s['epsilon_lower_bound'] for s in singles)
   # Duplicates are not counted twice.
-  again = audit.audit_from_scores(scores, included, 1e-5, 0.95, counts + counts)
+  again = statistics.audit_from_scores(scores, included, 1e-5, 0.95, counts + counts)
   assert again['num_choices_tried'] == 4
   assert again['epsilon_lower_bound'] == multi['epsilon_lower_bound']
 
@@ -228,7 +228,7 @@ def test_gaussian_mechanism_bound_stays_below_true_epsilon(mu):
   for _ in range(5):
     included = rng.random(m) < 0.5
     scores = mu * included + rng.normal(size=m)
-    bounds.append(audit.audit_from_scores(scores, included, delta,
+    bounds.append(statistics.audit_from_scores(scores, included, delta,
                                           0.95)['epsilon_lower_bound'])
   assert max(bounds) < true_eps
   assert min(bounds) > 0.0  # Strong enough to show something every time.
@@ -239,125 +239,45 @@ def test_uninformative_scores_give_no_bound():
   bounds = []
   for _ in range(10):
     included = rng.random(1000) < 0.5
-    bounds.append(audit.audit_from_scores(
+    bounds.append(statistics.audit_from_scores(
         rng.normal(size=1000), included, 1e-5, 0.95)['epsilon_lower_bound'])
   assert sum(b > 0 for b in bounds) <= 2
   assert max(bounds) < 0.5
 
 
 def test_default_guess_counts():
-  counts = audit.default_guess_counts(1000)
+  counts = statistics.default_guess_counts(1000)
   assert (10, 0) in counts and (5, 5) in counts and (500, 500) in counts
   assert len(counts) == len(set(counts))
   assert all(1 <= a + b <= 1000 for a, b in counts)
-  small = audit.default_guess_counts(3)
+  small = statistics.default_guess_counts(3)
   assert all(1 <= a + b <= 3 for a, b in small)
 
 
 def test_audit_refuses_bad_inputs():
   scores, included = np.zeros(4), np.array([True, False, True, False])
   with pytest.raises(ValueError, match='NaN'):
-    audit.audit_from_scores(np.array([0.0, np.nan, 1, 2]), included, 0, 0.95)
+    statistics.audit_from_scores(np.array([0.0, np.nan, 1, 2]), included, 0, 0.95)
   with pytest.raises(ValueError, match='bool'):
-    audit.audit_from_scores(scores, included.astype(int), 0, 0.95)
+    statistics.audit_from_scores(scores, included.astype(int), 0, 0.95)
   with pytest.raises(ValueError, match='k\\+'):
-    audit.audit_from_scores(scores, included, 0, 0.95, [(3, 2)])
+    statistics.audit_from_scores(scores, included, 0, 0.95, [(3, 2)])
   with pytest.raises(ValueError, match='empty'):
-    audit.audit_from_scores(scores, included, 0, 0.95, [])
+    statistics.audit_from_scores(scores, included, 0, 0.95, [])
 
 
 # ----------------------------------------------------------------------------
-# Canary mechanics.
+# Membership draws.
 # ----------------------------------------------------------------------------
 
 
 def test_membership_is_fair_reproducible_and_its_own_stream():
-  bits = audit.make_canary_membership(10_000, seed=7)
+  bits = statistics.make_canary_membership(10_000, seed=7)
   assert bits.dtype == np.bool_ and bits.shape == (10_000,)
   assert 0.48 < bits.mean() < 0.52
-  np.testing.assert_array_equal(bits, audit.make_canary_membership(10_000, 7))
-  assert (bits != audit.make_canary_membership(10_000, 8)).any()
+  np.testing.assert_array_equal(bits, statistics.make_canary_membership(10_000, 7))
+  assert (bits != statistics.make_canary_membership(10_000, 8)).any()
   naive = np.random.default_rng(7).integers(0, 2, size=10_000).astype(bool)
   assert (bits != naive).any()
   with pytest.raises(ValueError):
-    audit.make_canary_membership(10, seed=-1)
-
-
-def test_mislabeled_canaries():
-  rng = np.random.default_rng(0)
-  n, num_classes, m = 500, 10, 300
-  images = rng.normal(size=(n, 4, 4, 3)).astype(np.float32)
-  labels = rng.integers(0, num_classes, size=n).astype(np.int32)
-  canary_images, canary_labels, source = audit.make_mislabeled_canaries(
-      images, labels, num_classes, m, seed=1)
-  assert canary_images.shape == (m, 4, 4, 3) and canary_labels.shape == (m,)
-  assert canary_labels.dtype == np.int32
-  assert len(np.unique(source)) == m and source.min() >= 0 and source.max() < n
-  np.testing.assert_array_equal(canary_images, images[source])
-  assert np.all(canary_labels != labels[source])
-  assert canary_labels.min() >= 0 and canary_labels.max() < num_classes
-  # The shift to the wrong label is uniform over the 9 other classes.
-  shift = (canary_labels - labels[source]) % num_classes
-  counts = np.bincount(shift, minlength=num_classes)
-  assert counts[0] == 0
-  assert scipy.stats.chisquare(counts[1:]).pvalue > 1e-3
-  again = audit.make_mislabeled_canaries(images, labels, num_classes, m, seed=1)
-  np.testing.assert_array_equal(again[1], canary_labels)
-  np.testing.assert_array_equal(again[2], source)
-  with pytest.raises(ValueError):
-    audit.make_mislabeled_canaries(images, labels, num_classes, n + 1, seed=1)
-  with pytest.raises(ValueError):
-    audit.make_mislabeled_canaries(images, labels, 1, 5, seed=1)
-  with pytest.raises(ValueError):
-    audit.make_mislabeled_canaries(images, labels + 10, num_classes, 5, seed=1)
-
-
-def test_add_included_canaries_grows_the_training_set():
-  train_images, train_labels = np.zeros((20, 2, 2, 3)), np.arange(20) % 10
-  canary_images = np.ones((6, 2, 2, 3))
-  canary_labels = np.array([1, 2, 3, 4, 5, 6])
-  included = np.array([True, False, True, True, False, False])
-  images, labels = audit.add_included_canaries(
-      train_images, train_labels, canary_images, canary_labels, included)
-  assert images.shape[0] == labels.shape[0] == 20 + 3  # N counts the canaries.
-  np.testing.assert_array_equal(labels[20:], [1, 3, 4])
-  assert images[20:].min() == 1.0
-  with pytest.raises(ValueError):
-    audit.add_included_canaries(train_images, train_labels, canary_images,
-                                canary_labels, included[:5])
-
-
-def test_score_is_log_probability_of_the_canary_label():
-  rng = np.random.default_rng(2)
-  logits = rng.normal(size=(50, 10)) * 3
-  labels = rng.integers(0, 10, size=50)
-  expected = scipy.special.log_softmax(logits, axis=1)[np.arange(50), labels]
-  np.testing.assert_allclose(audit.score_canaries(logits, labels), expected,
-                             rtol=1e-12)
-  # Stable for huge logits; higher probability of the label, higher score.
-  big = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, -1e4]])
-  scores = audit.score_canaries(big, np.array([0, 0]))
-  assert np.all(np.isfinite(scores))
-  assert scores[0] == pytest.approx(0.0) and scores[1] == pytest.approx(-1e4)
-  with pytest.raises(ValueError):
-    audit.score_canaries(logits, labels[:10])
-  with pytest.raises(ValueError):
-    audit.score_canaries(logits, labels + 10)
-
-
-def test_end_to_end_with_simulated_model():
-  # A stand-in "model" that memorises included canaries: it adds a noisy boost
-  # to the logit of the canary's (wrong) label when the canary was trained on.
-  rng = np.random.default_rng(9)
-  n, num_classes, m = 2000, 10, 500
-  images = rng.normal(size=(n, 8)).astype(np.float32)
-  labels = rng.integers(0, num_classes, size=n)
-  canary_images, canary_labels, _ = audit.make_mislabeled_canaries(
-      images, labels, num_classes, m, seed=4)
-  included = audit.make_canary_membership(m, seed=5)
-  logits = rng.normal(size=(m, num_classes))
-  logits[np.arange(m), canary_labels] += 3.0 * included
-  result = audit.audit_from_scores(
-      audit.score_canaries(logits, canary_labels), included, 1e-5, 0.95)
-  assert result['epsilon_lower_bound'] > 1.0
-  assert result['num_canaries'] == m
+    statistics.make_canary_membership(10, seed=-1)
