@@ -9,10 +9,11 @@ import os
 
 import ml_collections
 
+from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import datasets
+from image_classification.models import registry
 from image_classification.privacy import clipped_sums
-from image_classification.training import optimizers
 
 WANDB_MODES = ('disabled', 'offline', 'online')
 
@@ -27,9 +28,6 @@ def _fail(field: str, value, why: str):
 
 def validate(config: ml_collections.ConfigDict, num_devices: int,
              dry_run: bool = False) -> None:
-  # Local imports keep `import image_classification.config` light.
-  from image_classification.models import registry  # pylint: disable=g-import-not-at-top
-
   m = config.model
   if m.name not in registry.available():
     _fail('model.name', m.name, f'unknown model; choose one of {registry.available()}')

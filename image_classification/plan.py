@@ -32,7 +32,7 @@ NON_PRIVATE_FIGURES = ('train_loss', 'clip_fraction', 'realized_batch_size',
 STRATEGY_FILE = 'bandmf_strategy.json'
 
 # A plan field with this metadata is part of the mechanism: a resume must find it
-# unchanged (training/checkpoint.py).
+# unchanged (training/resume.py).
 _RESUME = {'resume': True}
 
 

@@ -43,6 +43,7 @@ BENCHMARK = 'benchmark.json'
 EVALUATION = 'evaluation.json'
 CONFUSION_PNG = 'confusion_matrix.png'
 PREDICTIONS = 'predictions.csv'
+CHECKPOINTS = 'checkpoints'      # a sub-folder: orbax checkpoints (training/checkpoint_store.py)
 EXPORT = 'export'                # a sub-folder holding the three files below
 MODEL_CARD = 'model.json'
 PARAMS = 'params.msgpack'

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from image_classification.privacy import mechanism_secret
+from image_classification.training import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ def _launch(workdir, cache_dir=None, env_cache=None):
 def test_second_run_reuses_the_cache_which_holds_no_secret(tmp_path):
   cache = str(tmp_path / 'cache')
   secret = bytes(range(7, 39))
-  mechanism_secret.write(str(tmp_path / 'a'), secret)
+  secret_file.write(str(tmp_path / 'a'), secret)
   _launch(str(tmp_path / 'a'), cache)
   first = set(os.listdir(cache))
   assert any('fused_step' in name for name in first), first  # the DP step was cached

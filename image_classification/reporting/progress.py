@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+from absl import logging as absl_logging
 import numpy as np
 
 _HIDDEN = (
@@ -74,11 +75,7 @@ def quiet_library_logs() -> None:
   its children): the root logger's, absl's, and the loggers that emit them.
   """
   handlers = list(logging.getLogger().handlers)
-  try:
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-    handlers.append(absl_logging.get_absl_handler())
-  except ImportError:
-    pass
+  handlers.append(absl_logging.get_absl_handler())
   for handler in handlers:
     if _FILTER not in handler.filters:
       handler.addFilter(_FILTER)

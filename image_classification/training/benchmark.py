@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from image_classification import config as config_lib
+from image_classification import optimizers
 from image_classification import run_files
 from image_classification.data import augmentation
 from image_classification.data import catalog
@@ -48,7 +49,6 @@ from image_classification.models import registry
 from image_classification.privacy import clipped_sums
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
-from image_classification.training import optimizers
 
 _PLACEHOLDER_NOISE_MULTIPLIER = 1.0
 

@@ -13,7 +13,7 @@ holds the few things the trainer must add:
 - ``global_batch``: each process reads only its rows of a logical batch and the global
   array is assembled with ``jax.make_array_from_process_local_data``; no host ever
   holds the whole batch.
-- ``shared_randomness``: the run's secret (privacy/mechanism_secret.py) read or created
+- ``shared_randomness``: the run's secret (training/secret_file.py) read or created
   by process 0 alone and broadcast to the others over the collectives; it never
   reaches a published file.
 - ``check_same``: a value that must be equal on every process (the config) is compared.
@@ -29,10 +29,13 @@ import os
 import socket
 import sys
 import threading
-import time
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
+
+from image_classification.privacy import mechanism_secret
+from image_classification.training import secret_file
 
 DEFAULT_TIMEOUT_S = 120
 
@@ -153,7 +156,6 @@ def _allgather(x: np.ndarray) -> np.ndarray:
   """``x`` of every process, stacked in process order (x itself with one process)."""
   if jax.process_count() == 1:
     return np.asarray(x)[None]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=False))
 
 
@@ -161,7 +163,6 @@ def _broadcast(x: np.ndarray) -> np.ndarray:
   """Process 0's ``x`` on every process."""
   if jax.process_count() == 1:
     return np.asarray(x)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))
 
 
@@ -185,39 +186,35 @@ def check_same(value: str, what: str) -> None:
 
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
 
 
 # ---------------------------------------------------------------------- the secret
-def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool):
-  """``mechanism_secret.for_run`` with several processes: process 0 reads or creates
-  the workdir's private file alone and broadcasts the 32 secret bytes; every process
-  then derives the same noise key and sampling seed. A failure on process 0 (a missing
-  file for a resume) stops every process, with process 0 naming the file."""
-  from image_classification.privacy import mechanism_secret as ms  # pylint: disable=g-import-not-at-top
+def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool
+                      ) -> mechanism_secret.MechanismRandomness:
+  """``secret_file.for_run`` with several processes: process 0 reads or creates the
+  workdir's private file alone and broadcasts the 32 secret bytes; every process then
+  derives the same noise key and sampling seed. A failure on process 0 (a missing file
+  for a resume) stops every process, with process 0 naming the file."""
   if jax.process_count() == 1 or insecure:
-    return ms.for_run(workdir, seed, insecure, resuming)
-  message = np.zeros(1 + ms._SECRET_BYTES, np.uint8)  # pylint: disable=protected-access
+    return secret_file.for_run(workdir, seed, insecure, resuming)
+  message = np.zeros(1 + mechanism_secret.SECRET_BYTES, np.uint8)
   error = None
   if is_writer():
     try:
-      if os.path.exists(ms.path(workdir)):
-        secret = ms.read(workdir)
-      else:
-        ms.for_run(workdir, seed, insecure, resuming)  # raises if resuming; else creates
-        secret = ms.read(workdir)
+      secret = secret_file.read_or_create(workdir, resuming)
       message[0] = 1
       message[1:] = np.frombuffer(secret, np.uint8)
-    except ms.SecretError as e:
+    except mechanism_secret.SecretError as e:
       error = e
   message = _broadcast(message)
   if error is not None:
     raise error
   if not message[0]:
-    raise ms.SecretError('process 0 could not read or create the run\'s secret '
-                         f'{ms.path(workdir)} (see its error): stopping')
-  return ms.from_secret(bytes(message[1:]))
+    raise mechanism_secret.SecretError(
+        'process 0 could not read or create the run\'s secret '
+        f'{secret_file.path(workdir)} (see its error): stopping')
+  return mechanism_secret.from_secret(bytes(message[1:]))
 
 
 # ---------------------------------------------------------------------- batches

@@ -36,13 +36,19 @@ import dataclasses
 import json
 import os
 
+import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from image_classification.data import augmentation
 from image_classification.data import class_names as class_names_lib
+from image_classification.data import sources
+from image_classification.data import tfds_source
+from image_classification.data import validation
+from image_classification.models import registry
+from image_classification.reporting import progress
 from image_classification import run_files
+from image_classification.training import checkpoint_store
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
@@ -86,7 +92,6 @@ def _to_host(tree):
 def export_params(workdir: str, params, *, step: int, epsilon: float,
                   delta: float) -> str | None:
   """Writes export/params.msgpack (atomically) and params.json; process 0 only."""
-  import flax.serialization  # pylint: disable=g-import-not-at-top
   host = _to_host(params)
   if jax.process_index() != 0:
     return None
@@ -112,7 +117,6 @@ class TrainedModel:
   source: str  # where the parameters came from (a file or a checkpoint)
 
   def __post_init__(self):
-    from image_classification.models import registry  # pylint: disable=g-import-not-at-top
     self.module = registry.build(self.card['model'], self.card['num_classes'],
                                  **_tuples(self.card['model_kwargs']))
     mean, std = tuple(self.card['mean']), tuple(self.card['std'])
@@ -160,7 +164,6 @@ def read_card(workdir: str, config=None) -> dict:
         f'{path} does not exist: {workdir!r} is not the workdir of a training run of '
         'this version (launch.py --config=... --workdir=DIR writes it when training '
         'starts); launch.py --evaluate/--predict rebuild it from its config.json')
-  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
   data = sources.load_dataset(config.data)
   card = model_card(config, data, data.train.image_shape)
   write_model_card(workdir, card)
@@ -178,14 +181,12 @@ def load(workdir: str, config=None) -> TrainedModel:
   card = read_card(workdir, config)
   path = os.path.join(workdir, run_files.EXPORT, run_files.PARAMS)
   if os.path.exists(path):
-    import flax.serialization  # pylint: disable=g-import-not-at-top
     with open(path, 'rb') as f:
       params = flax.serialization.msgpack_restore(f.read())
     info = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
                                run_files.PARAMS_INFO)
     return TrainedModel(card, params, int(info['step']), path)
-  from image_classification.training import checkpoint  # pylint: disable=g-import-not-at-top
-  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  ckpts = checkpoint_store.Checkpoints(workdir, read_only=True)
   try:
     restored = ckpts.restore_latest()
   finally:
@@ -199,12 +200,11 @@ def load(workdir: str, config=None) -> TrainedModel:
   print(f'note: {workdir} has no {run_files.EXPORT}/{run_files.PARAMS} (the run has not '
         f'finished): using the checkpoint of step {restored.step}', flush=True)
   return TrainedModel(card, _to_host(params), restored.step,
-                      os.path.join(checkpoint.CHECKPOINTS, str(restored.step)))
+                      os.path.join(checkpoint_store.CHECKPOINTS, str(restored.step)))
 
 
 # ------------------------------------------------------------------------ evaluate
 def _source_logits(model: TrainedModel, source, batch_size: int):
-  from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
   logits, labels = [], []
   starts = range(0, source.num_examples, batch_size)
   for start in progress.iterate(starts, len(starts), 'evaluating'):
@@ -268,8 +268,6 @@ def evaluate_workdir(workdir: str, config) -> dict:
   config.data.path for the same dataset. Writes WORKDIR/evaluation.json and
   WORKDIR/confusion_matrix.png; returns evaluation.json's content.
   """
-  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
-  from image_classification.data import validation  # pylint: disable=g-import-not-at-top
   model = load(workdir, config)
   data = sources.load_dataset(config.data)
   if data.num_classes != model.card['num_classes']:
@@ -347,7 +345,6 @@ def read_image(path: str, card: dict) -> np.ndarray:
   except (OSError, ValueError) as e:
     raise InferenceError(f'cannot read image {path!r}: {e}') from e
   if card.get('center_crop'):
-    from image_classification.data import tfds_source  # pylint: disable=g-import-not-at-top
     array = np.asarray(picture, np.uint8)
     box = tfds_source.center_crop_box(array.shape[0], array.shape[1], height)
     array = tfds_source.crop_and_resize(array, box, height)

@@ -2,7 +2,7 @@
 evaluation -> run files. ``train(config, workdir)`` is what launch.py calls.
 
 Running the same command again with the same workdir resumes from the latest usable
-checkpoint (see training/checkpoint.py for why that is exact and what it means for
+checkpoint (see training/resume.py for why that is exact and what it means for
 privacy); a finished run is reported, not retrained; a workdir of another config is
 refused.
 
@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from image_classification import config as config_lib
+from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import catalog
 from image_classification.data import prefetch
@@ -37,15 +38,16 @@ from image_classification.reporting import privacy_report
 from image_classification.reporting import progress as progress_lib
 from image_classification import run_files
 from image_classification.reporting import wandb_logger
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 from image_classification.training import distributed
 from image_classification.training import dp_step
 from image_classification.training import evaluation
 from image_classification.training import inference
 from image_classification.training import mesh as mesh_lib
-from image_classification.training import optimizers
 from image_classification.training import pretrained
+from image_classification.training import resume
 from image_classification.training import run_control
+from image_classification.training import secret_file
 
 _INIT_STREAM = 0x1417
 
@@ -174,9 +176,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
                          'config')
   # Before loading anything; a dry run too, so that its plan.json never contradicts
   # the run files of another config already in the workdir.
-  checkpoint.check_config(workdir, config)
+  resume.check_config(workdir, config)
   if not dry_run:
-    done = checkpoint.completed_summary(workdir)
+    done = resume.completed_summary(workdir)
     if done is not None:
       print(f'{workdir} already holds a complete run (test accuracy '
             f'{done.get("test_accuracy")} at epsilon={done.get("epsilon")} after '
@@ -201,7 +203,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   if writer:
     run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
-  checkpoints = checkpoint.Checkpoints(workdir)
+  checkpoints = checkpoint_store.Checkpoints(workdir)
   # The noise key and the batch-selection seed: secret, from the workdir's private file
   # (drawn from OS entropy for a new run); never derived from config.seed unless the
   # insecure testing switch is on. With several processes, process 0 reads or creates
@@ -252,7 +254,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   restored = checkpoints.restore_latest(state)
   start_step = 0
   if restored is not None:
-    checkpoint.check_resume(restored.metadata, config.seed, plan, epsilon_at)
+    resume.check_resume(restored.metadata, config.seed, plan, epsilon_at)
     state, start_step = restored.state, restored.step
     # Checkpoints never hold the noise state (it is secret): rebuild it from the key.
     state = state.replace(noise_state=jax.device_put(
@@ -299,7 +301,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
 
   def save_checkpoint(state, step):
     checkpoints.save(privatizers.publishable(state),  # no secret noise state
-                     checkpoint.make_metadata(config.seed, step, epsilon_at(step), plan))
+                     resume.make_metadata(config.seed, step, epsilon_at(step), plan))
     write_privacy(step)
     control.checkpoint_saved()
     clock.update(step)
@@ -426,7 +428,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     summary['validation_accuracy'] = final_accuracies['validation_accuracy']
   if writer:
     run_files.write_json(workdir, run_files.SUMMARY, summary)
-    mechanism_secret.discard(workdir)  # complete: nothing will resume, nothing needs it
+    secret_file.discard(workdir)  # complete: nothing will resume, nothing needs it
   tracker.log_privacy(privacy)
   tracker.log_summary(summary)
   tracker.close()

@@ -7,7 +7,7 @@ the config builds): every backbone leaf comes from the file, the classifier
 
 * a folder: an orbax checkpoint of a TrainState (its ``params`` merged with
   ``frozen``) or of a bare params dict. A run's workdir, its ``checkpoints/``
-  folder (training/checkpoint.py) or any orbax CheckpointManager folder gives its
+  folder (training/checkpoint_store.py) or any orbax CheckpointManager folder gives its
   latest numbered step, and within a step the ``state`` item (or the only item).
   Nothing in the folder is modified;
 * ``.npz``: one array per leaf, keyed by its path joined with '/'
@@ -26,17 +26,19 @@ Parameters from an earlier DP run of this platform on the same private data do:
 ``composition`` finds that run's privacy.json and refuses, unless the config accepts
 that the two runs compose and the total is reported.
 """
+import json
 import os
 from typing import Any, Mapping
 
+from flax import serialization
+import jax.numpy as jnp
 import numpy as np
 
 from image_classification import config as config_lib
 from image_classification import run_files
+from image_classification.training import checkpoint_store
 
 HEAD = 'head'
-# training/checkpoint.py's folder of numbered checkpoints inside a run's workdir.
-CHECKPOINTS = 'checkpoints'
 
 
 class PretrainedError(config_lib.ConfigError):
@@ -89,7 +91,6 @@ def save_params(path: str, params: Mapping[str, Any]) -> None:
     with open(path, 'wb') as f:
       np.savez(f, **flat)
     return
-  from flax import serialization  # pylint: disable=g-import-not-at-top
   tree = {k: np.asarray(v) for k, v in _flatten(params).items()}
   with open(path, 'wb') as f:
     f.write(serialization.msgpack_serialize(_unflatten(tree)))
@@ -127,7 +128,6 @@ def _read_npz(path: str) -> dict[str, Any]:
 
 
 def _read_msgpack(path: str) -> Any:
-  from flax import serialization  # pylint: disable=g-import-not-at-top
   try:
     with open(path, 'rb') as f:
       return serialization.msgpack_restore(f.read())
@@ -147,8 +147,8 @@ def _orbax_item_folder(folder: str) -> str:
   """The folder orbax can restore: a run's workdir -> its checkpoints/ folder ->
   the latest numbered step -> its item ('state' for this platform's checkpoints)."""
   if (not _is_orbax_item(folder)
-      and os.path.isdir(os.path.join(folder, CHECKPOINTS))):
-    folder = os.path.join(folder, CHECKPOINTS)
+      and os.path.isdir(os.path.join(folder, checkpoint_store.CHECKPOINTS))):
+    folder = os.path.join(folder, checkpoint_store.CHECKPOINTS)
   steps = [n for n in os.listdir(folder)
            if n.isdigit() and os.path.isdir(os.path.join(folder, n))]
   if steps and not _is_orbax_item(folder):
@@ -257,7 +257,6 @@ def _cast(array, like):
     return array
   if type(like).__name__ == 'ShapeDtypeStruct':
     return like  # abstract: shapes were checked, nothing to materialise
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   return jnp.asarray(array, dtype=like.dtype)
 
 
@@ -290,7 +289,6 @@ def earlier_run_files(path: str) -> tuple[dict, dict] | None:
   it, or a parameter file exported into the workdir; None when no run files are found
   (parameters from elsewhere).
   """
-  import json  # pylint: disable=g-import-not-at-top
   folder = os.path.abspath(path if os.path.isdir(path) else os.path.dirname(path))
   for _ in range(4):
     files = [os.path.join(folder, n) for n in (run_files.CONFIG, run_files.PRIVACY)]

@@ -26,7 +26,6 @@ process (a checkpoint is a collective write), so it is taken on process 0 and
 broadcast at every step when ``jax.process_count() > 1``.
 """
 import math
-import os
 import shlex
 import signal
 import sys
@@ -34,6 +33,8 @@ import threading
 import time
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 from image_classification import run_files
 
@@ -190,6 +191,4 @@ def _agree(flag: bool) -> bool:
   """Process 0's value of ``flag`` on every process (itself with one process)."""
   if jax.process_count() == 1:
     return bool(flag)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))

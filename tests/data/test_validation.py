@@ -12,8 +12,9 @@ from image_classification.data import base
 from image_classification.data import digits
 from image_classification.data import validation
 from image_classification import run_files
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 from image_classification.training import loop
+from image_classification.training import resume
 
 
 def test_dry_run_plan_excludes_the_validation_split(tmp_path):
@@ -46,9 +47,9 @@ def test_an_older_workdir_without_the_field_still_matches():
   config = quickstart.get_config()
   saved = json.loads(json.dumps(run_files.json_safe(config.to_dict())))  # as config.json
   del saved['data']['validation_fraction']
-  assert checkpoint.config_differences(saved, config) == []
+  assert resume.config_differences(saved, config) == []
   config.data.validation_fraction = 0.1
-  assert checkpoint.config_differences(saved, config) == [
+  assert resume.config_differences(saved, config) == [
       'config.data.validation_fraction: absent in the workdir, 0.1 now']
 
 

@@ -6,6 +6,7 @@ from image_classification import run_files
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import privacy_report
+from image_classification.training import secret_file
 
 
 def _privacy(**extra):
@@ -20,7 +21,7 @@ def _privacy(**extra):
 def test_secret_randomness_is_described_without_a_warning():
   text = privacy_report.privacy_markdown(_privacy())
   assert 'INSECURE' not in text
-  assert '256-bit secret' in text and run_files.MECHANISM_SECRET in text
+  assert '256-bit secret' in text and secret_file.SECRET_FILE in text
   assert 'images_per_sec' in text  # listed among the figures computed without noise
 
 

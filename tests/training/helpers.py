@@ -1,8 +1,11 @@
-"""Shared tiny setup for training tests: a 6x6 problem and a small CNN."""
+"""Shared tiny setup for training tests: a 6x6 problem and a small CNN, a TrainState
+and a privacy plan for checkpoint and resume tests."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
+from image_classification import plan as plan_lib
 from image_classification.models import registry
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
@@ -39,3 +42,28 @@ def privatised_gradient(step, state, images, labels, mask):
   new_state, stats = step.run(state, [jax.device_put((images, labels, mask), sharding)])
   after = jax.device_get(new_state.params)
   return jax.tree_util.tree_map(lambda a, b: a - b, before, after), jax.device_get(stats)
+
+
+def train_state(step, seed=0):
+  """A TrainState at ``step`` whose momentum trace and EMA are non-zero."""
+  rng = np.random.default_rng(seed)
+  params = {'conv0': {'kernel': jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
+                      'bias': jnp.zeros((4,))},
+            'head': {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}}
+  optimizer = optax.sgd(0.1, momentum=0.9)
+  state = dp_step.init_state(params, optimizer, train_only_head=False)
+  grads = jax.tree_util.tree_map(lambda p: p + 1.0, params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return state.replace(step=jnp.asarray(step, jnp.int32), params=params,
+                       opt_state=opt_state,
+                       ema_params=jax.tree_util.tree_map(lambda p: 0.5 * p, params))
+
+
+def privacy_plan(noise_multiplier=1.5, steps=12):
+  """A DP-SGD plan for the digits' 1437 training examples (nothing is calibrated)."""
+  return plan_lib.PrivacyPlan(
+      noise_multiplier=noise_multiplier, clipping_norm=1.0, sampling='poisson',
+      sampling_rate=64 / 1437, expected_batch_size=64, steps=steps, delta=1e-5,
+      epsilon=1.0, target_epsilon=4.0, accountant='rdp',
+      neighboring_relation='add_or_remove_one', dataset_size=1437)

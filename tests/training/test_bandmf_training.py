@@ -13,8 +13,9 @@ import pytest
 from configs import quickstart
 from image_classification.privacy import mechanism_secret
 from image_classification import run_files
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 from image_classification.training import loop
+from image_classification.training import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,7 +69,7 @@ def _run(workdir, env, **extra):
 
 
 def _final(workdir):
-  ckpt = checkpoint.Checkpoints(workdir)
+  ckpt = checkpoint_store.Checkpoints(workdir)
   try:
     return ckpt.restore_latest()
   finally:
@@ -115,14 +116,14 @@ def test_killed_bandmf_run_resumes_to_the_same_state(tmp_path, env):
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
   secret = bytes(range(32))  # the same secret randomness in both workdirs
   for workdir in (reference, resumed):
-    mechanism_secret.write(workdir, secret)
+    secret_file.write(workdir, secret)
   _run(reference, env)
 
   proc = subprocess.Popen(_command(resumed), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 180
-    folder = os.path.join(resumed, checkpoint.CHECKPOINTS)
+    folder = os.path.join(resumed, checkpoint_store.CHECKPOINTS)
     while proc.poll() is None and not (
         os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))):
       assert time.time() < deadline, 'no checkpoint appeared'

@@ -7,6 +7,7 @@ import pytest
 from image_classification.privacy import mechanism_secret
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
+from image_classification.training import secret_file
 
 
 def test_one_process_needs_no_flag_and_joins_nothing():
@@ -52,7 +53,7 @@ def test_one_process_holds_every_row_and_the_global_batch_is_the_batch():
 
 def test_shared_randomness_with_one_process_is_the_workdir_secret(tmp_path):
   first = distributed.shared_randomness(str(tmp_path), 0, insecure=False, resuming=False)
-  again = mechanism_secret.for_run(str(tmp_path), 0, insecure=False, resuming=True)
+  again = secret_file.for_run(str(tmp_path), 0, insecure=False, resuming=True)
   assert first.noise_key_words == again.noise_key_words
   assert first.sampling_seed == again.sampling_seed
   with pytest.raises(mechanism_secret.SecretError, match='missing'):

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from image_classification import run_files
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -112,7 +112,7 @@ def files(workdir):
   checkpoints (written by every process, the way orbax does it)."""
   out = set()
   for root, dirs, names in os.walk(workdir):
-    dirs[:] = [d for d in dirs if d not in ('wandb', checkpoint.CHECKPOINTS)]
+    dirs[:] = [d for d in dirs if d not in ('wandb', checkpoint_store.CHECKPOINTS)]
     out |= {os.path.relpath(os.path.join(root, n), workdir) for n in names}
   return out
 
@@ -177,7 +177,7 @@ def test_two_processes_match_one_process(tmp_path, env, overrides):
   assert_same_run(one, two)
   # Only process 0 wrote: exactly the files of a one-process run, complete.
   assert files(two) == files(one)
-  assert os.listdir(os.path.join(two, checkpoint.CHECKPOINTS)) == ['24']
+  assert os.listdir(os.path.join(two, checkpoint_store.CHECKPOINTS)) == ['24']
   for name in (run_files.CONFIG, run_files.PRIVACY, run_files.PRIVACY_MD,
                run_files.SUMMARY):
     assert os.path.getsize(os.path.join(two, name)) > 0
@@ -194,7 +194,7 @@ def test_killed_process_stops_the_job_and_the_same_commands_resume(tmp_path, env
   run_one(reference, env, overrides)
   procs = start_job(resumed, env, overrides, extra=['--distributed_timeout=15'])
   try:
-    folder = os.path.join(resumed, checkpoint.CHECKPOINTS)
+    folder = os.path.join(resumed, checkpoint_store.CHECKPOINTS)
     deadline = time.time() + 180
     while not (os.path.isdir(folder) and any(n.isdigit() for n in os.listdir(folder))):
       assert all(p.poll() is None for p in procs), finish(procs)

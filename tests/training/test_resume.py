@@ -1,6 +1,8 @@
-"""Exact resume, for real: launch.py killed with SIGKILL after its first checkpoint and
-run again with the same command ends where an uninterrupted run ends (same parameters,
-same accuracy, same epsilon), and the ledger continues rather than restarting."""
+"""Resume. For real: launch.py killed with SIGKILL after its first checkpoint and run
+again with the same command ends where an uninterrupted run ends (same parameters, same
+accuracy, same epsilon), and the ledger continues rather than restarting. And the
+policy (training/resume.py): a workdir whose config, seed or privacy plan differs is
+refused, naming what differs; a finished run is recognised."""
 import json
 import os
 import subprocess
@@ -13,8 +15,11 @@ import pytest
 from configs import quickstart
 from image_classification.privacy import mechanism_secret
 from image_classification import run_files
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 from image_classification.training import loop
+from image_classification.training import resume
+from image_classification.training import secret_file
+from tests.training import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,7 +72,7 @@ def _run(workdir, env):
 
 
 def _checkpoint_steps(workdir):
-  folder = os.path.join(workdir, checkpoint.CHECKPOINTS)
+  folder = os.path.join(workdir, checkpoint_store.CHECKPOINTS)
   if not os.path.isdir(folder):
     return []
   return sorted(int(n) for n in os.listdir(folder) if n.isdigit())
@@ -79,7 +84,7 @@ def _metrics(workdir):
 
 
 def _final_state(workdir):
-  ckpt = checkpoint.Checkpoints(workdir)
+  ckpt = checkpoint_store.Checkpoints(workdir)
   try:
     restored = ckpt.restore_latest()  # verified: checksum and step
   finally:
@@ -93,9 +98,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
   # copied), so that the resumed run can be compared with the uninterrupted one.
   secret = bytes(range(32))
   for workdir in (reference, resumed):
-    mechanism_secret.write(workdir, secret)
+    secret_file.write(workdir, secret)
   _run(reference, env)
-  assert not os.path.exists(mechanism_secret.path(reference))  # deleted when complete
+  assert not os.path.exists(secret_file.path(reference))  # deleted when complete
 
   # Start the same run elsewhere and SIGKILL it as soon as a checkpoint exists.
   proc = subprocess.Popen(_command(resumed), cwd=ROOT, env=env,
@@ -112,7 +117,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
   killed_at = _checkpoint_steps(resumed)
   assert killed_at and killed_at[-1] < 24
   assert not os.path.exists(os.path.join(resumed, run_files.SUMMARY))
-  assert os.path.exists(mechanism_secret.path(resumed))  # kept for the resume
+  assert os.path.exists(secret_file.path(resumed))  # kept for the resume
 
   out = _run(resumed, env)
   assert 'resuming from the checkpoint of step' in out
@@ -150,7 +155,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, env):
   assert loop.train(config, resumed)['test_accuracy'] == sb['test_accuracy']
   assert os.path.getmtime(os.path.join(resumed, run_files.SUMMARY)) == before
   config.training.num_steps = 30
-  with pytest.raises(checkpoint.CheckpointError, match='config.training.num_steps'):
+  with pytest.raises(checkpoint_store.CheckpointError, match='config.training.num_steps'):
     loop.train(config, resumed)
 
 
@@ -163,3 +168,60 @@ def _flatten(tree, prefix=''):
       yield from _flatten(v, f'{prefix}/{i}')
   elif tree is not None:
     yield prefix, np.asarray(tree)
+
+
+def test_different_config_is_refused_naming_the_field(tmp_path):
+  config = quickstart.get_config()
+  run_files.write_json(str(tmp_path), run_files.CONFIG, config.to_dict())
+  resume.check_config(str(tmp_path), config)  # same config: fine
+
+  unimportant = quickstart.get_config()
+  unimportant.wandb.mode = 'offline'
+  unimportant.training.log_every_steps = 7
+  unimportant.training.eval_every_steps = 0
+  unimportant.training.checkpoint_every_steps = 5
+  resume.check_config(str(tmp_path), unimportant)
+
+  changed = quickstart.get_config()
+  changed.training.num_steps = config.training.num_steps + 1
+  changed.model.kwargs.channels = (8,)
+  with pytest.raises(checkpoint_store.CheckpointError) as e:
+    resume.check_config(str(tmp_path), changed)
+  message = str(e.value)
+  n = config.training.num_steps
+  assert f'config.training.num_steps: {n} in the workdir, {n + 1} now' in message
+  assert 'config.model.kwargs.channels' in message
+  assert str(tmp_path) in message and 'another --workdir' in message
+  assert 'log_every_steps' not in message
+
+
+def test_different_plan_or_seed_is_refused():
+  plan = helpers.privacy_plan()
+  metadata = resume.make_metadata(0, 6, 0.6, plan)
+  same_ledger = lambda step: 0.1 * step
+  resume.check_resume(metadata, 0, plan, same_ledger)
+  with pytest.raises(checkpoint_store.CheckpointError, match='plan.noise_multiplier'):
+    resume.check_resume(metadata, 0, helpers.privacy_plan(noise_multiplier=1.6),
+                        same_ledger)
+  with pytest.raises(checkpoint_store.CheckpointError, match='plan.steps'):
+    resume.check_resume(metadata, 0, helpers.privacy_plan(steps=20), same_ledger)
+  with pytest.raises(checkpoint_store.CheckpointError, match='seed'):
+    resume.check_resume(metadata, 1, plan, same_ledger)
+  with pytest.raises(checkpoint_store.CheckpointError, match='epsilon after 6 steps'):
+    resume.check_resume(metadata, 0, plan, lambda step: 0.2 * step)
+
+
+def test_non_private_metadata_round_trips(tmp_path):
+  plan = helpers.privacy_plan(noise_multiplier=0.0)
+  ckpt = checkpoint_store.Checkpoints(str(tmp_path))
+  ckpt.save(helpers.train_state(4), resume.make_metadata(0, 4, float('inf'), plan))
+  restored = ckpt.restore_latest(helpers.train_state(0))
+  ckpt.close()
+  assert restored.metadata['epsilon'] == 'inf'
+  resume.check_resume(restored.metadata, 0, plan, lambda step: float('inf'))
+
+
+def test_completed_summary(tmp_path):
+  assert resume.completed_summary(str(tmp_path)) is None
+  run_files.write_json(str(tmp_path), run_files.SUMMARY, {'status': 'complete'})
+  assert resume.completed_summary(str(tmp_path)) == {'status': 'complete'}

@@ -12,7 +12,7 @@ import pytest
 
 from configs import quickstart
 from image_classification import run_files
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 from image_classification.training import evaluation
 from image_classification.training import loop
 from image_classification.training import run_control
@@ -55,7 +55,7 @@ def _env():
 
 
 def _checkpoint_steps(workdir):
-  folder = os.path.join(workdir, checkpoint.CHECKPOINTS)
+  folder = os.path.join(workdir, checkpoint_store.CHECKPOINTS)
   if not os.path.isdir(folder):
     return []
   return sorted(int(n) for n in os.listdir(folder) if n.isdigit())
@@ -97,7 +97,7 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
   rows = _metrics(workdir)
   assert rows[-1]['step'] == stopped_at  # the stopping step has its row
   # The checkpoint is complete and verified, at the step the message names.
-  ckpts = checkpoint.Checkpoints(workdir, read_only=True)
+  ckpts = checkpoint_store.Checkpoints(workdir, read_only=True)
   try:
     assert ckpts.restore_latest().step == stopped_at
   finally:
@@ -195,13 +195,13 @@ def test_checkpoints_by_wall_time(tmp_path, monkeypatch):
   config = _config({**SHORT_RUN, 'training.checkpoint_every_minutes': 1.0})
   assert config.training.checkpoint_every_steps == 0
   seen = []
-  save = checkpoint.Checkpoints.save
+  save = checkpoint_store.Checkpoints.save
 
   def recording_save(self, state, metadata):
     seen.append(metadata['step'])
     return save(self, state, metadata)
 
-  monkeypatch.setattr(checkpoint.Checkpoints, 'save', recording_save)
+  monkeypatch.setattr(checkpoint_store.Checkpoints, 'save', recording_save)
   loop.train(config, workdir)
   assert seen == [1, 2, 3, 4, 5, 6]
 

@@ -18,7 +18,7 @@ import numpy as np
 from configs import base
 from image_classification.data import base as data_base
 from image_classification.models import registry
-from image_classification.training import checkpoint
+from image_classification.training import checkpoint_store
 
 PROBE_MODEL = 'wiring_test_probe'
 
@@ -130,7 +130,7 @@ def read_metrics(workdir):
 
 def final_state(workdir):
   """The train state of the last checkpoint, as nested dicts of numpy arrays."""
-  ckpts = checkpoint.Checkpoints(workdir)
+  ckpts = checkpoint_store.Checkpoints(workdir)
   try:
     return ckpts.restore(ckpts.steps()[-1]).state
   finally:

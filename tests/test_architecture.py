@@ -1,0 +1,203 @@
+"""The package's layering, checked from the source (docs/architecture.md).
+
+A module may import only from its own layer or lower ones; the module graph has no
+cycles; no module imports a package module inside a function (so nothing is imported
+inside a traced function, and every dependency shows at the top of the file); and the
+DP core (privacy/) knows nothing of configs, run files or models.
+"""
+import ast
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = 'image_classification'
+
+# Lowest first. A module belongs to the layer of its longest matching prefix.
+LAYERS = (
+    ('image_classification.privacy', 'image_classification.run_files',
+     'image_classification'),
+    ('image_classification.data', 'image_classification.models',
+     'image_classification.optimizers'),
+    ('image_classification.reporting',),
+    ('image_classification.config', 'image_classification.plan',
+     'image_classification.workdir_config'),
+    ('image_classification.training',),
+    ('image_classification.audit',),
+    ('image_classification.sweeps',),
+    ('launch',),
+)
+
+# Heavy or optional third-party modules that may be imported lazily, inside the one
+# function that needs them, so that the core imports fast without them.
+LAZY_ALLOWED = ('tensorflow', 'tensorflow_datasets', 'wandb', 'matplotlib', 'PIL',
+                'sklearn', 'orbax', 'jax_privacy', 'tqdm', 'importlib')
+
+# What the DP core must not know about.
+CORE_FORBIDDEN = ('ml_collections', 'image_classification.models',
+                  'image_classification.data', 'image_classification.config',
+                  'image_classification.plan', 'image_classification.run_files',
+                  'image_classification.training', 'image_classification.reporting')
+
+
+def _module_name(path: pathlib.Path) -> str:
+  rel = path.relative_to(ROOT).with_suffix('')
+  parts = list(rel.parts)
+  if parts[-1] == '__init__':
+    parts = parts[:-1]
+  return '.'.join(parts)
+
+
+def _sources() -> dict[str, pathlib.Path]:
+  files = {_module_name(p): p for p in (ROOT / PACKAGE).rglob('*.py')}
+  files['launch'] = ROOT / 'launch.py'
+  return files
+
+
+def _resolve(module: str, path: pathlib.Path, node: ast.ImportFrom) -> str:
+  if not node.level:
+    return node.module or ''
+  base = module.split('.')
+  if path.name != '__init__.py':
+    base = base[:-1]
+  base = base[:len(base) - node.level + 1]
+  return '.'.join(base + ([node.module] if node.module else []))
+
+
+def _imports(module: str, path: pathlib.Path):
+  """(imported module, line, inside a function) for every import statement."""
+  tree = ast.parse(path.read_text(), filename=str(path))
+  found = []
+
+  def visit(node, in_function):
+    for child in ast.iter_child_nodes(node):
+      nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                 ast.Lambda))
+      if isinstance(child, ast.Import):
+        for alias in child.names:
+          found.append((alias.name, child.lineno, in_function))
+      elif isinstance(child, ast.ImportFrom):
+        base = _resolve(module, path, child)
+        for alias in child.names:
+          # `from pkg import mod` imports pkg.mod when it is a module.
+          full = f'{base}.{alias.name}'
+          found.append((full if full in SOURCES else base, child.lineno, in_function))
+      visit(child, nested)
+
+  visit(tree, False)
+  return found
+
+
+def _owner(name: str) -> str:
+  """The package module an import refers to (a name inside a module maps to it)."""
+  while name and name not in SOURCES:
+    name = name.rpartition('.')[0]
+  return name
+
+
+def _layer(module: str) -> int:
+  best, layer = -1, None
+  for i, prefixes in enumerate(LAYERS):
+    for prefix in prefixes:
+      if (module == prefix or module.startswith(prefix + '.')) and len(prefix) > best:
+        best, layer = len(prefix), i
+  assert layer is not None, f'{module} is in no layer; add it to LAYERS'
+  return layer
+
+
+SOURCES = _sources()
+EDGES = {m: [(i, line, inner) for i, line, inner in _imports(m, p)]
+         for m, p in SOURCES.items()}
+
+
+def _internal(name: str) -> bool:
+  return name == PACKAGE or name.startswith(PACKAGE + '.') or name == 'launch'
+
+
+def test_every_module_has_a_layer():
+  for module in SOURCES:
+    _layer(module)
+
+
+def _upward(edges) -> list[str]:
+  upward = []
+  for module, imports in edges.items():
+    for name, line, _ in imports:
+      if _internal(name):
+        target = _owner(name)
+        if target and _layer(target) > _layer(module):
+          upward.append(f'{module}:{line} imports {target} '
+                        f'(layer {_layer(target)} > {_layer(module)})')
+  return upward
+
+
+def _cycles(edges) -> list[str]:
+  graph = {m: sorted({_owner(n) for n, _, _ in imports if _internal(n)} - {m, ''})
+           for m, imports in edges.items()}
+  # A package's __init__ is imported by its modules implicitly; only real edges count.
+  state, stack, cycles = {}, [], []
+
+  def visit(m):
+    state[m] = 'open'
+    stack.append(m)
+    for n in graph.get(m, ()):
+      if state.get(n) == 'open':
+        cycles.append(' -> '.join(stack[stack.index(n):] + [n]))
+      elif n not in state:
+        visit(n)
+    stack.pop()
+    state[m] = 'done'
+
+  for m in sorted(graph):
+    if m not in state:
+      visit(m)
+  return cycles
+
+
+def test_no_import_from_a_higher_layer():
+  upward = _upward(EDGES)
+  assert not upward, '\n'.join(upward)
+
+
+def test_no_import_cycles():
+  cycles = _cycles(EDGES)
+  assert not cycles, '\n'.join(cycles)
+
+
+# launch.py imports jax and the package inside main(), after flag parsing: --host_devices
+# must set XLA_FLAGS before jax is imported, and --help stays instant.
+LAZY_MODULES = ('launch',)
+
+
+def test_no_package_imports_inside_functions():
+  inner = [f'{m}:{line} imports {name} inside a function'
+           for m, imports in EDGES.items() for name, line, in_function in imports
+           if in_function and m not in LAZY_MODULES and (_internal(name) or
+                               not name.split('.')[0] in LAZY_ALLOWED)]
+  assert not inner, '\n'.join(inner)
+
+
+@pytest.mark.parametrize('module', sorted(m for m in SOURCES
+                                          if _layer(m) == 0 and m != PACKAGE))
+def test_the_dp_core_knows_nothing_of_configs_files_or_models(module):
+  bad = [f'{module}:{line} imports {name}' for name, line, _ in EDGES[module]
+         if any(name == f or name.startswith(f + '.') for f in CORE_FORBIDDEN)
+         and not module.startswith('image_classification.run_files')]
+  if module.startswith('image_classification.privacy'):
+    text = SOURCES[module].read_text()
+    if 'open(' in text or 'os.path' in text:
+      bad.append(f'{module} reads or writes files')
+  assert not bad, '\n'.join(bad)
+
+
+def test_the_checks_catch_a_planted_upward_import_and_cycle():
+  """The checks can fail: privacy.noise importing training.loop is an upward import,
+  and (since training imports privacy) closes a cycle."""
+  planted = dict(EDGES)
+  planted['image_classification.privacy.noise'] = (
+      EDGES['image_classification.privacy.noise'] +
+      [('image_classification.training.loop', 1, False)])
+  assert any('privacy.noise:1 imports image_classification.training.loop' in u
+             for u in _upward(planted))
+  assert any('image_classification.privacy.noise' in c for c in _cycles(planted))
