@@ -153,6 +153,16 @@ def composes_with_pretrained_run(config: ml_collections.ConfigDict) -> bool:
   return bool(config.privacy.compose_with_pretrained_run)
 
 
+def timing_parameters(config: ml_collections.ConfigDict) -> tuple[float, float]:
+  """(clipping norm, noise multiplier) for timing a step without a dataset (the
+  benchmark): the configured sigma, or 1.0 where it would be calibrated or is 0 (the
+  noise's scale does not change the step's cost). Accounts nothing."""
+  sigma = config.privacy.noise_multiplier
+  if sigma is None or sigma <= 0:
+    sigma = 1.0
+  return float(config.privacy.clipping_norm), float(sigma)
+
+
 def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPlan:
   """Calibrates (or checks) the noise so that the whole run stays within the target.
 

@@ -20,6 +20,7 @@ from image_classification.data import datasets
 from image_classification.models import registry
 from image_classification.training import loop
 from image_classification.training import pretrained
+from image_classification.training import resume
 from tests.training import wiring_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,8 +75,8 @@ def test_config_is_well_formed(name):
   config = get_config(name)
   defaults = importlib.import_module('configs.base').get_config()
   # Starts from base.get_config(): no field is dropped.
-  fields = set(_flat(config.to_dict()))
-  missing = {k for k in _flat(defaults.to_dict())
+  fields = set(resume.flatten(config.to_dict()))
+  missing = {k for k in resume.flatten(defaults.to_dict())
              if k not in fields and not any(f.startswith(k + '.') for f in fields)}
   assert not missing, f'{name} drops base fields {sorted(missing)}'
   assert config.experiment == name or name.startswith('quickstart')
@@ -255,15 +256,6 @@ def _reference_epsilon(plan):
       num_bands=plan.get('num_bands', 1) if plan.get('mechanism_name') == 'bandmf' else 1)
 
 
-def _flat(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    key = f'{prefix}{k}'
-    if isinstance(v, dict) and v:
-      out.update(_flat(v, key + '.'))
-    else:
-      out[key] = v
-  return out
 
 
 def test_loop_restores_the_pretrained_backbone(tmp_path):

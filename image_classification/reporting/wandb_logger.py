@@ -12,7 +12,7 @@ others (e.g. ``active=jax.process_index() == 0``).
 import math
 import numbers
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 
@@ -110,35 +110,31 @@ class WandbLogger:
       except Exception:  # pylint: disable=broad-except
         pass
 
-  def log_metrics(self, row: Mapping[str, Any], step: int) -> None:
-    """Logs one metrics row (numbers and strings; other values are dropped)."""
+  def _call(self, what: str, fn: Callable[[], Any]) -> None:
+    """Runs ``fn`` if the logger is on; a failure warns once and turns it off."""
     if not self.active:
       return
     try:
+      fn()
+    except Exception as e:  # pylint: disable=broad-except
+      self._fail(f'wandb {what} failed ({type(e).__name__}: {e})')
+
+  def log_metrics(self, row: Mapping[str, Any], step: int) -> None:
+    """Logs one metrics row (numbers and strings; other values are dropped)."""
+    def log():
       data = _scalars(row)
       data.pop('step', None)
       self._run.log(data, step=int(step))
-    except Exception as e:  # pylint: disable=broad-except
-      self._fail(f'wandb log failed ({type(e).__name__}: {e})')
+    self._call('log', log)
 
   def log_privacy(self, privacy: Mapping[str, Any]) -> None:
     """Records the privacy ledger in the run config, under 'privacy_ledger'."""
-    if not self.active:
-      return
-    try:
-      self._run.config.update({'privacy_ledger': _scalars(privacy)},
-                              allow_val_change=True)
-    except Exception as e:  # pylint: disable=broad-except
-      self._fail(f'wandb config update failed ({type(e).__name__}: {e})')
+    self._call('config update', lambda: self._run.config.update(
+        {'privacy_ledger': _scalars(privacy)}, allow_val_change=True))
 
   def log_summary(self, summary: Mapping[str, Any]) -> None:
     """Sets the run summary (final accuracy, epsilon, delta, ...)."""
-    if not self.active:
-      return
-    try:
-      self._run.summary.update(_scalars(summary))
-    except Exception as e:  # pylint: disable=broad-except
-      self._fail(f'wandb summary update failed ({type(e).__name__}: {e})')
+    self._call('summary update', lambda: self._run.summary.update(_scalars(summary)))
 
   def close(self) -> None:
     """Finishes the wandb run; safe to call twice."""

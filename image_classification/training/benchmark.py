@@ -40,6 +40,7 @@ import optax
 
 from image_classification import config as config_lib
 from image_classification import optimizers
+from image_classification import plan as plan_lib
 from image_classification import run_files
 from image_classification.data import augmentation
 from image_classification.data import catalog
@@ -49,8 +50,6 @@ from image_classification.models import registry
 from image_classification.privacy import clipped_sums
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
-
-_PLACEHOLDER_NOISE_MULTIPLIER = 1.0
 
 
 def _input_spec(config: ml_collections.ConfigDict):
@@ -301,9 +300,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
         f'{config.model.name!r} for images {shape}: {e}') from e
   implementations = tuple(implementations or (t.per_example_grads,))
-  noise_multiplier = config.privacy.noise_multiplier
-  if noise_multiplier is None or noise_multiplier <= 0:
-    noise_multiplier = _PLACEHOLDER_NOISE_MULTIPLIER
+  clipping_norm, noise_multiplier = plan_lib.timing_parameters(config)
   optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
   base_key = jax.random.PRNGKey(config.seed)
   # Float32 parameters, the same for every compute dtype (the dtype is not a parameter).
@@ -338,7 +335,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
         # implementation replaces per_example_grads. The non-private step reads only
         # the augmentation fields.
         cfg = dp_step.step_config(
-            config, clipping_norm=config.privacy.clipping_norm,
+            config, clipping_norm=clipping_norm,
             noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
             mean=mean, std=std, micro_batch_size=micro_batch_sizes[batch],
             augmult=augmult)
@@ -416,7 +413,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'image_shape': list(shape),
       'num_classes': num_classes,
       'optimizer': t.optimizer.name,
-      'clipping_norm': config.privacy.clipping_norm,
+      'clipping_norm': clipping_norm,
       'noise_multiplier': float(noise_multiplier),
       'micro_batch_size': int(t.micro_batch_size or 0),
       'jax_version': jax.__version__,

@@ -127,12 +127,13 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
 
 
 # ---------------------------------------------------------------------- config
-def _flatten(d: dict, prefix: str = '') -> dict:
+def flatten(d: dict, prefix: str = '') -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}; an empty dict stays a leaf."""
   out = {}
   for k, v in d.items():
     key = f'{prefix}{k}'
     if isinstance(v, dict) and v:
-      out.update(_flatten(v, key + '.'))
+      out.update(flatten(v, key + '.'))
     else:
       out[key] = v
   return out
@@ -147,7 +148,7 @@ def config_differences(saved: dict, config: ml_collections.ConfigDict) -> list[s
   # Compare as config.json stores it (tuples become lists, inf becomes 'inf').
   clean = run_files.json_safe
   new = json.loads(json.dumps(clean(config.to_dict())))
-  old, new = _flatten(saved), _flatten(new)
+  old, new = flatten(saved), flatten(new)
   diffs = []
   for field in sorted(set(old) | set(new)):
     if _ignored(field):
