@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.privacy.accountant = 'rdp'   # rdp | pld
   config.privacy.sampling = 'poisson'  # poisson | fixed
   # 'dpsgd': independent Gaussian noise at every step. 'bandmf': banded matrix
-  # factorisation (privacy/privatizers.py): noise correlated over num_bands = b steps,
+  # factorisation (privacy/bandmf.py): noise correlated over num_bands = b steps,
   # cyclic Poisson sampling over b groups (each example takes part at most once in any
   # b steps); b = 1 is DP-SGD exactly. b must divide the number of steps and be at most
   # N / batch_size; needs sampling='poisson'.

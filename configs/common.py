@@ -114,7 +114,7 @@ def imagenet(image_size: int, learning_rate: float) -> ml_collections.ConfigDict
 def bandmf(config: ml_collections.ConfigDict, experiment: str,
            num_bands: int) -> ml_collections.ConfigDict:
   """`config` with banded matrix factorisation over `num_bands` steps instead of
-  independent noise (privacy/privatizers.py; b = 1 is DP-SGD exactly)."""
+  independent noise (privacy/bandmf.py; b = 1 is DP-SGD exactly)."""
   config.experiment = experiment
   config.privacy.mechanism = 'bandmf'
   config.privacy.num_bands = num_bands

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from image_classification.privacy import accounting
+from image_classification.privacy import bandmf
 from image_classification.privacy import batch_selection as selection_lib
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
@@ -109,8 +110,8 @@ class PrivacyPlan:
     if not self._privatizer_class.uses_strategy:
       return self
     coefs = strategy(self.steps, self.num_bands, cache_dir)
-    sensitivity = privatizers.sensitivity(coefs, self.steps)
-    stds = privatizers.marginal_stds(
+    sensitivity = bandmf.sensitivity(coefs, self.steps)
+    stds = bandmf.marginal_stds(
         coefs, self.steps, self.noise_multiplier * self.clipping_norm * sensitivity)
     return dataclasses.replace(self, strategy_coefs=tuple(float(c) for c in coefs),
                                strategy_sensitivity=sensitivity,
@@ -293,8 +294,8 @@ def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> 
 
 # ------------------------------------------------------------------ the strategy
 def strategy(steps: int, bands: int, cache_dir: str | None = None,
-             optimizer_steps: int = privatizers.OPTIMIZER_STEPS) -> np.ndarray:
-  """``privatizers.optimize_strategy``, cached in ``cache_dir``/bandmf_strategy.json
+             optimizer_steps: int = bandmf.OPTIMIZER_STEPS) -> np.ndarray:
+  """``bandmf.optimize_strategy``, cached in ``cache_dir``/bandmf_strategy.json
   (the optimisation takes seconds to minutes for long runs; a resume reuses it)."""
   path = os.path.join(cache_dir, STRATEGY_FILE) if cache_dir else None
   key = f'steps={steps},bands={bands},optimizer_steps={optimizer_steps}'
@@ -304,7 +305,7 @@ def strategy(steps: int, bands: int, cache_dir: str | None = None,
       cache = json.load(f)
     if key in cache:
       return np.asarray(cache[key], np.float64)
-  coefs = privatizers.optimize_strategy(steps, bands, optimizer_steps)
+  coefs = bandmf.optimize_strategy(steps, bands, optimizer_steps)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
     cache[key] = [float(c) for c in coefs]

@@ -6,6 +6,7 @@ import pytest
 
 from configs import quickstart
 from image_classification import plan as plan_lib
+from image_classification.privacy import bandmf
 from image_classification.privacy import batch_selection as bs
 from image_classification.privacy import privatizers
 
@@ -42,12 +43,12 @@ def test_privatizers_and_their_descriptions():
   non_private = dataclasses.replace(plan, non_private=True)
   assert non_private.privatizer() == privatizers.GaussianPrivatizer(0.0)
   assert non_private.to_json()['mechanism'].startswith('non-private')
-  bandmf = _plan(mechanism='bandmf', num_bands=2)
+  banded = _plan(mechanism='bandmf', num_bands=2)
   with pytest.raises(ValueError, match='no strategy'):
-    bandmf.privatizer()
-  bandmf = bandmf.with_strategy()
-  assert isinstance(bandmf.privatizer(), privatizers.BandMFPrivatizer)
-  d = bandmf.to_json()
+    banded.privatizer()
+  banded = banded.with_strategy()
+  assert isinstance(banded.privatizer(), bandmf.BandMFPrivatizer)
+  d = banded.to_json()
   assert d['mechanism'].startswith('BandMF') and 'b = 2 groups' in d['participation']
   # b = 1 is DP-SGD's noise (no state), still described and accounted as BandMF.
   one = _plan(mechanism='bandmf', num_bands=1).with_strategy()
@@ -71,3 +72,21 @@ def test_dpsgd_ignores_bands_and_fixed_size_pld_is_refused():
     config = quickstart.get_config()
     config.privacy.sampling, config.privacy.accountant = 'fixed', 'pld'
     plan_lib.validate_privacy(config)
+
+
+def test_each_privatizer_module_registers_itself_once():
+  """'dpsgd' and 'bandmf' come from their own modules' @register; a second
+  registration of a name is refused, so a new module cannot silently replace one."""
+  assert privatizers.PRIVATIZERS['dpsgd'] is privatizers.GaussianPrivatizer
+  assert privatizers.PRIVATIZERS['bandmf'] is bandmf.BandMFPrivatizer
+  with pytest.raises(ValueError, match="'bandmf' is registered twice"):
+    privatizers.register('bandmf')(privatizers.GaussianPrivatizer)
+
+  @privatizers.register('test_only')
+  class _Other(privatizers.GaussianPrivatizer):
+    pass
+
+  try:
+    assert privatizers.PRIVATIZERS['test_only'] is _Other
+  finally:
+    del privatizers.PRIVATIZERS['test_only']

@@ -3,7 +3,7 @@
 What a resumed run needs, and why restoring the step is enough:
 - params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
   in the checkpoint (training/checkpoint_store.py). BandMF's correlated-noise state
-  (the last b-1 steps' noise, privacy/privatizers.py) is secret and is saved ZEROED
+  (the last b-1 steps' noise, privacy/bandmf.py) is secret and is saved ZEROED
   (``privatizers.publishable``); a resume rebuilds it from the secret noise key
   (``privatizers.replay``). The metadata records the strategy's coefficients, and a
   resume with other coefficients is refused.

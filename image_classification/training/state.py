@@ -12,7 +12,7 @@ class TrainState:
   frozen: Any               # parameters that are never updated (fine-tuning); {} if none
   opt_state: Any
   ema_params: Any           # EMA of the trainable params (= params when EMA is off)
-  # The privatizer's state (privacy/privatizers.py): () for DP-SGD; for BandMF the
+  # The privatizer's state (privacy/privatizers.py, privacy/bandmf.py): () for DP-SGD; for BandMF the
   # streaming C^-1 state (the last b-1 noise vectors). Checkpointed with the rest; it
   # never holds a key.
   noise_state: Any = ()

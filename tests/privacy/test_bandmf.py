@@ -1,4 +1,4 @@
-"""BandMF (privacy/privatizers.py, privacy/batch_selection.py, privacy/accounting.py,
+"""BandMF (privacy/bandmf.py, privacy/privatizers.py, privacy/batch_selection.py, privacy/accounting.py,
 plan.py): the noise
 has the covariance its strategy implies and the marginal scale privacy.json states;
 each example is sampled only at its group's steps, at the rate the accountant is given;
@@ -20,6 +20,7 @@ from configs import quickstart
 from image_classification import config as config_lib
 from image_classification import plan as plan_lib
 from image_classification.privacy import accounting
+from image_classification.privacy import bandmf
 from image_classification.privacy import batch_selection as bs
 from image_classification.privacy import noise
 from image_classification.privacy import privatizers
@@ -68,7 +69,7 @@ def _bandmf_plan(sigma=1.3, clip=0.7):
 def test_noise_covariance_and_marginal_scale_match_the_strategy():
   plan = _bandmf_plan()
   privatizer = plan.privatizer()
-  assert isinstance(privatizer, privatizers.BandMFPrivatizer)
+  assert isinstance(privatizer, bandmf.BandMFPrivatizer)
   assert privatizer.num_bands == BANDS
   params = {'a': jnp.zeros((100, 150)), 'b': jnp.zeros((10000,))}  # 25000 samples
   z = _noise_sequence(privatizer, params, np.array([7, 11], np.uint32), STEPS)
@@ -127,14 +128,14 @@ def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out():
 def test_one_band_is_exactly_the_gaussian_noise():
   params = {'w': jnp.ones((7, 5)), 'b': jnp.ones((5,))}
   key = np.array([3, 4], np.uint32)
-  banded = _noise_sequence(privatizers.BandMFPrivatizer((1.0,), 6, 0.9), params, key, 6)
+  banded = _noise_sequence(bandmf.BandMFPrivatizer((1.0,), 6, 0.9), params, key, 6)
   gauss = _noise_sequence(privatizers.GaussianPrivatizer(0.9), params, key, 6)
   np.testing.assert_array_equal(banded, gauss)
 
 
 def test_cyclic_poisson_sampling_respects_groups_and_the_accounted_rate():
   n, batch, bands, steps = 2000, 100, 4, 400
-  sampler = privatizers.BandMFPrivatizer.accounted_selection(
+  sampler = bandmf.BandMFPrivatizer.accounted_selection(
       bs.PoissonSampling(n, batch, seed=123), bands)
   assert isinstance(sampler, bs.CyclicPoissonSampling) and sampler.seed == 123
   assert sampler.sampling_rate == bands * batch / n
@@ -237,6 +238,6 @@ def test_pld_is_accepted_for_bandmf_and_the_plan_reports_the_strategy(tmp_path):
 
 def test_strategy_is_cached(tmp_path, monkeypatch):
   first = plan_lib.strategy(16, 2, str(tmp_path))
-  monkeypatch.setattr(privatizers, 'optimize_strategy',
+  monkeypatch.setattr(bandmf, 'optimize_strategy',
                       lambda *a, **k: pytest.fail('not cached'))
   np.testing.assert_array_equal(plan_lib.strategy(16, 2, str(tmp_path)), first)
