@@ -17,6 +17,7 @@ PACKAGE = 'image_classification'
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS = (
     ('image_classification.privacy', 'image_classification.run_files',
+     'image_classification.registry',
      'image_classification'),
     ('image_classification.data', 'image_classification.models',
      'image_classification.optimizers'),

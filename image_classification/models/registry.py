@@ -16,24 +16,18 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from image_classification import registry as registry_lib
+
 ModelFactory = Callable[..., nn.Module]
 
-_REGISTRY: dict[str, ModelFactory] = {}
+_REGISTRY = registry_lib.Registry('model')
 
 # config.training.compute_dtype -> the models' ``dtype``.
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-  """Decorator that registers ``factory`` under ``name``."""
-
-  def decorator(factory: ModelFactory) -> ModelFactory:
-    if name in _REGISTRY:
-      raise ValueError(f'model {name!r} is registered twice')
-    _REGISTRY[name] = factory
-    return factory
-
-  return decorator
+# Decorator that registers a model factory under a name.
+register = _REGISTRY.register
 
 
 def available() -> list[str]:

@@ -52,6 +52,8 @@ import math
 import dp_accounting
 import numpy as np
 
+from image_classification import registry
+
 ADD_OR_REMOVE_ONE = 'add_or_remove_one'
 REPLACE_ONE = 'replace_one'
 
@@ -85,6 +87,11 @@ def _poisson_event(rate: float, noise_multiplier: float, steps: int):
           rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
 
 
+# The config's choices of privacy.sampling (cyclic Poisson comes with BandMF). A new
+# batch selection: a class in its own module, decorated @SAMPLERS.register('name').
+SAMPLERS = registry.Registry('batch selection')
+
+
 @dataclasses.dataclass(frozen=True)
 class _Subsampling:
   """N examples, an expected (public) batch size B and the secret seed of the draws."""
@@ -99,6 +106,7 @@ class _Subsampling:
     return self.expected_batch_size / self.dataset_size
 
 
+@SAMPLERS.register('poisson')
 @dataclasses.dataclass(frozen=True)
 class PoissonSampling(_Subsampling):
   """Each example joins each step's batch independently with probability B / N."""
@@ -124,6 +132,7 @@ class PoissonSampling(_Subsampling):
             'add/remove-one adjacency')
 
 
+@SAMPLERS.register('fixed')
 @dataclasses.dataclass(frozen=True)
 class FixedSizeSampling(_Subsampling):
   """Exactly B distinct examples, uniformly without replacement, fresh every step."""
@@ -191,10 +200,6 @@ class CyclicPoissonSampling(_Subsampling):
     return (f'each example belongs to one of b = {self.num_bands} groups (drawn '
             f'independently per example) and can be sampled only at steps t with '
             f't mod b = its group, with rate q = b*B/N = {self.sampling_rate:.6g}')
-
-
-# The config's choices of privacy.sampling (cyclic Poisson comes with BandMF).
-SAMPLERS = {'poisson': PoissonSampling, 'fixed': FixedSizeSampling}
 
 
 def pad_chunks(indices: np.ndarray, capacity: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from image_classification.privacy import noise
+from image_classification import registry
 
 PyTree = Any
 
@@ -41,17 +42,8 @@ NORMALISED = 'normalised by the expected batch size'
 
 
 # The config's choices of privacy.mechanism: name -> privatizer class.
-PRIVATIZERS: dict[str, type] = {}
-
-
-def register(name: str):
-  """Class decorator: makes the privatizer ``name`` a choice of privacy.mechanism."""
-  def add(cls):
-    if name in PRIVATIZERS:
-      raise ValueError(f'privatizer {name!r} is registered twice')
-    PRIVATIZERS[name] = cls
-    return cls
-  return add
+PRIVATIZERS = registry.Registry('privatizer')
+register = PRIVATIZERS.register
 
 
 @register('dpsgd')

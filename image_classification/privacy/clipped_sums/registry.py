@@ -15,24 +15,16 @@ moves the sum by at most C, replacing one by at most 2C, whichever implementatio
 Implementations differ in speed and memory only; tests/privacy/clipped_sums/ checks that
 each gives the reference's ('vmap') sum and respects the bound under adversarial inputs.
 """
-import functools
 from typing import Any, Callable
+
+from image_classification import registry
 
 ClippedSumFn = Callable[..., tuple[Any, Any, Any, Any]]
 
-_REGISTRY: dict[str, ClippedSumFn] = {}
+_REGISTRY = registry.Registry('clipped-sum implementation')
 
-
-def _add(name: str, fn: ClippedSumFn) -> ClippedSumFn:
-  if name in _REGISTRY:
-    raise ValueError(f'clipped-sum implementation {name!r} is registered twice')
-  _REGISTRY[name] = fn
-  return fn
-
-
-def register(name: str) -> Callable[[ClippedSumFn], ClippedSumFn]:
-  """Decorator that registers a clipped-sum implementation under ``name``."""
-  return functools.partial(_add, name)
+# Decorator that registers a clipped-sum implementation under a name.
+register = _REGISTRY.register
 
 
 def names() -> tuple[str, ...]:
