@@ -91,9 +91,13 @@ MUTATIONS = {
         'rng.choice(self.dataset_size, self.expected_batch_size, replace=True)',
         [W + '::test_fixed_size_sampling_and_replace_one_accounting']),
     'trainer_half_sigma': (
-        'image_classification/plan.py',
-        'noise_multiplier=self.noise_multiplier, clipping_norm=self.clipping_norm,',
-        'noise_multiplier=0.5 * self.noise_multiplier, clipping_norm=self.clipping_norm,',
+        # The plan stays right (privacy.json reports sigma); the trainer builds the
+        # privatizer it hands the step from a plan with sigma / 2. (StepConfig's
+        # noise_multiplier is not what the step adds once a privatizer is given.)
+        'image_classification/training/loop.py',
+        'privatizer = plan.privatizer()',
+        "privatizer = type(plan)(**{**vars(plan), 'noise_multiplier': "
+        "0.5 * plan.noise_multiplier}).privatizer()",
         [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'trainer_sampler_2b': (
         'image_classification/training/loop.py',
