@@ -198,7 +198,7 @@ class DPStep:
     cfg = self.cfg
     key = noise.step_noise_key(noise_key, state.step)
     noisy, noise_state = self.privatizer.update(summed, state.noise_state, key)
-    # The EXPECTED (public) batch size, never the realised one (noise.privatise).
+    # The EXPECTED (public) batch size, never the realised one.
     grads = jax.tree_util.tree_map(lambda x: x / cfg.expected_batch_size, noisy)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -17,7 +17,6 @@ import math
 import os
 import time
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -66,9 +66,9 @@ def _metrics(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
-    tmp_path):
-  workdir = str(tmp_path / 'run')
+def _stop_once_training(workdir, sig, min_rows):
+  """Starts LONG_RUN, sends ``sig`` once ``min_rows`` metrics rows exist; returns
+  (returncode, stdout, stderr)."""
   metrics_path = os.path.join(workdir, run_files.METRICS)
   proc = subprocess.Popen(_command(workdir, LONG_RUN), cwd=ROOT, env=_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,16 +76,23 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
     deadline = time.time() + 240
     # Training is under way once a few metrics rows exist.
     while proc.poll() is None and not (
-        os.path.exists(metrics_path) and len(_metrics(workdir)) >= 3):
+        os.path.exists(metrics_path) and len(_metrics(workdir)) >= min_rows):
       assert time.time() < deadline, 'training did not start'
       time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
   finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
+  return proc.returncode, stdout, stderr
+
+
+def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
+    tmp_path):
+  workdir = str(tmp_path / 'run')
+  returncode, stdout, stderr = _stop_once_training(workdir, signal.SIGTERM, 3)
+  assert returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
   assert 'stopped by SIGTERM at step' in stderr
   assert 'To resume, run the same command again' in stderr and 'launch.py' in stderr
@@ -125,22 +132,8 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
 
 def test_ctrl_c_stops_with_a_checkpoint_and_status_130(tmp_path):
   workdir = str(tmp_path / 'run')
-  metrics_path = os.path.join(workdir, run_files.METRICS)
-  proc = subprocess.Popen(_command(workdir, LONG_RUN), cwd=ROOT, env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    deadline = time.time() + 240
-    while proc.poll() is None and not (
-        os.path.exists(metrics_path) and len(_metrics(workdir)) >= 2):
-      assert time.time() < deadline, 'training did not start'
-      time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-  assert proc.returncode == 130, stderr[-3000:]
+  returncode, _, stderr = _stop_once_training(workdir, signal.SIGINT, 2)
+  assert returncode == 130, stderr[-3000:]
   assert 'stopped by SIGINT at step' in stderr and 'Traceback' not in stderr
   steps = _checkpoint_steps(workdir)
   assert steps and f'at step {steps[-1]} of 3000' in stderr
