@@ -10,15 +10,15 @@ amplified_bandmf_event.
 
 The number of steps is set to 2400 (41 epochs at batch 1024) rather than derived from
 40 epochs (2344 = 8 x 293 steps), because b must divide the number of steps; 2400 has
-many divisors. b = 8 is a starting point, NOT a measured optimum. jax-privacy's error
-objective (results/bandmf_predict.py, results/bandmf.md) predicts b = 4-8 best between
-epsilon 2 and 4, with at most a few percent less error than DP-SGD at epsilon <= 2; sweep
-it with
-configs/sweeps/mnist_bandmf.py and compare with
+many divisors. b = 8 is a starting point, NOT a measured optimum: jax-privacy's error
+objective (results/bandmf_predict.py) picks b = 2 at epsilon 1 and b = 4-8 at epsilon
+3-4. Compare with
   python launch.py --config=configs/mnist_eps3_bandmf.py \
       --config.privacy.num_bands=1 --workdir=/tmp/mnist_dpsgd_2400
-which is DP-SGD exactly with the same steps and batch. Not yet measured on MNIST (see
-results/bandmf.md). b can be at most N / batch = 58 here.
+which is DP-SGD exactly with the same steps and batch, or sweep b with
+configs/sweeps/mnist_bandmf.py. Measured (results/bandmf.md, three runs each, same
+learning rate for every b): no gain over DP-SGD at epsilon 1 (b = 2) or 3 (b = 4),
+every difference inside the run-to-run spread. b can be at most N / batch = 58 here.
 
   python launch.py --config=configs/mnist_eps3_bandmf.py --workdir=/tmp/mnist_bandmf
 """
