@@ -3,6 +3,9 @@ parameters (power iteration with Hessian-vector products on the first EXAMPLES t
 images), to place the model's stiffest direction on results/bandmf_curvature.py's
 curvature axis (h = this eigenvalue for the mean cross-entropy, before clipping).
 
+Privacy: it reads training images WITHOUT noise, so the number it prints is not covered
+by the run's epsilon. Fine for public MNIST; on sensitive data keep it to yourself.
+
   python results/hessian_top_eigenvalue.py WORKDIR MNIST_IDX_DIR [EXAMPLES=1024]
 """
 import os
