@@ -17,19 +17,16 @@ import json
 import os
 
 import numpy as np
+from scipy import signal
 
 
 def inverse_response(coefs, n):
   """Impulse response of C^-1 for the banded Toeplitz strategy with these coefficients
-  (the noise BandMF adds is C^-1 z)."""
-  c = np.asarray(coefs, np.float64) / np.linalg.norm(coefs)
-  r = np.zeros(n)
-  for t in range(n):
-    acc = (1.0 if t == 0 else 0.0)
-    for k in range(1, min(len(c), t + 1)):
-      acc -= c[k] * r[t - k]
-    r[t] = acc / c[0]
-  return r
+  (the noise BandMF adds is C^-1 z): the all-pole filter 1 / C(z)."""
+  impulse = np.zeros(n)
+  impulse[0] = 1.0
+  return signal.lfilter([1.0], np.asarray(coefs, np.float64) / np.linalg.norm(coefs),
+                        impulse)
 
 
 def parameter_response(h, n, lr, beta, batch):
