@@ -44,16 +44,16 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
       f"- Mechanism: {p['mechanism']}.", *bandmf,
       f"- Sampler: {p['sampling']} (sampling rate q = {p['sampling_rate']:.6g}, expected "
       f"batch size {p['expected_batch_size']}, dataset size N = {p['dataset_size']}).",
-      '- N (the size of the training split) and the sampling rate q = B/N are treated '
-      'as public, the usual convention under add/remove-one adjacency: the guarantee '
-      'hides whether any one example is in the data, not how many examples there are '
-      '(N is printed on the console and in plan.json).',
-      _coverage(p),
       f"- Neighbouring relation: {p['neighboring_relation'].replace('_', '-')} "
       + ('(datasets differ by adding or removing one example; the clipped sum moves by '
          'at most C).' if p['neighboring_relation'] == 'add_or_remove_one' else
          '(datasets differ by replacing one example; the clipped sum moves by at most 2C, '
          'so the accountant is given sigma/2).'),
+      '- N (the size of the training split) and the sampling rate q = B/N are treated '
+      'as public, the usual convention under add/remove-one adjacency: the guarantee '
+      'hides whether any one example is in the data, not how many examples there are '
+      '(N is printed on the console and in plan.json).',
+      _coverage(p),
       f"- Noise multiplier sigma = {p['noise_multiplier']:.6g}; clipping norm C = "
       f"{p['clipping_norm']:.6g}; noise std per coordinate sigma*C = "
       f"{p['noise_multiplier'] * p['clipping_norm']:.6g}"
