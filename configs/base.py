@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   # spec (the catalog for named datasets, the class folders of an image_folder); an npz
   # must set it (its labels are 0..num_classes-1). Never inferred from the labels.
   config.data.num_classes = 0
-  # Hold out this fraction of the training split (stratified, fixed seed) as a
+  # Hold out about this fraction of the training split (per record, by a keyed hash) as a
   # validation split for model selection; the accountant's N is what is left.
   config.data.validation_fraction = 0.0
   # Batches read (and put on the devices) in the background, this many steps ahead of
@@ -76,8 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   # config can then regenerate the noise and the batches, and the guarantee does not
   # hold once the config is published. Every report of such a run says so first.
   config.privacy.insecure_seeded_noise = False
-  # Fine-tuning from an earlier DP run of this platform on the SAME data composes the two
-  # runs; such a model.pretrained_path is refused unless this is True, and then
+  # Fine-tuning from parameters that descend (through any chain of fine-tuning runs of
+  # this platform) from a DP run on the SAME data composes this run with every such
+  # ancestor; such a model.pretrained_path is refused unless this is True, and then
   # privacy.json/.md report the total (basic composition: epsilons and deltas add).
   config.privacy.compose_with_pretrained_run = False
   # delta >= 1/N permits releasing a few examples outright and is refused; True runs it

@@ -3,9 +3,9 @@ mislabelled canaries, then an epsilon LOWER bound (Steinke, Nasr & Jagielski 202
 
   python launch.py --config=configs/quickstart_audit.py --workdir=/tmp/audit_dp
 
-500 of the 1437 training digits become canaries: each is taken out of the training
+500 of the 1438 training digits become canaries: each is taken out of the training
 set, given a fixed random wrong label, and put back with probability 1/2, so the run
-trains on N ~ 937 + 250 examples (the accountant counts them). WORKDIR/audit.json holds
+trains on N ~ 938 + 250 examples (the accountant counts them). WORKDIR/audit.json holds
 the bound. At epsilon 4 it comes out near 0: on this scale the audit has little power
 against a private run, and the bound must never exceed the accountant's epsilon; a
 bound above it would be evidence of a privacy bug. configs/quickstart_audit_nonprivate.py

@@ -24,6 +24,7 @@ from image_classification.privacy import bandmf
 from image_classification.privacy import batch_selection as selection_lib
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
+from image_classification.reporting import round_up
 
 # Figures the trainer logs that are computed from private data WITHOUT noise: they are
 # not covered by the (epsilon, delta) guarantee and must not be published as such.
@@ -201,9 +202,10 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
   eps = accounting.Ledger(selection, sigma, p.delta, p.accountant).epsilon(steps)
   if eps > p.target_epsilon * (1 + 1e-9):
     raise PlanError(
-        f'config.privacy.noise_multiplier={sigma} spends epsilon={eps:.4g} in {steps} '
-        f'steps, more than config.privacy.target_epsilon={p.target_epsilon}; unset '
-        'noise_multiplier to calibrate it, raise it, or train fewer steps')
+        f'config.privacy.noise_multiplier={sigma} spends '
+        f'epsilon={round_up.round_up(eps)} in {steps} steps, more than '
+        f'config.privacy.target_epsilon={p.target_epsilon}; unset noise_multiplier '
+        'to calibrate it, raise it, or train fewer steps')
   return PrivacyPlan(noise_multiplier=sigma, epsilon=eps,
                      target_epsilon=float(p.target_epsilon), **common)
 

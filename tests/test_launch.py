@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from image_classification.data import digits
 from tests.reporting import fake_runs
 from tests.training import wiring_helpers
 
@@ -50,23 +51,25 @@ def test_quickstart_few_steps_leaves_every_run_file(tmp_path):
     assert key in privacy, key
   assert privacy['sampling'] == 'poisson' and privacy['accountant'] == 'rdp'
   assert privacy['neighboring_relation'] == 'add_or_remove_one'
-  assert privacy['dataset_size'] == 1437 and privacy['expected_batch_size'] == 128
+  splits = digits.load()
+  n, n_test = splits.train.num_examples, splits.test.num_examples
+  assert privacy['dataset_size'] == n and privacy['expected_batch_size'] == 128
   summary = _read(workdir, 'summary.json')
   # Epsilon of the 6 steps taken with the sigma the run reports, recomputed with
   # dp-accounting (a plan-level "epsilon <= target" could never fail: the plan
   # refuses such runs before training).
   eps = wiring_helpers.reference_epsilon(
-      sigma=privacy['noise_multiplier'], n=1437, b=128, steps=summary['steps'],
+      sigma=privacy['noise_multiplier'], n=n, b=128, steps=summary['steps'],
       delta=1e-5)
   assert privacy['epsilon'] == pytest.approx(eps, rel=1e-6)
   assert summary['epsilon'] == pytest.approx(eps, rel=1e-6)
   for row in rows:
     assert row['epsilon'] == pytest.approx(wiring_helpers.reference_epsilon(
-        sigma=privacy['noise_multiplier'], n=1437, b=128, steps=row['step'],
+        sigma=privacy['noise_multiplier'], n=n, b=128, steps=row['step'],
         delta=1e-5), rel=1e-6)
-  # The accuracy counts the 360 held-out digits and is the one logged at step 6.
-  assert summary['test_accuracy'] * 360 == pytest.approx(
-      round(summary['test_accuracy'] * 360), abs=1e-9)
+  # The accuracy counts the held-out digits and is the one logged at step 6.
+  assert summary['test_accuracy'] * n_test == pytest.approx(
+      round(summary['test_accuracy'] * n_test), abs=1e-9)
   assert rows[-1]['test_accuracy'] == summary['test_accuracy']
   assert summary['steps'] == 6 and summary['delta'] == 1e-5
   assert summary['noise_multiplier'] == pytest.approx(privacy['noise_multiplier'])
@@ -87,9 +90,11 @@ def test_dry_run_writes_plan_and_trains_nothing(tmp_path):
   # Calibrated to the target: the budget is used, and it is the epsilon of the plan.
   assert plan['epsilon'] == pytest.approx(4.0, rel=2e-3)
   assert plan['epsilon'] == pytest.approx(wiring_helpers.reference_epsilon(
-      sigma=plan['noise_multiplier'], n=1437, b=512, steps=plan['steps'], delta=1e-5),
+      sigma=plan['noise_multiplier'], n=plan['dataset_size'], b=512, steps=plan['steps'],
+      delta=1e-5),
       rel=1e-6)
   assert plan['num_params'] > 0
+  assert plan['dataset_size'] == digits.load().train.num_examples
   assert sorted(os.listdir(workdir)) == ['plan.json']
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from configs import quickstart
 from image_classification import run_files
+from image_classification.data import digits
 from image_classification.training import loop
 from tests import test_configs
 
@@ -104,7 +105,8 @@ def test_dry_run_states_the_image_shape_and_classes(tmp_path, capsys):
   config = quickstart.get_config()
   config.data.image_size = 0
   out = loop.train(config, str(tmp_path), dry_run=True)
-  assert 'on digits (N=1437, images 8x8x1, 10 classes)' in capsys.readouterr().out
+  n = digits.load().train.num_examples
+  assert f'on digits (N={n}, images 8x8x1, 10 classes)' in capsys.readouterr().out
   plan = run_files.read_json(str(tmp_path), run_files.PLAN)
   assert plan == json.loads(json.dumps(run_files.json_safe(out)))
   assert plan['image_shape'] == [8, 8, 1] and plan['num_classes'] == 10

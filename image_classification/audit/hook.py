@@ -52,6 +52,7 @@ from image_classification.audit import scoring
 from image_classification.audit import statistics
 from image_classification.data import base
 from image_classification.privacy import batch_selection
+from image_classification.reporting import round_up
 from image_classification import run_files
 from image_classification.training import loop
 
@@ -185,15 +186,17 @@ class AuditHook:
   def _print(self, out: dict[str, Any], plan, path: str) -> None:
     """The console line, and a warning when the bound exceeds the accountant."""
     bound, epsilon = out['epsilon_lower_bound'], out['epsilon']
-    eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{epsilon:.3f}'
+    eps_text = ('inf (NON-PRIVATE)' if plan.non_private
+                else round_up.round_up(epsilon, decimals=3))  # up: a claim
     print(f'audit: epsilon lower bound {bound:.3f} at {100 * self.confidence:g}% '
           f'confidence from {out["num_canaries"]} canaries ({out["num_included"]} '
           f'included; {out["num_correct"]}/{out["num_guesses"]} guesses correct) '
-          f'vs accountant epsilon {eps_text} at delta={plan.delta:g}; wrote '
-          f'{path}', flush=True)
+          f'vs accountant epsilon {eps_text} at '
+          f'delta={round_up.round_up(plan.delta, 3)}; wrote {path}', flush=True)
     if out['bound_exceeds_accountant']:
       print(f'WARNING: the audit lower bound {bound:.3f} EXCEEDS the accountant\'s '
-            f'epsilon {epsilon:.3f}: evidence of a privacy bug (false with '
+            f'epsilon {round_up.round_up(epsilon, decimals=3)}: evidence of a privacy '
+            'bug (false with '
             f'probability < {1 - self.confidence:g} if the run is DP)', flush=True)
     if not out['comparable_with_accountant']:
       print(f"note: the accountant's adjacency is {plan.neighboring_relation} "

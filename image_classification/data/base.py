@@ -39,9 +39,15 @@ class ImageSource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ArraySource:
-  """An ImageSource over arrays held in host memory."""
+  """An ImageSource over arrays held in host memory.
+
+  ``record_ids``: optional stable identifiers of the records (bytes, one per row;
+  an image folder's relative file paths), from which a held-out split is decided per
+  record (data/record_split.py); None: the records' content identifies them.
+  """
   images: np.ndarray
   labels: np.ndarray
+  record_ids: np.ndarray | None = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
     if self.images.ndim != 4:
@@ -50,6 +56,15 @@ class ArraySource:
     if self.labels.shape != (self.images.shape[0],):
       raise DataError(
           f'{self.images.shape[0]} images but labels of shape {self.labels.shape}')
+    if self.record_ids is not None and len(self.record_ids) != self.images.shape[0]:
+      raise DataError(
+          f'{self.images.shape[0]} images but {len(self.record_ids)} record ids')
+
+  def take(self, indices: np.ndarray) -> 'ArraySource':
+    """The records ``indices`` (a copy in host memory), with their ids."""
+    indices = np.asarray(indices)
+    return ArraySource(self.images[indices], self.labels[indices],
+                       None if self.record_ids is None else self.record_ids[indices])
 
   @property
   def num_examples(self) -> int:

@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 
 from image_classification.data import base
-from image_classification.data import stratified
+from image_classification.data import record_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,9 +348,12 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
   """Reads ``path/train/<class>/*`` (and ``path/test/<class>/*`` if present).
 
   Classes are the sub-folders of ``train/``, sorted by name. Without a ``test/``
-  folder, a fixed stratified 80/20 split (seed 0) of ``train/`` is used. Images are
-  resized to ``image_size`` x ``image_size`` when ``image_size > 0``; otherwise they
-  must all share one size.
+  folder, about 20% of ``train/`` (record_split.TEST_FRACTION) is held out for
+  evaluation, each image by a keyed hash of its path relative to ``path``: adding or
+  removing one image moves no other between the splits (data/record_split.py).
+  Images are resized to ``image_size`` x ``image_size`` when ``image_size > 0``;
+  otherwise they must all share one size. Every training record carries its relative
+  path as its id, from which a validation split is decided the same way.
   """
   train_dir = os.path.join(path or '', 'train')
   if not path or not os.path.isdir(train_dir):
@@ -390,25 +393,52 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
           f'needs a train/ folder. Expected {_folder_layout_text()}')
     test_files, test_labels = collect(test_dir, require_images=False)
     images = _read_images(train_files + test_files, image_size)
-    train_images, test_images = images[:len(train_files)], images[len(train_files):]
+    train = base.ArraySource(images[:len(train_files)], train_labels,
+                             record_split.path_ids(train_files, path))
+    test = base.ArraySource(images[len(train_files):], test_labels,
+                            record_split.path_ids(test_files, path))
+    note = ''
   else:
+    ids = record_split.path_ids(train_files, path)
+    train_idx, test_idx = record_split.split(ids, record_split.TEST_FRACTION,
+                                             record_split.TEST_KEY)
+    _check_held_out_split(train_dir, class_names, train_labels, train_idx, test_idx)
     images = _read_images(train_files, image_size)
-    train_idx, test_idx = stratified.split(
-        train_labels, stratified.TEST_FRACTION, stratified.TEST_SEED)
-    train_images, test_images = images[train_idx], images[test_idx]
-    test_labels = train_labels[test_idx]
-    train_labels = train_labels[train_idx]
-  note = '' if os.path.isdir(test_dir) else (
-      f'The evaluation split is a fixed stratified {stratified.TEST_FRACTION:.0%} of '
-      f'the private folder {train_dir} (there is no test/ folder): it is private '
-      'data, held out from training, and the accuracy measured on it is released '
-      'WITHOUT noise (it is not covered by the guarantee). Add a test/ folder of data '
-      'you may publish results on to avoid this.')
-  return LocalData(
-      train=base.ArraySource(train_images, train_labels),
-      test=base.ArraySource(test_images, test_labels),
-      num_classes=len(class_names), class_names=class_names,
-      private_evaluation_note=note)
+    everything = base.ArraySource(images, train_labels, ids)
+    train, test = everything.take(train_idx), everything.take(test_idx)
+    note = (
+        f'The evaluation split is about {record_split.TEST_FRACTION:.0%} of the private '
+        f'folder {train_dir} (there is no test/ folder), each image chosen by a hash of '
+        'its path: it is private data, held out from training, and the accuracy '
+        'measured on it is released WITHOUT noise (it is not covered by the '
+        'guarantee). Add a test/ folder of data you may publish results on to avoid '
+        'this.')
+  return LocalData(train=train, test=test, num_classes=len(class_names),
+                   class_names=class_names, private_evaluation_note=note)
+
+
+def _check_held_out_split(train_dir: str, class_names: tuple[str, ...],
+                          labels: np.ndarray, train_idx: np.ndarray,
+                          test_idx: np.ndarray) -> None:
+  """Refuses an evaluation split carved out of train/ that is empty, or that took
+  every image of a class (the model could never learn it)."""
+  why = ('(each image\'s side is decided by a hash of its path alone, so that adding '
+         'or removing one image moves no other and the guarantee covers the folder '
+         'you supplied)')
+  if not len(test_idx) or not len(train_idx):
+    raise base.DataError(
+        f'{train_dir!r}: holding out about {record_split.TEST_FRACTION:.0%} of its '
+        f'{len(labels)} images for evaluation (there is no test/ folder) leaves '
+        f'{len(train_idx)} for training and {len(test_idx)} for evaluation {why}. Add '
+        'images, or a test/ folder')
+  lost = np.setdiff1d(np.unique(labels), np.unique(labels[train_idx]))
+  if lost.size:
+    names = ', '.join(f'{class_names[i]!r} ({np.sum(labels == i)} image(s))'
+                      for i in lost)
+    raise base.DataError(
+        f'{train_dir!r}: the evaluation split held out of it (there is no test/ '
+        f'folder) took every image of class {names}, leaving the class no training '
+        f'example {why}. Add images of that class, or a test/ folder')
 
 
 # --------------------------------------------------------------------------- npz

@@ -23,6 +23,7 @@ from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
 from image_classification.data import local_files
+from image_classification.data import record_split
 from image_classification.data import tfds_source
 
 # DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
@@ -146,6 +147,10 @@ class _Head:
   def image_shape(self) -> tuple[int, int, int]:
     return self.source.image_shape
 
+  def record_ids(self, count: int | None = None):
+    """The ids of the first ``count`` records (data/record_split.py)."""
+    return record_split.source_ids(self.source, min(count or self.limit, self.limit))
+
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices)
     if indices.size and (indices.min() < 0 or indices.max() >= self.limit):
@@ -160,8 +165,7 @@ def _truncate(splits: base.DatasetSplits, data_config) -> base.DatasetSplits:
     if not limit or limit >= source.num_examples:
       return source
     if isinstance(source, base.ArraySource):
-      images, labels = source.get(np.arange(limit))  # A copy: frees the rest.
-      return base.ArraySource(images, labels)
+      return source.take(np.arange(limit))  # A copy: frees the rest.
     return _Head(source, limit)
 
   return dataclasses.replace(

@@ -21,6 +21,7 @@ import numpy as np
 
 from image_classification.data import base
 from image_classification.data import datasets
+from image_classification.data import record_split
 
 # Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
 # (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
@@ -225,6 +226,32 @@ class CroppingSource:
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return (self._image_size, self._image_size, self._channels)
+
+  def record_ids(self, count: int | None = None) -> list[bytes]:
+    """Stable identifiers of the first ``count`` records, from which a validation
+    split is decided per record (data/record_split.py).
+
+    A record's ``file_name`` feature where the dataset has one (ImageNet's
+    'n01440764_10026.JPEG', unique within a split and the same in every preparation
+    of the dataset), else the content hash of its decoded image and label. Never the
+    crop that ``get`` returns: a random crop depends on the index, and the index on
+    the other records. Cost: tfds's data source (without TensorFlow) decodes each
+    image it reads, so this is one decoding pass over the split, once per run, and
+    only with config.data.validation_fraction > 0.
+    """
+    n = self.num_examples if count is None else min(count, self.num_examples)
+    ids = []
+    for start in range(0, n, READ_CHUNK):
+      indices = list(range(start, min(n, start + READ_CHUNK)))
+      for record in read_records(self._records, indices):
+        name = record.get('file_name')
+        if name is not None and len(name):
+          ids.append(b'file_name:' + (name if isinstance(name, bytes)
+                                      else str(name).encode()))
+        else:
+          ids.append(record_split.content_id(np.asarray(record['image']),
+                                             record['label']))
+    return ids
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]

@@ -1,10 +1,13 @@
 """A validation split held out of the training data, for model selection.
 
-``hold_out(splits, fraction)`` removes a stratified ``fraction`` of the training split
-(at least one example of every class that has two or more) with a fixed seed, so the
-split is the same for every ``config.seed`` and every resume. The training split that
-is left is the one DP-SGD samples from, so the privacy plan's N is its size: the
-held-out examples are never trained on.
+``hold_out(splits, fraction)`` removes about ``fraction`` of the training split, each
+record by a keyed hash of its stable identifier (data/record_split.py: an image
+file's relative path, a record's content hash, a tfds record's file name), with a
+fixed public key: the split is the same for every ``config.seed`` and every resume,
+and adding or removing one record moves no other record between the sides. The
+training split that is left is the one DP-SGD samples from, so the privacy plan's N
+is its size: the held-out examples are never trained on. Class balance is
+approximate (binomial per class).
 
 What this is and is not, for privacy: the validation examples are private data too.
 Their accuracy is computed WITHOUT noise, so choosing hyperparameters or a checkpoint
@@ -17,9 +20,7 @@ import dataclasses
 import numpy as np
 
 from image_classification.data import base
-from image_classification.data import stratified
-
-SEED = 0x7A1D  # fixed: the held-out examples do not change with config.seed
+from image_classification.data import record_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,31 +37,25 @@ class Subset:
   def image_shape(self) -> tuple[int, int, int]:
     return self.source.image_shape
 
+  def record_ids(self, count: int | None = None):
+    """The source's ids of the first ``count`` records (data/record_split.py)."""
+    ids = record_split.source_ids(self.source)
+    return [ids[i] for i in self.indices[:count]]
+
   def get(self, indices: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     # kwargs (e.g. the step of a source with random host-side reads) pass through.
     return self.source.get(self.indices[np.asarray(indices)], **kwargs)
 
 
-def _labels(source: base.ImageSource, chunk: int = 4096) -> np.ndarray:
-  labels = getattr(source, 'labels', None)
-  if labels is not None and len(labels) == source.num_examples:
-    return np.asarray(labels)
-  # No label array: read the labels through get(), a chunk at a time.
-  return np.concatenate([source.get(np.arange(s, min(s + chunk, source.num_examples)))[1]
-                         for s in range(0, source.num_examples, chunk)])
-
-
-def split_indices(labels: np.ndarray, fraction: float, seed: int = SEED
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """(train indices, validation indices), sorted; stratified by label, at least one
-  example of every class of two or more held out."""
-  return stratified.split(labels, fraction, seed, keep_one_each=True)
+def split_indices(ids, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """(train indices, validation indices), sorted, of records with identifiers ``ids``
+  (record_split.source_ids): each record's side is decided by its id alone."""
+  return record_split.split(ids, fraction, record_split.VALIDATION_KEY)
 
 
 def _take(source, indices):
   if isinstance(source, base.ArraySource):
-    images, labels = source.get(indices)  # a copy in host memory
-    return base.ArraySource(images, labels)
+    return source.take(indices)  # a copy in host memory
   return Subset(source, indices)
 
 
@@ -73,13 +68,13 @@ def hold_out(splits: base.DatasetSplits, fraction: float
     raise base.DataError(f'config.data.validation_fraction={fraction!r}: must be in '
                          '[0, 1) (0: no validation split)')
   if getattr(splits.train, 'holds_no_images', False):
-    # A dry run's stand-in knows only its size: hold out round(fraction * n) (the real
-    # stratified count differs by at most one per class).
+    # A dry run's stand-in knows only its size: hold out round(fraction * n) (the
+    # real, per-record count is binomial around it).
     n = splits.train.num_examples
     held = int(round(fraction * n))
     return (dataclasses.replace(splits, train=dataclasses.replace(
         splits.train, size=n - held)), dataclasses.replace(splits.train, size=held))
-  train_idx, held_idx = split_indices(_labels(splits.train), fraction)
+  train_idx, held_idx = split_indices(record_split.source_ids(splits.train), fraction)
   if not len(held_idx) or not len(train_idx):
     raise base.DataError(
         f'config.data.validation_fraction={fraction!r} leaves '

@@ -23,6 +23,8 @@ import time
 from absl import logging as absl_logging
 import numpy as np
 
+from image_classification.reporting import round_up
+
 _HIDDEN = (
     ('failed to converge', 'Excluding this order'),  # dp-accounting, RDP orders
     ("Unable to initialize backend 'tpu'",),           # jax on machines without TPU
@@ -189,7 +191,8 @@ class Progress:
     eta = self._eta(step)
     loss = self._loss if loss is None else loss
     ips = self._images_per_sec(step) if images_per_sec is None else images_per_sec
-    return (f'eps {self._epsilon:.3f} | train loss {_number(loss, ".4f")} (no noise) | '
+    return (f'eps {round_up.round_up(self._epsilon, decimals=3)} | '
+            f'train loss {_number(loss, ".4f")} (no noise) | '
             f'{_number(ips, ",.0f")} img/s | ETA {_duration(eta) if eta == eta else "?"}')
 
   # ------------------------------------------------------------------ lines
@@ -198,7 +201,8 @@ class Progress:
            validation_accuracy: float | None = None) -> str:
     eta = self._eta(step)
     width = len(str(self.total))
-    text = (f'step {step:>{width}}/{self.total} | eps {epsilon:.3f} | '
+    text = (f'step {step:>{width}}/{self.total} | '
+            f'eps {round_up.round_up(epsilon, decimals=3)} | '
             f'train loss {loss:.4f} (no noise) | {images_per_sec:,.0f} img/s | '
             f'ETA {_duration(eta) if eta == eta else "?"}')
     if validation_accuracy is not None:

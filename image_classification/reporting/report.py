@@ -18,6 +18,7 @@ from absl import logging
 
 from image_classification import run_files
 from image_classification.reporting import plots
+from image_classification.reporting import round_up
 
 PRIVACY_NOTE = (
     'Each epsilon is the (epsilon, delta)-DP guarantee of one run on its own, as '
@@ -58,12 +59,20 @@ def format_accuracy(value: Any) -> str:
 
 
 def format_epsilon(value: Any, non_private: bool = False) -> str:
+  """Rounded UP (reporting/round_up.py): 3 significant digits below 0.1, else 2
+  decimals."""
   if non_private:
     return 'inf (non-private)'
   v = _number(value)
   if v is None:
     return ''
-  return f'{v:.3g}' if v < 0.1 else f'{v:.2f}'
+  return round_up.round_up(v, 3) if v < 0.1 else round_up.round_up(v, decimals=2)
+
+
+def format_delta(value: Any) -> str:
+  """Rounded UP to 2 significant digits (reporting/round_up.py)."""
+  v = _number(value)
+  return '' if v is None else round_up.round_up(v, 2)
 
 
 def format_float(value: Any, digits: int = 3) -> str:
@@ -282,7 +291,7 @@ def _table_row(row: dict[str, Any]) -> list[str]:
       row['dataset'] or '',
       format_accuracy(row['test_accuracy']),
       format_epsilon(row['epsilon'], non_private),
-      '' if non_private else format_float(row['delta'], 2),
+      '' if non_private else format_delta(row['delta']),
       format_int(row['steps']),
       '0 (non-private)' if non_private else format_float(
           row['noise_multiplier'], 4),

@@ -121,7 +121,7 @@ def _markdown(rows: list[dict[str, Any]], fields: list[str]) -> str:
          for f in fields] +
         [report.format_accuracy(row['test_accuracy']),
          report.format_epsilon(row['epsilon'], non_private),
-         '' if non_private else report.format_float(row['delta'], 2),
+         '' if non_private else report.format_delta(row['delta']),
          report.format_int(row['steps']),
          report.format_duration(row['wall_time_sec']),
          row['status']])

@@ -7,7 +7,8 @@ A run leaves, beside its orbax checkpoints, a plain export of what it trained:
                                  and the class names; written when training starts
   WORKDIR/export/params.msgpack  the final parameters (EMA where used, frozen layers
                                  merged in), flax.serialization.msgpack_serialize
-  WORKDIR/export/params.json     their step, epsilon and delta
+  WORKDIR/export/params.json     their step, epsilon and delta (and the total with
+                                 the earlier runs they compose with, if any)
 
 Loading them in Python::
 
@@ -90,8 +91,13 @@ def _to_host(tree):
 
 
 def export_params(workdir: str, params, *, step: int, epsilon: float,
-                  delta: float) -> str | None:
-  """Writes export/params.msgpack (atomically) and params.json; process 0 only."""
+                  delta: float, total_epsilon_with_pretrained: float | None = None,
+                  total_delta_with_pretrained: float | None = None) -> str | None:
+  """Writes export/params.msgpack (atomically) and params.json; process 0 only.
+
+  params.json: step, the run's own epsilon and delta, and, when the run composes
+  with earlier runs on the same data (training/pretrained.py), the total.
+  """
   host = _to_host(params)
   if jax.process_index() != 0:
     return None
@@ -102,8 +108,11 @@ def export_params(workdir: str, params, *, step: int, epsilon: float,
   with open(tmp, 'wb') as f:
     f.write(flax.serialization.msgpack_serialize(host))
   os.replace(tmp, path)
-  run_files.write_json(folder, run_files.PARAMS_INFO,
-                       {'step': int(step), 'epsilon': epsilon, 'delta': delta})
+  info = {'step': int(step), 'epsilon': epsilon, 'delta': delta}
+  if total_epsilon_with_pretrained is not None:
+    info.update(total_epsilon_with_pretrained=total_epsilon_with_pretrained,
+                total_delta_with_pretrained=total_delta_with_pretrained)
+  run_files.write_json(folder, run_files.PARAMS_INFO, info)
   return path
 
 
@@ -301,6 +310,8 @@ def evaluate_workdir(workdir: str, config) -> dict:
     info = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
                                run_files.PARAMS_INFO)
     result.update(epsilon=info.get('epsilon'), delta=info.get('delta'))
+    result.update({k: info[k] for k in ('total_epsilon_with_pretrained',
+                                        'total_delta_with_pretrained') if k in info})
   except (OSError, ValueError):
     pass
   run_files.write_json(workdir, run_files.EVALUATION, result)

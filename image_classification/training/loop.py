@@ -35,6 +35,7 @@ from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
 from image_classification.reporting import privacy_report
 from image_classification.reporting import progress as progress_lib
+from image_classification.reporting import round_up
 from image_classification import run_files
 from image_classification.reporting import wandb_logger
 from image_classification.training import checkpoint_store
@@ -121,22 +122,28 @@ class Experiment:
     if self.data.private_evaluation_note:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
+    # Every ancestor of the pre-trained parameters, composed or assumed disjoint
+    # (training/pretrained.py); a descendant of this run reads it from here.
+    d['lineage'] = (self.pretrained or {}).get('lineage', [])
     if self.pretrained is not None:
-      d['pretrained'] = self.pretrained
+      d['pretrained'] = {k: v for k, v in self.pretrained.items() if k != 'lineage'}
     if self.validation is not None:  # held out of N, evaluated without noise
       d['validation_size'] = self.validation.num_examples
       d['computed_without_noise'] = d['computed_without_noise'] + ['validation_accuracy']
     return d
 
+  def composed_total(self, epsilon: float) -> dict:
+    """{total_epsilon_with_pretrained, total_delta_with_pretrained}: this run and
+    every ancestor on the same data, by basic composition; {} when none composes."""
+    total = pretrained.composed_total((self.pretrained or {}).get('lineage', []),
+                                      epsilon, self.plan.delta)
+    return {} if total is None else {'total_epsilon_with_pretrained': total[0],
+                                     'total_delta_with_pretrained': total[1]}
+
   def privacy_json(self, steps_taken: int, epsilon: float) -> dict:
-    """privacy.json after ``steps_taken`` steps; with a composed earlier run, the total."""
-    d = {**self.plan_json(), 'steps_taken': steps_taken, 'epsilon': epsilon}
-    earlier = self.pretrained or {}
-    if earlier.get('earlier_run') and plan_lib.composes_with_pretrained_run(self.config) \
-        and earlier.get('earlier_epsilon') is not None:
-      d['total_epsilon_with_pretrained'] = earlier['earlier_epsilon'] + epsilon
-      d['total_delta_with_pretrained'] = earlier['earlier_delta'] + self.plan.delta
-    return d
+    """privacy.json after ``steps_taken`` steps; with composed ancestors, the total."""
+    return {**self.plan_json(), 'steps_taken': steps_taken, 'epsilon': epsilon,
+            **self.composed_total(epsilon)}
 
 
 def check(config: ml_collections.ConfigDict, dataset=None, audit=None) -> Experiment:
@@ -180,7 +187,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     done = resume.completed_summary(workdir)
     if done is not None:
       print(f'{workdir} already holds a complete run (test accuracy '
-            f'{done.get("test_accuracy")} at epsilon={done.get("epsilon")} after '
+            f'{done.get("test_accuracy")} at epsilon='
+            f'{round_up.round_up(done.get("epsilon"), decimals=3)} after '
             f'{done.get("steps")} steps): nothing to do. Use another --workdir to train '
             'again.', flush=True)
       return done
@@ -196,7 +204,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
           f'{"x".join(map(str, exp.image_shape))}, {exp.data.num_classes} classes); '
           f'{plan.steps} steps, '
           f'q={plan.sampling_rate:.4g}, sigma={plan.noise_multiplier:.4f}, '
-          f'epsilon={plan.epsilon:.4f} at delta={plan.delta:g}; wrote '
+          f'epsilon={round_up.round_up(plan.epsilon, decimals=4)} at '
+          f'delta={round_up.round_up(plan.delta, 3)}; wrote '
           f'{os.path.join(workdir, run_files.PLAN)}', flush=True)
     return out
 
@@ -260,7 +269,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         privatizers.replay(privatizer, state.params, randomness.noise_key(), start_step),
         mesh_lib.replicated(exp.mesh)))
     print(f'resuming from the checkpoint of step {start_step} in '
-          f'{checkpoints.directory} (epsilon spent so far {epsilon_at(start_step):.4f}; '
+          f'{checkpoints.directory} (epsilon spent so far '
+          f'{round_up.round_up(epsilon_at(start_step), decimals=4)}; '
           'the ledger continues from there)', flush=True)
   elif os.path.exists(os.path.join(workdir, run_files.METRICS)):
     print(f'{workdir} holds an earlier attempt that stopped before its first '
@@ -284,7 +294,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         f'of expected batch {plan.expected_batch_size} x augmult {config.data.augmult} | '
         + ('NON-PRIVATE (no noise)' if plan.non_private else
            f'sigma={plan.noise_multiplier:.4f}, C={plan.clipping_norm}, target '
-           f'eps={plan.target_epsilon} at delta={plan.delta:g} ({plan.accountant}, '
+           f'eps={plan.target_epsilon} at delta={round_up.round_up(plan.delta, 3)} '
+           f'({plan.accountant}, '
            f'{plan.sampling})'), flush=True)
 
   # Rows after the restored step are dropped: those steps are redone.
@@ -370,7 +381,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   # parameters, then evaluate and write the run files.
   checkpoints.close()
   inference.export_params(workdir, state.eval_params(use_ema), step=step,
-                          epsilon=epsilon_at(step), delta=plan.delta)
+                          epsilon=epsilon_at(step), delta=plan.delta,
+                          **exp.composed_total(epsilon_at(step)))
   final_accuracies = accuracies(state)
   test_accuracy = final_accuracies['test_accuracy']
   if final_row is None:  # resumed from the final checkpoint: no step ran here
@@ -425,15 +437,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'device': mesh_lib.describe(exp.devices)}
   if exp.validation is not None:
     summary['validation_accuracy'] = final_accuracies['validation_accuracy']
+  total = exp.composed_total(eps)  # beside the run's own epsilon, when composed
+  summary.update(total)
   if writer:
     run_files.write_json(workdir, run_files.SUMMARY, summary)
     secret_file.discard(workdir)  # complete: nothing will resume, nothing needs it
   tracker.log_privacy(privacy)
   tracker.log_summary(summary)
   tracker.close()
-  eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{eps:.3f}'
+  # Printed epsilons and deltas are rounded up (reporting/round_up.py).
+  eps_text = ('inf (NON-PRIVATE)' if plan.non_private
+              else round_up.round_up(eps, decimals=3))
   print(f'done: test accuracy {test_accuracy:.4f} at (epsilon={eps_text}, '
-        f'delta={plan.delta:g}) after {step} steps in {summary["wall_time_sec"]:.0f}s'
+        f'delta={round_up.round_up(plan.delta, 3)}){_total_text(exp, total)} after '
+        f'{step} steps in {summary["wall_time_sec"]:.0f}s'
         + (f' ({clock.num_segments} segments, this one '
            f'{summary["wall_time_sec_last_segment"]:.0f}s)'
            if clock.num_segments > 1 else '')
@@ -441,6 +458,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   return summary
+
+
+def _total_text(exp: Experiment, total: dict) -> str:
+  """The done line's total with the composed ancestors (rounded up), or ''."""
+  if not total:
+    return ''
+  composed = [a for a in exp.pretrained['lineage'] if a.get('composed')]
+  return (f'; total with {len(composed)} earlier run(s) on the same data (basic '
+          'composition): (epsilon='
+          f'{round_up.round_up(total["total_epsilon_with_pretrained"], decimals=3)}, '
+          f'delta={round_up.round_up(total["total_delta_with_pretrained"], 3)})')
 
 
 class _NoMetrics:

@@ -22,9 +22,11 @@ target's even when the counts agree, and De et al. 2022 (jax_privacy's
 ``reset_head=False`` to keep a head of matching shape (resuming on the same labels).
 
 Privacy: parameters trained on public data (or another party's data) cost no budget.
-Parameters from an earlier DP run of this platform on the same private data do:
-``composition`` finds that run's privacy.json and refuses, unless the config accepts
-that the two runs compose and the total is reported.
+Parameters from earlier DP runs of this platform on the same private data do, however
+long the chain of fine-tuning runs that leads here and whatever data the runs between
+trained on: ``composition`` gathers every ancestor from the parent's privacy.json
+(``lineage``), composes this run with each one trained on the same data, and refuses
+unless the config accepts that the runs compose and the total is reported.
 """
 import json
 import os
@@ -308,14 +310,81 @@ def earlier_run_files(path: str) -> tuple[dict, dict] | None:
   return None
 
 
-def _same_data(earlier: dict, data_config) -> bool:
-  data = earlier.get('data', {})
-  if data.get('name') != data_config.name:
+def dataset_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+  """What identifies a run's training data (its config's ``data``): the dataset's
+  name and, for files a user brings (image_folder, npz), whose names say nothing,
+  the real path of the files."""
+  identity = {'name': data.get('name')}
+  if identity['name'] in _NAMED_BY_PATH:
+    identity['path'] = os.path.realpath(data.get('path') or '')
+  return identity
+
+
+_NAMED_BY_PATH = ('image_folder', 'npz')
+
+
+def _same_data(dataset: Mapping[str, Any], data_config) -> bool:
+  """Whether an ancestor with ``dataset`` (dataset_identity) trained on this run's
+  data: the same name, and for image_folder/npz the same real path (unknown, in an
+  old record: assumed the same)."""
+  if dataset.get('name') != data_config.name:
     return False
-  if data_config.name in ('image_folder', 'npz'):  # names say nothing: compare files
-    return os.path.realpath(data.get('path') or '') == \
+  if data_config.name in _NAMED_BY_PATH and dataset.get('path') is not None:
+    return os.path.realpath(dataset['path']) == \
         os.path.realpath(data_config.path or '')
   return True
+
+
+def _ancestor(path: str, config: Mapping, privacy: Mapping) -> dict[str, Any]:
+  """The lineage entry of the run whose run files are (config, privacy)."""
+  return {'path': path, 'platform_run': True,
+          'dataset': dataset_identity(config.get('data', {})),
+          'epsilon': privacy.get('epsilon'), 'delta': privacy.get('delta'),
+          'non_private': bool(privacy.get('non_private'))}
+
+
+def _outside(path: str) -> dict[str, Any]:
+  """The lineage entry of parameters that no run of this platform wrote."""
+  return {'path': path, 'platform_run': False}
+
+
+def _recorded_lineage(config: Mapping, privacy: Mapping) -> list[dict[str, Any]]:
+  """The ancestors a run's privacy.json records (their generations counted from that
+  run). A privacy.json written before lineages were recorded holds only its
+  parent's 'pretrained' record: the chain is then followed on disk from the
+  parent's pretrained_path, or ends with what that record says."""
+  if isinstance(privacy.get('lineage'), list):
+    return [dict(a) for a in privacy['lineage']]
+  parent_path = (config.get('model') or {}).get('pretrained_path')
+  if not parent_path:
+    return []
+  if os.path.exists(parent_path):
+    return lineage(parent_path)
+  old = privacy.get('pretrained') or {}
+  if not old.get('earlier_run'):
+    return [{**_outside(parent_path), 'generation': 1}]
+  return [{'path': parent_path, 'platform_run': True, 'generation': 1,
+           'dataset': {'name': old.get('earlier_dataset')},  # path unknown
+           'epsilon': old.get('earlier_epsilon'), 'delta': old.get('earlier_delta'),
+           'non_private': bool(old.get('earlier_non_private'))}]
+
+
+def lineage(path: str) -> list[dict[str, Any]]:
+  """Every ancestor of the parameters at ``path``, nearest first: the run that wrote
+  them (generation 1), then that run's own recorded ancestors (generation + 1),
+  whatever data each trained on. Entries: path, platform_run (False: parameters from
+  outside this platform, whose history is unknown), and for runs of this platform
+  their dataset identity, own epsilon and delta, and non_private."""
+  found = earlier_run_files(path)
+  if found is None:
+    return [{**_outside(path), 'generation': 1}]
+  config, privacy = found
+  older = _recorded_lineage(config, privacy)
+  for entry in older:
+    entry['generation'] = int(entry.get('generation', 1)) + 1
+    entry.pop('composed', None)  # decided anew against each descendant's data
+    entry.pop('assumption', None)
+  return [{**_ancestor(path, config, privacy), 'generation': 1}] + older
 
 
 def composition(path: str, data_config, compose: bool) -> dict:
@@ -323,38 +392,90 @@ def composition(path: str, data_config, compose: bool) -> dict:
 
   Privacy: parameters trained elsewhere on public data cost nothing. Parameters from
   an earlier DP run of this platform on the SAME private data are a release of that
-  data: fine-tuning again composes the two runs. Refused (PretrainedError) unless
-  ``compose`` (config.privacy.compose_with_pretrained_run) accepts that the total
-  is reported, by basic composition: epsilon = e1 + e2 and delta = d1 + d2.
+  data, and so is every run further up the chain that trained on it, however many
+  runs on other data lie between: their weights reach this run through the chain.
+  Composition is therefore transitive. Every ancestor (``lineage``) is checked
+  against this run's data; those on the same data compose with this run by basic
+  composition (epsilons and deltas add: ``composed_total``), those on other data
+  are assumed disjoint from it. Refused (PretrainedError) when a same-data ancestor
+  trained without privacy, or unless ``compose``
+  (config.privacy.compose_with_pretrained_run) accepts that the total is reported.
+
+  Returns:
+    {'path', 'assumption' (about the immediate parent), 'lineage': every ancestor
+    with 'composed' (bool) and its 'assumption'}; for a parent that is a run of this
+    platform also earlier_run, earlier_dataset, earlier_epsilon, earlier_delta and
+    earlier_non_private (the parent's own figures).
   """
-  record = {'path': path}
-  found = earlier_run_files(path)
-  if found is None:
-    record['assumption'] = ('the guarantee assumes these parameters were trained on '
-                            'public data (or data disjoint from this training set)')
-    return record
-  config, privacy = found
-  record.update(earlier_run=True, earlier_dataset=config.get('data', {}).get('name'),
-                earlier_epsilon=privacy.get('epsilon'), earlier_delta=privacy.get('delta'),
-                earlier_non_private=bool(privacy.get('non_private')))
-  if not _same_data(config, data_config):
-    record['assumption'] = ('trained by an earlier run on another dataset; the guarantee '
-                            'assumes that data is disjoint from this training set')
-    return record
-  if privacy.get('non_private'):
+  ancestors = lineage(path)
+  same = []
+  for entry in ancestors:
+    if not entry['platform_run']:
+      entry.update(composed=False, assumption=(
+          'not written by a run of this platform: assumed trained on public data (or '
+          'data disjoint from this training set)'))
+    elif _same_data(entry.get('dataset') or {}, data_config):
+      entry.update(composed=True, assumption=(
+          'trained on the same data: composed with this run (basic composition)'))
+      same.append(entry)
+    else:
+      entry.update(composed=False, assumption=(
+          f"trained on other data ({_describe(entry.get('dataset'))}): assumed "
+          'disjoint from this training set'))
+  for entry in same:
+    if entry['non_private']:
+      raise PretrainedError(
+          f'config.model.pretrained_path={path!r} descends from {_which(entry)}, '
+          f'which was trained WITHOUT privacy on the same dataset ({data_config.name}): '
+          'fine-tuning from it can give no guarantee for that data. Start from '
+          'parameters trained on public data')
+    if entry.get('epsilon') is None or entry.get('delta') is None:
+      raise PretrainedError(
+          f'config.model.pretrained_path={path!r} descends from {_which(entry)}, '
+          f'which trained on the same dataset ({data_config.name}) but whose run files '
+          'record no epsilon or delta, so the total cannot be computed. Start from '
+          'parameters trained on public data')
+  if same and not compose:
+    runs = '; '.join(f"{_which(e)}: epsilon={e['epsilon']}, delta={e['delta']}"
+                     for e in same)
     raise PretrainedError(
-        f'config.model.pretrained_path={path!r} was trained WITHOUT privacy on the same '
-        f'dataset ({data_config.name}): fine-tuning from it can give no guarantee for '
-        'that data. Start from parameters trained on public data')
-  if not compose:
-    raise PretrainedError(
-        f'config.model.pretrained_path={path!r} comes from an earlier DP run on the same '
-        f'dataset ({data_config.name}, epsilon={privacy.get("epsilon")}, '
-        f'delta={privacy.get("delta")}): fine-tuning again spends budget on the same '
-        'examples, and the two runs compose. Set '
+        f'config.model.pretrained_path={path!r} comes from {len(same)} earlier DP '
+        f'run(s) on the same dataset ({data_config.name}): {runs}. Fine-tuning again '
+        'spends budget on the same examples, and the runs compose. Set '
         'config.privacy.compose_with_pretrained_run=True to train and report the total '
         '(basic composition: epsilons and deltas add up), or start from public '
         'parameters')
-  record['assumption'] = ('an earlier DP run on the same data: the two runs compose, '
-                          'and the total (basic composition) is reported')
+  parent = ancestors[0]
+  record = {'path': path, 'assumption': parent['assumption'], 'lineage': ancestors}
+  if parent['platform_run']:
+    record.update(earlier_run=True, earlier_dataset=parent['dataset'].get('name'),
+                  earlier_epsilon=parent.get('epsilon'),
+                  earlier_delta=parent.get('delta'),
+                  earlier_non_private=parent['non_private'])
   return record
+
+
+def composed_total(ancestors: list[dict], epsilon: float, delta: float
+                   ) -> tuple[float, float] | None:
+  """(total epsilon, total delta) of this run and its composed ancestors by basic
+  composition (each ancestor's OWN epsilon and delta, once each); None when no
+  ancestor is composed."""
+  composed = [a for a in ancestors if a.get('composed')]
+  if not composed:
+    return None
+  return (epsilon + sum(a['epsilon'] for a in composed),
+          delta + sum(a['delta'] for a in composed))
+
+
+def _which(entry: Mapping) -> str:
+  generation = int(entry.get('generation', 1))
+  if generation == 1:
+    return f"the run that trained it ({entry['path']!r})"
+  return (f"the run {entry['path']!r} ({generation} generations up the fine-tuning "
+          'chain)')
+
+
+def _describe(dataset: Mapping | None) -> str:
+  dataset = dataset or {}
+  name = str(dataset.get('name'))
+  return f"{name} at {dataset['path']}" if dataset.get('path') else name

@@ -8,6 +8,7 @@ import pytest
 from configs import quickstart_audit
 from configs import quickstart_audit_nonprivate
 from image_classification.audit import hook
+from image_classification.data import digits
 
 
 def _shrunk(config, steps):
@@ -33,7 +34,7 @@ def test_audit_json_from_the_loop(tmp_path):
     privacy = json.load(f)
   # The accountant's N includes the included canaries (and excludes the others).
   included = audit['score_summary']['included']['count']
-  assert privacy['dataset_size'] == 1437 - 100 + included
+  assert privacy['dataset_size'] == digits.load().train.num_examples - 100 + included
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import pytest
 
 from image_classification.data import base
 from image_classification.data import local_files
+from image_classification.data import record_split
 
 # ----------------------------------------------------------------------- writers
 
@@ -302,18 +303,26 @@ def test_image_folder_with_test_split(tmp_path):
       test_images[2], [p for n, p in expected['test'] if n == 'zebra'][0])
 
 
-def test_image_folder_stratified_split_and_grayscale(tmp_path):
+def test_image_folder_held_out_split_and_grayscale(tmp_path):
   for name in ('a', 'b'):
     for i in range(5):
       write_png(str(tmp_path / 'train' / name / f'{i}.png'), _pixels(i, (4, 4)))
   data = local_files.load_image_folder(str(tmp_path))
   assert data.train.image_shape == (4, 4, 1)
-  assert (data.train.num_examples, data.test.num_examples) == (8, 2)
-  _, test_labels = data.test.get(np.arange(2))
-  np.testing.assert_array_equal(np.sort(test_labels), [0, 1])
+  # Each image's side is its path's (tests/data/test_record_split.py): the split
+  # holds exactly the images whose path the hash holds out, whatever the others.
+  paths = [f'train/{n}/{i}.png'.encode() for n in ('a', 'b') for i in range(5)]
+  held = record_split.held_out(paths, record_split.TEST_FRACTION, record_split.TEST_KEY)
+  assert list(data.test.record_ids) == [p for p, h in zip(paths, held) if h]
+  assert list(data.train.record_ids) == [p for p, h in zip(paths, held) if not h]
+  assert data.train.num_examples + data.test.num_examples == 10
+  assert data.test.num_examples >= 1 and set(data.train.labels) == {0, 1}
+  test_images, test_labels = data.test.get(np.arange(data.test.num_examples))
+  np.testing.assert_array_equal(test_labels, [int(p[6:7] == b'b') for p in paths
+                                              if p in set(data.test.record_ids)])
   again = local_files.load_image_folder(str(tmp_path))
-  np.testing.assert_array_equal(again.test.get(np.arange(2))[0],
-                                data.test.get(np.arange(2))[0])
+  np.testing.assert_array_equal(again.test.get(np.arange(data.test.num_examples))[0],
+                                test_images)
   # The evaluation split is carved out of the private folder: the report must say so.
   assert 'private data' in data.private_evaluation_note
   assert 'WITHOUT noise' in data.private_evaluation_note

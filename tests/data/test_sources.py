@@ -11,6 +11,7 @@ import pytest
 from configs import base as base_config
 from image_classification.data import base
 from image_classification.data import datasets
+from image_classification.data import digits
 from image_classification.data import sources
 from tests.data import test_local_files as formats
 
@@ -33,10 +34,12 @@ def test_dataset_names():
       s.local_format for s in datasets.DATASETS.values() if s.local_format}
 
 
-def test_digits_unchanged():
+def test_digits_loads_with_its_test_split_cut():
   splits = sources.load_dataset(data_config(max_test_examples=10))
   assert splits.name == 'digits' and splits.num_classes == 10
-  assert splits.train.num_examples == 1437 and splits.test.num_examples == 10
+  # All 1797 digits, minus the per-record test split (data/record_split.py).
+  assert splits.train.num_examples == digits.load().train.num_examples
+  assert splits.test.num_examples == 10
   assert splits.train.image_shape == (8, 8, 1)
 
 

@@ -29,7 +29,8 @@ def test_plan_excludes_the_validation_split_of_real_data():
   config = quickstart.get_config()
   config.data.validation_fraction = 0.25
   exp = loop.Experiment(config)
-  assert exp.dataset_size + exp.validation.num_examples == 1437
+  assert exp.dataset_size + exp.validation.num_examples == \
+      digits.load().train.num_examples
   assert exp.plan.dataset_size == exp.dataset_size
   held = set(map(bytes, exp.validation.images))
   assert not held & set(map(bytes, exp.data.train.images))  # digits are distinct

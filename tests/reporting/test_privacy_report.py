@@ -42,9 +42,69 @@ def test_private_evaluation_split_and_composition_are_stated():
   text = privacy_report.privacy_markdown(privacy)
   assert 'The evaluation split is private data.' in text
   assert 'held-out evaluation split, not on training' not in text
-  assert 'earlier run of this platform on digits (epsilon 2): composed.' in text
+  # A privacy.json of before lineages (only 'pretrained'): its parent is still named.
+  assert 'generation 1: `/runs/a`, trained on digits (epsilon = 2, delta = n/a)' in text
   assert 'assumes that checkpoint was trained on public data' not in text
   assert 'epsilon = 3.5, delta = 2e-05' in text
+
+
+def test_lineage_says_which_ancestors_were_composed_and_which_assumed_disjoint():
+  privacy = _privacy()
+  privacy.update(
+      pretrained_path='/runs/c', total_epsilon_with_pretrained=7.0000001,
+      total_delta_with_pretrained=1e-5 + 1e-5 + 1e-5,
+      lineage=[
+          {'generation': 1, 'path': '/runs/c', 'platform_run': True,
+           'dataset': {'name': 'npz', 'path': '/data/x.npz'}, 'epsilon': 8.0,
+           'delta': 1e-5, 'non_private': False, 'composed': False},
+          {'generation': 2, 'path': '/runs/b', 'platform_run': True,
+           'dataset': {'name': 'digits'}, 'epsilon': 3.96043, 'delta': 1e-5,
+           'non_private': False, 'composed': True},
+          {'generation': 3, 'path': '/runs/a', 'platform_run': True,
+           'dataset': {'name': 'digits'}, 'epsilon': 1.5, 'delta': 1e-5,
+           'non_private': False, 'composed': True},
+          {'generation': 4, 'path': '/ckpt/imagenet.npz', 'platform_run': False,
+           'composed': False}])
+  lines = privacy_report.privacy_markdown(privacy).splitlines()
+  start = lines.index(next(l for l in lines if l.startswith('- Fine-tuned from `/runs/c`')))
+  assert lines[start + 1:start + 5] == [
+      '  - generation 1: `/runs/c`, trained on npz at /data/x.npz (epsilon = 8, delta = '
+      '1e-05): other data: **assumed disjoint** from this training set, not composed.',
+      '  - generation 2: `/runs/b`, trained on digits (epsilon = 3.961, delta = 1e-05): '
+      'the same data as this run: **composed** with it.',
+      '  - generation 3: `/runs/a`, trained on digits (epsilon = 1.5, delta = 1e-05): '
+      'the same data as this run: **composed** with it.',
+      '  - generation 4: `/ckpt/imagenet.npz`, not written by a run of this platform: '
+      'assumed trained on public data, disjoint from and independent of the private '
+      'training set.']
+  total = next(l for l in lines if 'Total with' in l)
+  assert 'Total with the 2 earlier run(s) on the same data' in total
+  assert 'epsilon = 7.001, delta = 3e-05' in total  # rounded up; float noise is not
+
+
+def test_privacy_md_states_that_n_is_public_and_what_the_guarantee_covers():
+  text = privacy_report.privacy_markdown(_privacy())
+  assert 'N (the size of the training split) and the sampling rate q = B/N are ' \
+      'treated as public' in text
+  assert 'What the guarantee covers: the data you supplied' in text
+  assert 'per-record function' not in text  # nothing was held out
+  held = privacy_report.privacy_markdown(_privacy() | {'validation_size': 100})
+  assert 'A validation split was held out of it, each record by a keyed hash' in held
+  assert 'the training split is a per-record function of your data' in held
+  assert 'moves no other' in held
+  fixed = privacy_report.privacy_markdown(
+      _privacy() | {'validation_size': 100, 'neighboring_relation': 'replace_one'})
+  assert 'guarantee is for the training split as split' in fixed
+
+
+def test_every_epsilon_and_delta_is_rounded_up():
+  privacy = _privacy()
+  privacy.update(epsilon=3.96043, delta=1.00001e-5)
+  text = privacy_report.privacy_markdown(privacy, epsilon_rdp=3.96043,
+                                         epsilon_pld=3.90001)
+  assert 'delta = 1.01e-05; epsilon = 3.961 (RDP' in text
+  assert 'epsilon under RDP = 3.961, under PLD = 3.901' in text
+  assert '3.960' not in text and '3.96 ' not in text
 
 
 def _hand_written_privacy(**extra):

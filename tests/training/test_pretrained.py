@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from image_classification.models import registry
+from image_classification.reporting import round_up
 from image_classification.training import dp_step
 from image_classification.training import pretrained
 
@@ -229,35 +230,220 @@ def test_other_data_and_outside_parameters_are_recorded_with_their_assumption(tm
   os.makedirs(os.path.dirname(outside))
   pretrained.save_params(outside, _params(3))
   record = pretrained.composition(outside, _data(), compose=False)
-  assert record == {'path': outside, 'assumption': record['assumption']}
+  assert record == {'path': outside, 'assumption': record['assumption'],
+                    'lineage': [{'path': outside, 'platform_run': False, 'generation': 1,
+                                 'composed': False,
+                                 'assumption': record['assumption']}]}
   assert 'public data' in record['assumption']
 
 
-def test_fine_tuning_on_the_same_data_reports_the_composed_total(tmp_path):
-  """Through the trainer: a second run from the first run's workdir on the same data
-  is refused, then with the switch its privacy.json/.md give the sum."""
-  from configs import quickstart  # pylint: disable=g-import-not-at-top
-  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+# ------------------------------------------------------------------ lineage
+def _privacy_json(folder):
   from image_classification import run_files  # pylint: disable=g-import-not-at-top
-  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  return run_files.read_json(folder, run_files.PRIVACY)
+
+
+def _chain_run(folder, parent, dataset='digits', path='', epsilon=1.0):
+  """A run's files as this platform writes them, fine-tuned from ``parent``:
+  its lineage gathered by composition() (not written by hand)."""
+  import json  # pylint: disable=g-import-not-at-top
+  record = (pretrained.composition(parent, _data(dataset, path), compose=True)
+            if parent else {'lineage': []})
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump({'data': {'name': dataset, 'path': path},
+               'model': {'pretrained_path': parent}}, f)
+  with open(os.path.join(folder, 'privacy.json'), 'w') as f:
+    json.dump({'epsilon': epsilon, 'delta': 1e-5, 'non_private': False,
+               'lineage': record['lineage']}, f)
+  return folder
+
+
+def test_lineage_follows_every_ancestor_whatever_its_data(tmp_path):
+  """A (digits) -> B (mnist) -> C (digits) -> D (npz x) -> E: every ancestor is
+  recorded, nearest first; E on digits composes with C and A, not B or D."""
+  a = _chain_run(str(tmp_path / 'a'), None, epsilon=1.0)
+  b = _chain_run(str(tmp_path / 'b'), a, dataset='mnist', epsilon=2.0)
+  c = _chain_run(str(tmp_path / 'c'), b, epsilon=4.0)
+  d = _chain_run(str(tmp_path / 'd'), c, dataset='npz', path=str(tmp_path / 'x.npz'),
+                 epsilon=8.0)
+  record = pretrained.composition(d, _data(), compose=True)
+  lineage = record['lineage']
+  assert [(x['path'], x['generation']) for x in lineage] == [(d, 1), (c, 2), (b, 3),
+                                                             (a, 4)]
+  assert [x['composed'] for x in lineage] == [False, True, False, True]
+  assert [x['dataset']['name'] for x in lineage] == ['npz', 'digits', 'mnist', 'digits']
+  assert lineage[0]['dataset']['path'] == os.path.realpath(tmp_path / 'x.npz')
+  assert 'assumed disjoint' in lineage[0]['assumption']
+  assert pretrained.composed_total(lineage, 0.5, 1e-5) == pytest.approx((5.5, 3e-5),
+                                                                        rel=1e-12)
+  # D's own record saw A, B, C against npz: nothing composed there.
+  assert [x['composed'] for x in _privacy_json(d)['lineage']] == [False, False, False]
+  # On npz x, the same chain composes with D only; on mnist with B only.
+  on_x = pretrained.composition(d, _data('npz', str(tmp_path / 'x.npz')), True)
+  assert [x['composed'] for x in on_x['lineage']] == [True, False, False, False]
+  on_mnist = pretrained.composition(d, _data('mnist'), True)
+  assert pretrained.composed_total(on_mnist['lineage'], 1.0, 1e-5) == pytest.approx(
+      (3.0, 2e-5), rel=1e-12)
+
+
+def test_a_same_data_ancestor_anywhere_in_the_chain_is_refused_unless_composed(tmp_path):
+  a = _chain_run(str(tmp_path / 'a'), None, epsilon=1.0)
+  b = _chain_run(str(tmp_path / 'b'), a, dataset='mnist', epsilon=2.0)
+  with pytest.raises(pretrained.PretrainedError) as error:
+    pretrained.composition(b, _data(), compose=False)  # B is on mnist, A on digits
+  message = str(error.value)
+  assert 'compose_with_pretrained_run' in message and repr(a) in message
+  assert '2 generations up' in message and 'epsilon=1.0' in message
+  # No same-data ancestor: nothing to refuse, nothing composed.
+  assert pretrained.composition(b, _data('cifar10'), compose=False)['lineage'][1][
+      'composed'] is False
+
+
+def test_a_non_private_ancestor_on_the_same_data_is_refused_however_far(tmp_path):
+  a = _earlier_run(str(tmp_path / 'a'), non_private=True)  # digits, no privacy
+  b = _chain_run(str(tmp_path / 'b'), a, dataset='mnist', epsilon=2.0)
+  c = _chain_run(str(tmp_path / 'c'), b, dataset='mnist', epsilon=2.0)
+  with pytest.raises(pretrained.PretrainedError, match='WITHOUT privacy') as error:
+    pretrained.composition(c, _data(), compose=True)
+  assert '3 generations up' in str(error.value)
+
+
+def test_a_privacy_json_without_lineage_is_followed_on_disk(tmp_path):
+  """Runs written before lineages were recorded: the chain continues from the
+  parent's config.json pretrained_path, or ends with its 'pretrained' record."""
+  import json  # pylint: disable=g-import-not-at-top
+  a = _chain_run(str(tmp_path / 'a'), None, epsilon=1.0)
+  b = str(tmp_path / 'b')
+  os.makedirs(b)
+  with open(os.path.join(b, 'config.json'), 'w') as f:
+    json.dump({'data': {'name': 'digits'}, 'model': {'pretrained_path': a}}, f)
+  with open(os.path.join(b, 'privacy.json'), 'w') as f:
+    json.dump({'epsilon': 2.0, 'delta': 1e-5, 'pretrained': {
+        'path': a, 'earlier_run': True, 'earlier_dataset': 'digits',
+        'earlier_epsilon': 1.0, 'earlier_delta': 1e-5}}, f)
+  lineage = pretrained.composition(b, _data(), compose=True)['lineage']
+  assert [(x['path'], x['composed']) for x in lineage] == [(b, True), (a, True)]
+  os.rename(a, a + '_gone')  # the grandparent's files are gone: its record remains
+  lineage = pretrained.composition(b, _data(), compose=True)['lineage']
+  assert [(x['path'], x['epsilon'], x['composed']) for x in lineage] == [
+      (b, 2.0, True), (a, 1.0, True)]
+
+
+def _tiny_config():
+  from configs import quickstart  # pylint: disable=g-import-not-at-top
   config = quickstart.get_config()
   config.training.num_steps = 2
   config.training.batch_size = 64
+  config.training.eval_every_steps = 0
   config.privacy.noise_multiplier = 3.0
   config.model.kwargs.channels = (4,)
-  first = str(tmp_path / 'first')
-  loop.train(config, first)
-  eps1 = run_files.read_json(first, run_files.PRIVACY)['epsilon']
-  config.model.pretrained_path = first
+  return config
+
+
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+  """A tiny DP run on digits, the root of the chains below."""
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('chain') / 'first')
+  loop.train(_tiny_config(), workdir)
+  return workdir
+
+
+def test_fine_tuning_chains_of_three_and_four_report_the_exact_total(
+    first_run, tmp_path, capsys):
+  """Through the trainer: A -> B -> C -> D on the same data. C's total is
+  eps_A + eps_B + eps_C and D's adds eps_D (deltas likewise), in privacy.json,
+  summary.json, export/params.json, the done line and privacy.md."""
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  config = _tiny_config()
+  config.model.pretrained_path = first_run
   with pytest.raises(config_lib.ConfigError, match='compose_with_pretrained_run'):
     loop.train(config, str(tmp_path / 'refused'))
   config.privacy.compose_with_pretrained_run = True
-  second = str(tmp_path / 'second')
-  loop.train(config, second)
-  privacy = run_files.read_json(second, run_files.PRIVACY)
-  assert privacy['pretrained']['earlier_epsilon'] == eps1
+  chain = [first_run]
+  for name in ('b', 'c', 'd'):
+    config.model.pretrained_path = chain[-1]
+    chain.append(str(tmp_path / name))
+    loop.train(config, chain[-1])
+  own = [_privacy_json(w)['epsilon'] for w in chain]
+  assert all(e > 0 for e in own)
+  out = capsys.readouterr().out
+  for length in (3, 4):
+    workdir = chain[length - 1]
+    privacy = _privacy_json(workdir)
+    assert [a['path'] for a in privacy['lineage']] == chain[length - 2::-1]
+    assert all(a['composed'] for a in privacy['lineage'])
+    assert privacy['pretrained']['earlier_epsilon'] == own[length - 2]
+    assert privacy['total_epsilon_with_pretrained'] == pytest.approx(
+        sum(own[:length]), rel=1e-12)
+    assert privacy['total_delta_with_pretrained'] == pytest.approx(
+        length * 1e-5, rel=1e-12)
+    summary = run_files.read_json(workdir, run_files.SUMMARY)
+    exported = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
+                                   run_files.PARAMS_INFO)
+    for record in (summary, exported):
+      assert record['epsilon'] == privacy['epsilon']
+      assert record['total_epsilon_with_pretrained'] == \
+          privacy['total_epsilon_with_pretrained']
+      assert record['total_delta_with_pretrained'] == \
+          privacy['total_delta_with_pretrained']
+    total = privacy['total_epsilon_with_pretrained']
+    assert (f'total with {length - 1} earlier run(s) on the same data (basic '
+            f'composition): (epsilon={round_up.round_up(total, decimals=3)}, '
+            f'delta={length}e-05)') in out
+    with open(os.path.join(workdir, run_files.PRIVACY_MD)) as f:
+      text = f.read()
+    assert f'Total with the {length - 1} earlier run(s) on the same data' in text
+    assert f'epsilon = {round_up.round_up(total, 4)}, delta = {length}e-05' in text
+    for generation, ancestor in enumerate(chain[length - 2::-1], start=1):
+      assert (f'generation {generation}: `{ancestor}`, trained on digits') in text
+    assert text.count('**composed** with it') == length - 1
+  # The first run composes with nothing: no total anywhere.
+  assert 'total_epsilon_with_pretrained' not in _privacy_json(first_run)
+  assert _privacy_json(first_run)['lineage'] == []
+
+
+def test_a_chain_through_another_dataset_composes_with_the_first_run(
+    first_run, tmp_path, capsys):
+  """A (digits) -> B (an npz of other images) -> C (digits): C composes with A,
+  and B is named as assumed disjoint."""
+  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.data import digits  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  other = digits.load().test  # images the digits run never trained on
+  npz = str(tmp_path / 'other.npz')
+  np.savez(npz, x_train=other.images[:200], y_train=other.labels[:200],
+           x_test=other.images[200:], y_test=other.labels[200:])
+  config = _tiny_config()
+  config.data.name, config.data.path, config.data.num_classes = 'npz', npz, 10
+  config.model.pretrained_path = first_run
+  b = str(tmp_path / 'b')
+  loop.train(config, b)  # other data: no switch needed, nothing composed
+  privacy_b = _privacy_json(b)
+  assert 'total_epsilon_with_pretrained' not in privacy_b
+  assert [a['composed'] for a in privacy_b['lineage']] == [False]
+  c = str(tmp_path / 'c')
+  config = _tiny_config()
+  config.model.pretrained_path = b
+  config.privacy.compose_with_pretrained_run = True
+  loop.train(config, c)
+  privacy = _privacy_json(c)
+  assert [(a['path'], a['composed']) for a in privacy['lineage']] == [
+      (b, False), (first_run, True)]
+  eps_a = _privacy_json(first_run)['epsilon']
   assert privacy['total_epsilon_with_pretrained'] == pytest.approx(
-      eps1 + privacy['epsilon'])
-  assert privacy['total_delta_with_pretrained'] == pytest.approx(2e-5)
-  with open(os.path.join(second, run_files.PRIVACY_MD)) as f:
-    assert 'basic composition' in f.read()
+      eps_a + privacy['epsilon'], rel=1e-12)
+  assert privacy['total_delta_with_pretrained'] == pytest.approx(2e-5, rel=1e-12)
+  exported = run_files.read_json(os.path.join(c, run_files.EXPORT), run_files.PARAMS_INFO)
+  assert exported['total_epsilon_with_pretrained'] == \
+      privacy['total_epsilon_with_pretrained']
+  assert 'total with 1 earlier run(s) on the same data' in capsys.readouterr().out
+  with open(os.path.join(c, run_files.PRIVACY_MD)) as f:
+    text = f.read()
+  assert (f'generation 1: `{b}`, trained on npz at {os.path.realpath(npz)}') in text
+  assert 'other data: **assumed disjoint** from this training set, not composed' in text
+  assert f'generation 2: `{first_run}`, trained on digits' in text
+  assert text.count('**composed** with it') == 1
