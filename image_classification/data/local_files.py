@@ -307,8 +307,44 @@ def _list_images(class_dir: str) -> list[str]:
                 and os.path.isfile(os.path.join(class_dir, n)))
 
 
+# PIL modes of one integer channel wider than 8 bits: a 16-bit grey PNG opens as
+# 'I;16' (older Pillow: 'I'). PIL's convert('L') CLIPS them to 255 (a 16-bit image
+# becomes nearly all white); convert_picture scales 0..65535 to 0..255 instead.
+WIDE_GRAY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+GRAY_MODES = ('1', 'L') + WIDE_GRAY_MODES
+_WIDE_GRAY_MAX = 65535
+
+
+def convert_picture(picture, mode: str, file_path: str):
+  """A PIL image in ``mode`` ('L' or 'RGB') with 8-bit values, read as the file means
+  them: 16-bit grey (0..65535) is scaled to 0..255, not clipped. Refuses, naming the
+  file, what has no 0..255 reading (float images, integers outside 0..65535)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    if picture.mode in WIDE_GRAY_MODES:
+      values = np.asarray(picture)
+      if values.size and (values.min() < 0 or values.max() > _WIDE_GRAY_MAX):
+        raise base.DataError(
+            f'image {file_path!r} (PIL mode {picture.mode}) has values '
+            f'{values.min()}..{values.max()}, outside the 16-bit range 0..65535; save '
+            'it as 8-bit (0..255) or 16-bit PNG')
+      scaled = np.round(values.astype(np.float64) * (255.0 / _WIDE_GRAY_MAX))
+      picture = Image.fromarray(scaled.astype(np.uint8), mode='L')
+    elif picture.mode == 'F' or picture.mode.startswith('I'):
+      raise base.DataError(
+          f'image {file_path!r} has PIL mode {picture.mode} (float or wide integer '
+          'pixels) with no fixed 0..255 reading; save it as an 8-bit or 16-bit PNG '
+          'or a JPEG')
+    return picture.convert(mode)
+  except (OSError, ValueError) as e:
+    if isinstance(e, base.DataError):
+      raise
+    raise base.DataError(f'cannot decode image {file_path!r}: {e}') from e
+
+
 def _read_images(files: list[str], image_size: int) -> np.ndarray:
-  """Reads image files into uint8 [n, H, W, C]; one channel only if all are gray."""
+  """Reads image files into uint8 [n, H, W, C]; one channel only if all are gray
+  (8- or 16-bit; 16-bit values are scaled to 0..255, see convert_picture)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def open_image(file_path):
@@ -321,15 +357,12 @@ def _read_images(files: list[str], image_size: int) -> np.ndarray:
   for file_path in files:  # Headers only: the mode is known without decoding.
     with open_image(file_path) as picture:
       modes.append(picture.mode)
-  grayscale = all(m in ('1', 'L') for m in modes)
+  grayscale = all(m in GRAY_MODES for m in modes)
   arrays = []
   first_size = None
   for file_path in files:
     with open_image(file_path) as picture:
-      try:
-        picture = picture.convert('L' if grayscale else 'RGB')
-      except (OSError, ValueError) as e:
-        raise base.DataError(f'cannot decode image {file_path!r}: {e}') from e
+      picture = convert_picture(picture, 'L' if grayscale else 'RGB', file_path)
     if image_size:
       picture = picture.resize((image_size, image_size), Image.Resampling.BILINEAR)
     elif first_size is None:
