@@ -447,6 +447,7 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
 # --------------------------------------------------------------------------- npz
 
 NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+NPZ_CHANNELS = (1, 3, 4)
 # The first bytes of a zip archive (what np.savez writes): a local file header, or
 # the end-of-central-directory record of an empty archive.
 _ZIP_MAGICS = (b'PK\x03\x04', b'PK\x05\x06')
@@ -474,8 +475,10 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
   """Reads a ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 
   ``x_*``: pixel values 0..255 (uint8, or any integer type within that range) of
-  shape [n, H, W, C] (channels last) or [n, H, W] (one channel); channel-first
-  arrays ([n, 1 or 3, H, W]) are refused with the transpose that fixes them.
+  shape [n, H, W, C] (channels last, C = 1, 3 or 4; any other C is refused) or
+  [n, H, W] (one channel); channel-first arrays ([n, 1 or 3, H, W]) are refused with
+  the transpose that fixes them. ``path`` is the file itself (a directory is refused
+  with the .npz files it holds).
   ``y_*``: integer labels 0..num_classes-1 of shape [n] or [n, 1].
 
   ``num_classes`` (config.data.num_classes) is required: the model's head must not
@@ -483,6 +486,13 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
   [0, num_classes) are refused. Loaded without pickle support.
   """
   layout = NPZ_LAYOUT
+  if path and os.path.isdir(path):
+    found = sorted(n for n in os.listdir(path) if n.endswith('.npz'))
+    raise base.DataError(
+        f'config.data.path={path!r} is a directory; an npz dataset is one file: set '
+        'config.data.path to the .npz file itself'
+        + (f' (this directory holds {", ".join(found[:5])})' if found else '')
+        + f'. Expected {layout}')
   if not path or not os.path.isfile(path):
     raise base.DataError(f'npz file {path!r} does not exist; expected {layout}')
   if num_classes < 2:
@@ -526,6 +536,11 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
     hint = channels_first_hint(x.shape)
     if hint:
       raise base.DataError(f'{path!r}: {key} of shape {hint}')
+    if x.shape[-1] not in NPZ_CHANNELS:
+      raise base.DataError(
+          f'{path!r}: {key} of shape {tuple(x.shape)} has {x.shape[-1]} channels; '
+          'images have 1 (grey), 3 (RGB) or 4 (RGBA) channels, last ([n, H, W, C]) '
+          'or none ([n, H, W], grey)')
     if x.size and (x.min() < 0 or x.max() > 255):
       raise base.DataError(f'{path!r}: {key} has pixel values outside 0..255')
     return x.astype(np.uint8, copy=False)

@@ -101,6 +101,39 @@ def test_image_size_cannot_resize_a_source_read_on_demand():
     sources.resize_in_memory(splits, 7)
 
 
+@pytest.mark.parametrize('shape', [(4, 6, 6, 2), (4, 6, 6, 5)])
+def test_npz_images_with_two_or_five_channels_are_refused_with_the_rule(tmp_path, shape):
+  """`--config.data.name=npz --config.data.path=x.npz` with [n, H, W, 2] images was
+  accepted; the README allows 1, 3 or 4 channels."""
+  path = tmp_path / 'x.npz'
+  np.savez(path, x_train=np.zeros(shape, np.uint8), y_train=np.array([0, 1, 0, 1]),
+           x_test=np.zeros(shape, np.uint8)[:2], y_test=np.array([0, 1]))
+  with pytest.raises(base.DataError) as e:
+    sources.load_dataset(data_config(name='npz', path=str(path), num_classes=2))
+  message = str(e.value)
+  assert f'x_train of shape {shape} has {shape[-1]} channels' in message
+  assert '1 (grey), 3 (RGB) or 4 (RGBA)' in message and '[n, H, W, C]' in message
+  for channels in (1, 3, 4):  # the allowed counts still load
+    np.savez(path, x_train=np.zeros(shape[:3] + (channels,), np.uint8),
+             y_train=np.array([0, 1, 0, 1]), y_test=np.array([0, 1]),
+             x_test=np.zeros((2,) + shape[1:3] + (channels,), np.uint8))
+    splits = sources.load_dataset(data_config(name='npz', path=str(path), num_classes=2))
+    assert splits.train.image_shape == (6, 6, channels)
+
+
+def test_npz_path_that_is_a_directory_says_so_and_names_the_files_in_it(tmp_path):
+  """It said 'does not exist'."""
+  with pytest.raises(base.DataError) as e:
+    sources.load_dataset(data_config(name='npz', path=str(tmp_path), num_classes=2))
+  message = str(e.value)
+  assert 'does not exist' not in message
+  assert f'config.data.path={str(tmp_path)!r} is a directory' in message
+  assert 'the .npz file itself' in message
+  np.savez(tmp_path / 'mine.npz', x_train=np.zeros((2, 3, 3), np.uint8))
+  with pytest.raises(base.DataError, match=r'this directory holds mine\.npz'):
+    sources.load_dataset(data_config(name='npz', path=str(tmp_path), num_classes=2))
+
+
 def test_cifar10_from_path_has_fixed_constants(tmp_path):
   train_rows, train_labels, _, _ = formats.write_cifar10(tmp_path, archive=True)
   splits = sources.load_dataset(data_config(
