@@ -199,7 +199,10 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
                       f'({steps} steps, q={selection.sampling_rate:.4g})') from e
   else:
     sigma = float(p.noise_multiplier)
-  eps = accounting.Ledger(selection, sigma, p.delta, p.accountant).epsilon(steps)
+  try:
+    eps = accounting.Ledger(selection, sigma, p.delta, p.accountant).epsilon(steps)
+  except accounting.PldTooLargeError as e:
+    raise PlanError(f'config.privacy.noise_multiplier={sigma}: {e}') from e
   if eps > p.target_epsilon * (1 + 1e-9):
     raise PlanError(
         f'config.privacy.noise_multiplier={sigma} spends '

@@ -23,7 +23,7 @@ LAYERS = (
      'image_classification.optimizers'),
     ('image_classification.reporting',),
     ('image_classification.config', 'image_classification.plan',
-     'image_classification.workdir_config'),
+     'image_classification.privacy_calculator', 'image_classification.workdir_config'),
     ('image_classification.training',),
     ('image_classification.audit',),
     ('image_classification.sweeps',),

@@ -44,7 +44,8 @@ class ShapeOnlySource:
 
 
 def image_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
-  """The shape of one image of ``name`` as the loaders return it.
+  """The shape of one image of ``name`` as the loaders return it (image_size x
+  image_size when ``image_size`` > 0: every loader resizes to it, sources.py).
 
   Raises:
     DataError: ``name``'s spec states no image shape (the files decide), or its
@@ -56,12 +57,11 @@ def image_shape(name: str, image_size: int = 0) -> tuple[int, int, int]:
         f'{name!r} has no published image shape; known: '
         f'{sorted(datasets.names(lambda s: s.image_shape))}')
   height, width, channels = spec.image_shape
-  if height == 0:
-    if image_size <= 0:
-      raise base.DataError(
-          f'{name} images have different sizes: set config.data.image_size '
-          '(e.g. 224)')
+  if image_size > 0:
     return (image_size, image_size, channels)
+  if height == 0:
+    raise base.DataError(
+        f'{name} images have different sizes: set config.data.image_size (e.g. 224)')
   return (height, width, channels)
 
 

@@ -307,8 +307,44 @@ def _list_images(class_dir: str) -> list[str]:
                 and os.path.isfile(os.path.join(class_dir, n)))
 
 
+# PIL modes of one integer channel wider than 8 bits: a 16-bit grey PNG opens as
+# 'I;16' (older Pillow: 'I'). PIL's convert('L') CLIPS them to 255 (a 16-bit image
+# becomes nearly all white); convert_picture scales 0..65535 to 0..255 instead.
+WIDE_GRAY_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+GRAY_MODES = ('1', 'L') + WIDE_GRAY_MODES
+_WIDE_GRAY_MAX = 65535
+
+
+def convert_picture(picture, mode: str, file_path: str):
+  """A PIL image in ``mode`` ('L' or 'RGB') with 8-bit values, read as the file means
+  them: 16-bit grey (0..65535) is scaled to 0..255, not clipped. Refuses, naming the
+  file, what has no 0..255 reading (float images, integers outside 0..65535)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    if picture.mode in WIDE_GRAY_MODES:
+      values = np.asarray(picture)
+      if values.size and (values.min() < 0 or values.max() > _WIDE_GRAY_MAX):
+        raise base.DataError(
+            f'image {file_path!r} (PIL mode {picture.mode}) has values '
+            f'{values.min()}..{values.max()}, outside the 16-bit range 0..65535; save '
+            'it as 8-bit (0..255) or 16-bit PNG')
+      scaled = np.round(values.astype(np.float64) * (255.0 / _WIDE_GRAY_MAX))
+      picture = Image.fromarray(scaled.astype(np.uint8), mode='L')
+    elif picture.mode == 'F' or picture.mode.startswith('I'):
+      raise base.DataError(
+          f'image {file_path!r} has PIL mode {picture.mode} (float or wide integer '
+          'pixels) with no fixed 0..255 reading; save it as an 8-bit or 16-bit PNG '
+          'or a JPEG')
+    return picture.convert(mode)
+  except (OSError, ValueError) as e:
+    if isinstance(e, base.DataError):
+      raise
+    raise base.DataError(f'cannot decode image {file_path!r}: {e}') from e
+
+
 def _read_images(files: list[str], image_size: int) -> np.ndarray:
-  """Reads image files into uint8 [n, H, W, C]; one channel only if all are gray."""
+  """Reads image files into uint8 [n, H, W, C]; one channel only if all are gray
+  (8- or 16-bit; 16-bit values are scaled to 0..255, see convert_picture)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def open_image(file_path):
@@ -321,15 +357,12 @@ def _read_images(files: list[str], image_size: int) -> np.ndarray:
   for file_path in files:  # Headers only: the mode is known without decoding.
     with open_image(file_path) as picture:
       modes.append(picture.mode)
-  grayscale = all(m in ('1', 'L') for m in modes)
+  grayscale = all(m in GRAY_MODES for m in modes)
   arrays = []
   first_size = None
   for file_path in files:
     with open_image(file_path) as picture:
-      try:
-        picture = picture.convert('L' if grayscale else 'RGB')
-      except (OSError, ValueError) as e:
-        raise base.DataError(f'cannot decode image {file_path!r}: {e}') from e
+      picture = convert_picture(picture, 'L' if grayscale else 'RGB', file_path)
     if image_size:
       picture = picture.resize((image_size, image_size), Image.Resampling.BILINEAR)
     elif first_size is None:
@@ -444,6 +477,7 @@ def _check_held_out_split(train_dir: str, class_names: tuple[str, ...],
 # --------------------------------------------------------------------------- npz
 
 NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+NPZ_CHANNELS = (1, 3, 4)
 # The first bytes of a zip archive (what np.savez writes): a local file header, or
 # the end-of-central-directory record of an empty archive.
 _ZIP_MAGICS = (b'PK\x03\x04', b'PK\x05\x06')
@@ -471,8 +505,10 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
   """Reads a ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 
   ``x_*``: pixel values 0..255 (uint8, or any integer type within that range) of
-  shape [n, H, W, C] (channels last) or [n, H, W] (one channel); channel-first
-  arrays ([n, 1 or 3, H, W]) are refused with the transpose that fixes them.
+  shape [n, H, W, C] (channels last, C = 1, 3 or 4; any other C is refused) or
+  [n, H, W] (one channel); channel-first arrays ([n, 1 or 3, H, W]) are refused with
+  the transpose that fixes them. ``path`` is the file itself (a directory is refused
+  with the .npz files it holds).
   ``y_*``: integer labels 0..num_classes-1 of shape [n] or [n, 1].
 
   ``num_classes`` (config.data.num_classes) is required: the model's head must not
@@ -480,6 +516,13 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
   [0, num_classes) are refused. Loaded without pickle support.
   """
   layout = NPZ_LAYOUT
+  if path and os.path.isdir(path):
+    found = sorted(n for n in os.listdir(path) if n.endswith('.npz'))
+    raise base.DataError(
+        f'config.data.path={path!r} is a directory; an npz dataset is one file: set '
+        'config.data.path to the .npz file itself'
+        + (f' (this directory holds {", ".join(found[:5])})' if found else '')
+        + f'. Expected {layout}')
   if not path or not os.path.isfile(path):
     raise base.DataError(f'npz file {path!r} does not exist; expected {layout}')
   if num_classes < 2:
@@ -523,6 +566,11 @@ def load_npz(path: str, num_classes: int = 0) -> LocalData:
     hint = channels_first_hint(x.shape)
     if hint:
       raise base.DataError(f'{path!r}: {key} of shape {hint}')
+    if x.shape[-1] not in NPZ_CHANNELS:
+      raise base.DataError(
+          f'{path!r}: {key} of shape {tuple(x.shape)} has {x.shape[-1]} channels; '
+          'images have 1 (grey), 3 (RGB) or 4 (RGBA) channels, last ([n, H, W, C]) '
+          'or none ([n, H, W], grey)')
     if x.size and (x.min() < 0 or x.max() > 255):
       raise base.DataError(f'{path!r}: {key} has pixel values outside 0..255')
     return x.astype(np.uint8, copy=False)

@@ -11,6 +11,12 @@ Where the data comes from is the dataset's spec (datasets.py):
   disk and is cropped and resized to ``config.data.image_size`` on the host when read.
 * ``local_format`` only (``image_folder``, ``npz``): ``config.data.path`` (required).
 
+``config.data.image_size`` > 0 is honoured for every dataset: images held in memory
+(digits, IDX, CIFAR files, npz, small tfds datasets) are resized to image_size x
+image_size after loading, with the bilinear filter that image folders are read with
+(``resize_in_memory``); image folders and random-access datasets resize while they
+read. 0 keeps the native size. The dry run's shapes (catalog.py) agree.
+
 Normalisation constants are the spec's fixed public numbers; they are never computed
 from the private training data.
 """
@@ -64,7 +70,45 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   # brings (and digits' split) have their labels checked too.
   check_classes(splits, data_config.get('num_classes', 0) or 0,
                 check_labels=spec.builtin or bool(path))
-  return _truncate(splits, data_config)
+  return resize_in_memory(_truncate(splits, data_config),
+                          data_config.get('image_size', 0) or 0)
+
+
+def resize_in_memory(splits: base.DatasetSplits, image_size: int) -> base.DatasetSplits:
+  """Both splits at ``image_size`` x ``image_size`` (0: unchanged).
+
+  In-memory sources are resized image by image (PIL, bilinear, per channel; the
+  aspect ratio is not kept, as in image folders); a source read on demand must
+  already have that size (random-access tfds sources resize when they read).
+  """
+  if not image_size:
+    return splits
+
+  def resize(source):
+    height, width, channels = source.image_shape
+    if (height, width) == (image_size, image_size):
+      return source
+    if not isinstance(source, base.ArraySource):
+      raise base.DataError(
+          f'{splits.name} images are {height}x{width} and are read on demand, so '
+          f'config.data.image_size={image_size} cannot resize them; set it to 0')
+    images, labels = source.get(np.arange(source.num_examples))
+    return base.ArraySource(_resize_images(images, image_size), labels)
+
+  return dataclasses.replace(splits, train=resize(splits.train),
+                             test=resize(splits.test))
+
+
+def _resize_images(images: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 [n, H, W, C] -> uint8 [n, image_size, image_size, C], bilinear."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = np.empty((images.shape[0], image_size, image_size, images.shape[-1]), np.uint8)
+  for i, image in enumerate(images):
+    for c in range(images.shape[-1]):  # one 'L' plane at a time: any channel count
+      plane = Image.fromarray(np.ascontiguousarray(image[..., c]), mode='L')
+      out[i, ..., c] = np.asarray(
+          plane.resize((image_size, image_size), Image.Resampling.BILINEAR))
+  return out
 
 
 def check_classes(splits: base.DatasetSplits, configured: int = 0,

@@ -42,7 +42,9 @@ import jax
 import numpy as np
 
 from image_classification.data import augmentation
+from image_classification.data import base as data_base
 from image_classification.data import class_names as class_names_lib
+from image_classification.data import local_files
 from image_classification.data import sources
 from image_classification.data import tfds_source
 from image_classification.data import validation
@@ -352,7 +354,11 @@ def read_image(path: str, card: dict) -> np.ndarray:
   height, width, channels = card['image_shape']
   try:
     with Image.open(path) as picture:
-      picture = picture.convert('L' if channels == 1 else 'RGB')
+      # 16-bit grey is scaled to 0..255 (PIL's convert would clip it to 255).
+      picture = local_files.convert_picture(
+          picture, 'L' if channels == 1 else 'RGB', path)
+  except data_base.DataError as e:
+    raise InferenceError(str(e)) from e
   except (OSError, ValueError) as e:
     raise InferenceError(f'cannot read image {path!r}: {e}') from e
   if card.get('center_crop'):

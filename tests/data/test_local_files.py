@@ -340,6 +340,57 @@ def test_image_folder_sizes(tmp_path):
   assert data.test.num_examples == 1
 
 
+def write_png16(path, values):
+  """A 16-bit grey PNG (PIL mode I;16) of uint16 ``values``."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(values.astype(np.uint16)).save(path)
+  with Image.open(path) as picture:
+    assert picture.mode == 'I;16'
+
+
+def test_image_folder_scales_16_bit_pngs_to_0_255(tmp_path):
+  """A 16-bit grey PNG holds 257 * v for the 8-bit value v; it was read as nearly
+  all 255 (PIL's convert clips)."""
+  eight_bit = {}
+  for name in ('a', 'b'):
+    for i in range(3):
+      pixels = _pixels(10 * len(name) + i + (name == 'b'), (4, 5))
+      eight_bit[(name, i)] = pixels
+      write_png16(str(tmp_path / 'train' / name / f'{i}.png'),
+                  pixels.astype(np.uint16) * 257)
+  data = local_files.load_image_folder(str(tmp_path))
+  assert data.train.image_shape == (4, 5, 1)
+  images = np.concatenate([data.train.get(np.arange(data.train.num_examples))[0],
+                           data.test.get(np.arange(data.test.num_examples))[0]])
+  expected = np.stack(list(eight_bit.values()))[..., None]
+  # Every 8-bit image comes back exactly (the split only reorders them).
+  assert sorted(map(bytes, images)) == sorted(map(bytes, expected))
+  assert images.mean() == pytest.approx(expected.mean())  # not ~255
+  # Beside colour images, 16-bit grey becomes grey RGB with the same scaled values.
+  write_png(str(tmp_path / 'train' / 'b' / 'rgb.png'), _pixels(7, (4, 5, 3)))
+  mixed = local_files.load_image_folder(str(tmp_path))
+  assert mixed.train.image_shape == (4, 5, 3)
+  got = set(map(bytes, np.concatenate(
+      [mixed.train.get(np.arange(mixed.train.num_examples))[0],
+       mixed.test.get(np.arange(mixed.test.num_examples))[0]])))
+  assert {bytes(np.repeat(e, 3, -1)) for e in expected} <= got
+
+
+def test_images_without_a_0_255_reading_are_refused_naming_the_file():
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  floats = Image.fromarray(np.full((2, 2), 0.5, np.float32))
+  with pytest.raises(base.DataError, match=r"'x\.png'.*mode F.*8-bit"):
+    local_files.convert_picture(floats, 'L', 'x.png')
+  wide = Image.fromarray(np.full((2, 2), 70000, np.int32))
+  with pytest.raises(base.DataError, match=r"'y\.png'.*outside the 16-bit range"):
+    local_files.convert_picture(wide, 'L', 'y.png')
+  # 32-bit integer mode 'I' within 0..65535 (older Pillow's 16-bit PNGs) is scaled.
+  old_style = Image.fromarray(np.array([[0, 257], [65535, 32896]], np.int32))
+  assert np.asarray(local_files.convert_picture(old_style, 'L', 'z.png')).tolist() == [
+      [0, 1], [255, 128]]
+
+
 def test_image_folder_errors(tmp_path):
   with pytest.raises(base.DataError, match='train/<class>'):
     local_files.load_image_folder(str(tmp_path))

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from configs import base as base_config
+from configs import quickstart
 from image_classification.data import base
+from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.data import digits
 from image_classification.data import sources
@@ -41,6 +43,98 @@ def test_digits_loads_with_its_test_split_cut():
   assert splits.train.num_examples == digits.load().train.num_examples
   assert splits.test.num_examples == 10
   assert splits.train.image_shape == (8, 8, 1)
+
+
+def _bilinear(image, size):
+  """A reference resize: PIL's bilinear filter on one-channel planes."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize(
+      (size, size), Image.Resampling.BILINEAR)) for c in range(image.shape[-1])], -1)
+
+
+def test_image_size_resizes_digits():
+  """`--config=configs/quickstart.py --config.data.image_size=16` trains on 16x16
+  digits (it stayed 8x8), and the dry run's shape agrees."""
+  config = quickstart.get_config()
+  config.data.image_size = 16
+  native = sources.load_dataset(data_config())
+  splits = sources.load_dataset(config.data)
+  assert splits.train.image_shape == splits.test.image_shape == (16, 16, 1)
+  assert splits.train.num_examples == native.train.num_examples == 1437
+  images, labels = splits.train.get(np.arange(5))
+  original, original_labels = native.train.get(np.arange(5))
+  np.testing.assert_array_equal(labels, original_labels)
+  assert images.dtype == np.uint8
+  for got, source in zip(images, original):
+    np.testing.assert_array_equal(got, _bilinear(source, 16))
+  assert catalog.image_shape('digits', 16) == (16, 16, 1)
+  assert catalog.image_shape('digits') == (8, 8, 1)
+
+
+def test_image_size_resizes_mnist_from_idx_files_and_tfds_shapes(tmp_path):
+  train_x, _, test_x, _ = formats.write_mnist(tmp_path, rows=4, cols=5)
+  splits = sources.load_dataset(data_config(name='mnist', path=str(tmp_path),
+                                            image_size=12))
+  assert splits.train.image_shape == splits.test.image_shape == (12, 12, 1)
+  images, _ = splits.test.get(np.arange(3))
+  for got, source in zip(images, test_x):
+    np.testing.assert_array_equal(got, _bilinear(source[..., None], 12))
+  # A uniform image stays uniform; 0 keeps the native size.
+  assert sources.resize_in_memory(dataclasses.replace(
+      splits, train=base.ArraySource(np.full((2, 4, 5, 3), 77, np.uint8),
+                                     np.zeros(2, np.int32))), 9).train.get(
+          np.arange(2))[0].tolist() == np.full((2, 9, 9, 3), 77).tolist()
+  native = sources.load_dataset(data_config(name='mnist', path=str(tmp_path)))
+  assert native.train.image_shape == (4, 5, 1)
+  # Without a path MNIST comes from tfds: the dry run's shape honours image_size too.
+  assert catalog.shape_only_splits(
+      data_config(name='mnist', image_size=32)).train.image_shape == (32, 32, 1)
+
+
+def test_image_size_cannot_resize_a_source_read_on_demand():
+  class OnDemand:
+    num_examples, image_shape = 4, (10, 10, 3)
+
+    def get(self, indices, step=0):
+      raise AssertionError('not read')
+
+  splits = dataclasses.replace(sources.load_dataset(data_config(max_train_examples=20)),
+                               train=OnDemand())
+  with pytest.raises(base.DataError, match='image_size=7.*set it to 0'):
+    sources.resize_in_memory(splits, 7)
+
+
+@pytest.mark.parametrize('shape', [(4, 6, 6, 2), (4, 6, 6, 5)])
+def test_npz_images_with_two_or_five_channels_are_refused_with_the_rule(tmp_path, shape):
+  """`--config.data.name=npz --config.data.path=x.npz` with [n, H, W, 2] images was
+  accepted; the README allows 1, 3 or 4 channels."""
+  path = tmp_path / 'x.npz'
+  np.savez(path, x_train=np.zeros(shape, np.uint8), y_train=np.array([0, 1, 0, 1]),
+           x_test=np.zeros(shape, np.uint8)[:2], y_test=np.array([0, 1]))
+  with pytest.raises(base.DataError) as e:
+    sources.load_dataset(data_config(name='npz', path=str(path), num_classes=2))
+  message = str(e.value)
+  assert f'x_train of shape {shape} has {shape[-1]} channels' in message
+  assert '1 (grey), 3 (RGB) or 4 (RGBA)' in message and '[n, H, W, C]' in message
+  for channels in (1, 3, 4):  # the allowed counts still load
+    np.savez(path, x_train=np.zeros(shape[:3] + (channels,), np.uint8),
+             y_train=np.array([0, 1, 0, 1]), y_test=np.array([0, 1]),
+             x_test=np.zeros((2,) + shape[1:3] + (channels,), np.uint8))
+    splits = sources.load_dataset(data_config(name='npz', path=str(path), num_classes=2))
+    assert splits.train.image_shape == (6, 6, channels)
+
+
+def test_npz_path_that_is_a_directory_says_so_and_names_the_files_in_it(tmp_path):
+  """It said 'does not exist'."""
+  with pytest.raises(base.DataError) as e:
+    sources.load_dataset(data_config(name='npz', path=str(tmp_path), num_classes=2))
+  message = str(e.value)
+  assert 'does not exist' not in message
+  assert f'config.data.path={str(tmp_path)!r} is a directory' in message
+  assert 'the .npz file itself' in message
+  np.savez(tmp_path / 'mine.npz', x_train=np.zeros((2, 3, 3), np.uint8))
+  with pytest.raises(base.DataError, match=r'this directory holds mine\.npz'):
+    sources.load_dataset(data_config(name='npz', path=str(tmp_path), num_classes=2))
 
 
 def test_cifar10_from_path_has_fixed_constants(tmp_path):

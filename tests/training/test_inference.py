@@ -144,6 +144,19 @@ def test_predict_resizes_other_sizes_and_refuses_missing_images(workdir, tmp_pat
   assert proc.returncode == 2 and 'neither a file nor a folder' in proc.stderr
 
 
+def test_predict_reads_16_bit_pngs_scaled_not_clipped(tmp_path):
+  """--predict's reader (inference.read_image) on a 16-bit grey PNG (PIL I;16) of
+  257 * v: the model gets v, not ~255; in colour, grey (v, v, v)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  v = np.random.default_rng(3).integers(0, 256, (8, 8)).astype(np.uint8)
+  path = str(tmp_path / 'sixteen.png')
+  Image.fromarray((v.astype(np.uint16) * 257)).save(path)
+  gray = inference.read_image(path, {'image_shape': (8, 8, 1)})
+  np.testing.assert_array_equal(gray, v[..., None])
+  colour = inference.read_image(path, {'image_shape': (8, 8, 3)})
+  np.testing.assert_array_equal(colour, np.repeat(v[..., None], 3, -1))
+
+
 def test_parameters_load_in_a_few_lines_of_flax(workdir):
   # The README's snippet: Flax and the model registry, no platform code besides.
   import flax.serialization  # pylint: disable=g-import-not-at-top
