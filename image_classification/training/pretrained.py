@@ -336,11 +336,23 @@ def _same_data(dataset: Mapping[str, Any], data_config) -> bool:
 
 
 def _ancestor(path: str, config: Mapping, privacy: Mapping) -> dict[str, Any]:
-  """The lineage entry of the run whose run files are (config, privacy)."""
+  """The lineage entry of the run whose run files are (config, privacy).
+
+  An ancestor that has not taken all its planned steps may still train on the same
+  data after this run starts from its weights: it is charged its whole planned
+  budget (the target epsilon, which the plan never passes), not what it has spent so
+  far, so that the total stays true however the ancestor goes on.
+  """
+  epsilon = privacy.get('epsilon')
+  unfinished = privacy.get('steps_taken') is not None and privacy.get(
+      'steps') is not None and privacy['steps_taken'] < privacy['steps']
+  if unfinished and privacy.get('target_epsilon') is not None:
+    epsilon = max(epsilon if epsilon is not None else 0.0, privacy['target_epsilon'])
   return {'path': path, 'platform_run': True,
           'dataset': dataset_identity(config.get('data', {})),
-          'epsilon': privacy.get('epsilon'), 'delta': privacy.get('delta'),
-          'non_private': bool(privacy.get('non_private'))}
+          'epsilon': epsilon, 'delta': privacy.get('delta'),
+          'non_private': bool(privacy.get('non_private')),
+          **({'charged_planned_budget': True} if unfinished else {})}
 
 
 def _outside(path: str) -> dict[str, Any]:

@@ -447,3 +447,22 @@ def test_a_chain_through_another_dataset_composes_with_the_first_run(
   assert 'other data: **assumed disjoint** from this training set, not composed' in text
   assert f'generation 2: `{first_run}`, trained on digits' in text
   assert text.count('**composed** with it') == 1
+
+
+def test_an_unfinished_ancestor_is_charged_its_whole_planned_budget(tmp_path):
+  """A parent stopped at step 5 of 20 may train on after the child starts from its
+  weights: the child's total counts the parent's target epsilon, not the 5 steps."""
+  import json  # pylint: disable=g-import-not-at-top
+  a = _chain_run(str(tmp_path / 'a'), None, epsilon=1.0)
+  with open(os.path.join(a, 'privacy.json')) as f:
+    record = json.load(f)
+  record.update(steps_taken=5, steps=20, target_epsilon=4.0)
+  with open(os.path.join(a, 'privacy.json'), 'w') as f:
+    json.dump(record, f)
+  lineage = pretrained.composition(a, _data(), compose=True)['lineage']
+  assert lineage[0]['epsilon'] == 4.0 and lineage[0]['charged_planned_budget']
+  assert pretrained.composed_total(lineage, 0.5, 1e-5)[0] == pytest.approx(4.5)
+  record.update(steps_taken=20)  # finished: its own epsilon
+  with open(os.path.join(a, 'privacy.json'), 'w') as f:
+    json.dump(record, f)
+  assert pretrained.composition(a, _data(), compose=True)['lineage'][0]['epsilon'] == 1.0
