@@ -1,0 +1,403 @@
+"""Worker processes (grain) that decode and crop the examples of on-disk datasets.
+
+``ParallelSource(source, num_workers)`` wraps an on-disk source (data/on_disk.py: an
+image folder read from disk, tfds ImageNet) and is itself an ``ImageSource``:
+``get(indices, step)`` returns exactly ``source.get(indices, step)``, but the
+examples are read, decoded, cropped and resized by ``num_workers`` worker processes
+that grain starts and drives (``MapDataset.range(...).map(read).mp_prefetch``).
+``num_workers=0`` reads in the calling thread (the prefetch thread of the training
+loop, data/prefetch.py), as before. In-memory datasets (``ArraySource``) never use
+workers: indexing an array costs less than sending the examples between processes.
+
+The trainer keeps the batch selection: it draws each step's indices, and each
+process asks only for the rows its own devices hold (``distributed.global_batch``
+calls ``get`` with them), so a host decodes only its share of the batch.
+
+How the given indices reach the workers. A grain pipeline is a fixed sequence of
+elements that its workers compute independently (worker w computes elements
+w, w + W, w + 2W, ...). Here element k is "the k-th example the parent asks for": for
+each ``get`` the parent sends the request (step, indices) to every worker over a
+private channel, each worker looks up its elements' (step, index) there, calls
+``source.read_one(index, step)`` and returns (k, image, label); the parent takes the
+elements back in order. The channel is a Unix socket in Linux's abstract namespace
+(no file; elsewhere a socket file with a random name in a private temporary folder),
+authenticated by a random key.
+
+Determinism: an example's crop depends on (seed, step, index) only (on_disk.HostCrop),
+so the batch of (step, indices) is the same with 0, 1 or many workers, in one process
+or several, before and after a restart; the pipeline keeps no state to checkpoint.
+
+Lifecycle: the workers start at the first ``get`` (a few seconds: each imports
+grain, and with it jax; about 200 MB each), serve every later one and stop at
+``close()`` (also at garbage collection and when the process exits); a worker whose
+parent dies exits too. They are started with multiprocessing's "spawn": a script that
+reads through the pipeline needs the usual ``if __name__ == '__main__':`` guard
+(launch.py has it).
+
+Privacy: the indices of a step are secret (they tell the batch's composition).
+* They live in memory only: the parent's, the socket's buffers, and a worker's while
+  it reads them. Nothing is written to disk or put in a file name: the channel is a
+  socket with a random name and no file (Linux), and the examples come back through
+  the workers' pipes as (element number, image, label), never with their index.
+  grain is told to pickle the images through those pipes rather than put each in a
+  shared-memory segment (/dev/shm/psm_*), so no file of the batch exists even in
+  memory; multiprocessing's named semaphores (/dev/shm/sem.mp-<random>) hold counters.
+* Nothing is logged: grain's debug mode and dataset-graph output are switched off
+  when the workers start, and this pipeline's objects print no index, key or file
+  list (their repr is fixed text); the workers' command lines hold file descriptors
+  only. A failed read of the private split raises an error that names no file and
+  no index (on_disk.read_failure).
+* The examples themselves are private data, held in memory as the in-thread path
+  holds them.
+"""
+import collections
+import dataclasses
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from multiprocessing import connection
+
+from absl import flags
+import grain
+import numpy as np
+
+from image_classification.data import base
+from image_classification.data import record_split
+
+# config.data.num_workers = -1: one worker per core of this host, at most this many.
+MAX_DEFAULT_WORKERS = 32
+AUTO = -1
+# Decoded examples each worker may hold ready ahead of the parent.
+BUFFER_PER_WORKER = 8
+# Elements of the endless grain pipeline: far more than any run reads.
+_NUM_SLOTS = 2 ** 62
+_HEADER = 3  # a request is int64 [first element, step, n, index_1 .. index_n]
+_PARENT_POLL_S = 1.0
+_NO_SHARED_MEMORY = 2 ** 62  # grain's min_shm_size: arrays of fewer bytes are pickled
+
+
+def default_num_workers() -> int:
+  """The cores this process may run on, at most MAX_DEFAULT_WORKERS."""
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    cores = os.cpu_count() or 1
+  return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+def resolve_num_workers(value) -> int:
+  """config.data.num_workers as a count: -1 -> default_num_workers(); n >= 0 -> n."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < AUTO:
+    raise base.DataError(
+        f'config.data.num_workers={value!r}: give the number of worker processes that '
+        'decode on-disk images (0: decode in the loading thread; -1: one per core of '
+        f'this host, at most {MAX_DEFAULT_WORKERS})')
+  return default_num_workers() if value == AUTO else int(value)
+
+
+def reads_on_disk(source) -> bool:
+  """Whether ``source`` decodes when read (so workers can help): it has read_one."""
+  return callable(getattr(source, 'read_one', None))
+
+
+# ---------------------------------------------------------------------- the channel
+def _private_address() -> str:
+  token = secrets.token_hex(16)
+  if sys.platform.startswith('linux'):
+    return f'\0dp-input-{token}'  # the abstract namespace: no file at all
+  folder = tempfile.mkdtemp(prefix='dp-input-')  # mode 0700
+  return os.path.join(folder, token)
+
+
+class _RequestChannel:
+  """The parent's end: sends every request to every worker, in order.
+
+  A worker that connects late first gets every request it may still need (those not
+  yet fully taken back by the parent).
+  """
+
+  def __init__(self):
+    self.address = _private_address()
+    self.authkey = secrets.token_bytes(32)
+    self._listener = connection.Listener(self.address, 'AF_UNIX', authkey=self.authkey)
+    self._lock = threading.Lock()
+    self._connections = []
+    self._pending = collections.deque()  # (end element, message)
+    self._closed = False
+    self._thread = threading.Thread(target=self._accept, name='input-pipeline-accept',
+                                    daemon=True)
+    self._thread.start()
+
+  def __repr__(self):
+    return '_RequestChannel()'
+
+  def _accept(self):
+    while True:
+      try:
+        conn = self._listener.accept()
+      except (OSError, EOFError, connection.AuthenticationError):
+        if self._closed:
+          return
+        continue
+      with self._lock:
+        if self._closed:
+          conn.close()
+          return
+        try:
+          for _, message in self._pending:
+            conn.send_bytes(message)
+        except OSError:
+          conn.close()
+          continue
+        self._connections.append(conn)
+
+  def publish(self, first: int, step: int, indices: np.ndarray) -> None:
+    message = np.concatenate([np.array([first, step, len(indices)], np.int64),
+                              indices.astype(np.int64)]).astype('<i8').tobytes()
+    with self._lock:
+      self._pending.append((first + len(indices), message))
+      for conn in list(self._connections):
+        try:
+          conn.send_bytes(message)
+        except OSError:  # that worker died; grain reports it to the reader
+          self._connections.remove(conn)
+
+  def taken(self, count: int) -> None:
+    """The parent has every element before ``count``: no worker needs those requests."""
+    with self._lock:
+      while self._pending and self._pending[0][0] <= count:
+        self._pending.popleft()
+
+  def close(self) -> None:
+    with self._lock:
+      if self._closed:
+        return
+      self._closed = True
+      self._pending.clear()
+      for conn in self._connections:
+        conn.close()  # a worker waiting for a request sees the end and exits
+      self._connections = []
+    try:  # wake the accepting thread
+      connection.Client(self.address, 'AF_UNIX', authkey=self.authkey).close()
+    except (OSError, EOFError, connection.AuthenticationError):
+      pass
+    self._listener.close()
+    self._thread.join(timeout=5)
+    if not self.address.startswith('\0'):
+      try:
+        os.rmdir(os.path.dirname(self.address))
+      except OSError:
+        pass
+
+
+class _Closed(ConnectionError):
+  """The parent closed the request channel (never seen by users: raised in workers
+  that are being stopped)."""
+
+
+class _Requests:
+  """A worker's end: the (step, index) of each element it computes, in order."""
+
+  def __init__(self, address: str, authkey: bytes):
+    self._conn = connection.Client(address, 'AF_UNIX', authkey=authkey)
+    self._requests = collections.deque()  # (first, end, step, indices)
+
+  def lookup(self, element: int) -> tuple[int, int]:
+    while True:
+      while self._requests and self._requests[0][1] <= element:
+        self._requests.popleft()
+      if self._requests:
+        first, _, step, indices = self._requests[0]
+        if element < first:
+          raise RuntimeError('input pipeline: an element was skipped')
+        return step, int(indices[element - first])
+      try:
+        message = self._conn.recv_bytes()
+      except (EOFError, OSError) as e:
+        # The parent closed the pipeline: the error ends this worker's stream, which
+        # lets grain stop it (a worker idle in recv would hold grain's close forever).
+        raise _Closed('the input pipeline was closed') from e
+      values = np.frombuffer(message, '<i8')
+      first, step, count = (int(v) for v in values[:_HEADER])
+      self._requests.append((first, first + count, step, values[_HEADER:]))
+
+
+_WORKER_REQUESTS: dict[str, _Requests] = {}  # per worker process, by channel
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class _ReadElement:
+  """grain's map in a worker: element k -> (k, image, label) of the k-th request row."""
+  source: object
+  address: str
+  authkey: bytes
+
+  def __repr__(self):  # grain may print its pipeline: no key, no file list
+    return f'ReadElement({type(self.source).__name__})'
+
+  def __call__(self, element: int):
+    requests = _WORKER_REQUESTS.get(self.address)
+    if requests is None:
+      requests = _WORKER_REQUESTS[self.address] = _Requests(self.address, self.authkey)
+    step, index = requests.lookup(int(element))
+    image, label = self.source.read_one(index, step)
+    return int(element), image, int(label)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExitWithParent:
+  """grain's worker_init_fn: the worker exits when its parent process is gone."""
+  parent: int
+
+  def __call__(self, worker_index: int, num_workers: int) -> None:
+    del worker_index, num_workers
+
+    def watch():
+      while os.getppid() == self.parent:
+        time.sleep(_PARENT_POLL_S)
+      os._exit(1)  # pylint: disable=protected-access
+
+    threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
+
+def _prepare_grain() -> None:
+  """No debug statistics or dataset graph in grain's logs (they would print reprs).
+  grain reads absl flags: outside an absl app (tests, notebooks) they take their
+  defaults."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  grain.config.update('py_debug_mode', False)
+  grain.config.update('py_dataset_visualization_output_dir', None)
+
+
+def _shut(state: dict) -> None:
+  channel, iterator = state.pop('channel', None), state.pop('iterator', None)
+  if channel is not None:
+    channel.close()
+  if iterator is not None:
+    try:
+      iterator.close()
+    except Exception:  # pylint: disable=broad-except  # a worker that never started
+      pass
+
+
+# ---------------------------------------------------------------------- the source
+class ParallelSource:
+  """``source.get(indices, step)``, computed by ``num_workers`` worker processes."""
+
+  def __init__(self, source, num_workers: int, buffer_per_worker: int = BUFFER_PER_WORKER):
+    if not reads_on_disk(source):
+      raise TypeError(f'{type(source).__name__} has no read_one: not an on-disk source')
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
+        or num_workers < 0:
+      raise base.DataError(
+          f'config.data.num_workers={num_workers!r}: a ParallelSource needs >= 0 '
+          'worker processes (0: read in the calling thread)')
+    if buffer_per_worker < 1:
+      raise ValueError(f'buffer_per_worker={buffer_per_worker}: must be >= 1')
+    self.source = source
+    self.num_workers = int(num_workers)
+    self._buffer = int(buffer_per_worker)
+    self._lock = threading.Lock()
+    self._state = {}  # channel, iterator: the running workers
+    self._next_element = 0
+    self._finalizer = weakref.finalize(self, _shut, self._state)
+
+  def __repr__(self):
+    return f'ParallelSource({type(self.source).__name__}, num_workers={self.num_workers})'
+
+  @property
+  def num_examples(self) -> int:
+    return self.source.num_examples
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.source.image_shape)
+
+  @property
+  def running(self) -> bool:
+    return 'iterator' in self._state
+
+  def record_ids(self, count: int | None = None):
+    """The source's record ids (data/record_split.py): read in this process."""
+    return record_split.source_ids(self.source, count)
+
+  def _start(self) -> None:
+    _prepare_grain()
+    channel = _RequestChannel()
+    try:
+      elements = (grain.MapDataset.range(_NUM_SLOTS)
+                  .map(_ReadElement(self.source, channel.address, channel.authkey))
+                  .to_iter_dataset(grain.ReadOptions(num_threads=0)))
+      # Images come back through the worker's pipe, not through a shared-memory
+      # segment per image (nothing of the batch appears under /dev/shm).
+      elements = grain.experimental.WithOptionsIterDataset(
+          elements, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY))
+      dataset = elements.mp_prefetch(
+          grain.MultiprocessingOptions(num_workers=self.num_workers,
+                                       per_worker_buffer_size=self._buffer),
+          worker_init_fn=_ExitWithParent(os.getpid()))
+      iterator = iter(dataset)
+    except BaseException:
+      channel.close()
+      raise
+    self._state.update(channel=channel, iterator=iterator)
+    self._next_element = 0
+
+  def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    indices = np.asarray(indices).reshape(-1)
+    if self.num_workers == 0 or not len(indices):
+      return self.source.get(indices, step)
+    if indices.min() < 0 or indices.max() >= self.num_examples:
+      raise IndexError(f'indices outside [0, {self.num_examples})')
+    images = np.empty((len(indices),) + self.image_shape, np.uint8)
+    labels = np.empty((len(indices),), np.int32)
+    with self._lock:
+      if not self.running:
+        self._start()
+      first = self._next_element
+      self._state['channel'].publish(first, int(step), indices)
+      iterator = self._state['iterator']
+      try:
+        for row in range(len(indices)):
+          element, images[row], labels[row] = next(iterator)
+          if element != first + row:
+            raise RuntimeError(f'input pipeline out of order: element {element}, '
+                               f'expected {first + row}')
+      except BaseException:
+        _shut(self._state)  # a later get starts fresh workers
+        raise
+      self._next_element = first + len(indices)
+      self._state['channel'].taken(self._next_element)
+    return images, labels
+
+  def read_one(self, index: int, step: int = 0):
+    return self.source.read_one(index, step)
+
+  def close(self) -> None:
+    """Stops the workers (idempotent); a later ``get`` starts new ones."""
+    with self._lock:
+      _shut(self._state)
+
+
+def parallel(source, num_workers: int):
+  """``source`` read by ``num_workers`` worker processes when it decodes on reads (an
+  on-disk source) and ``num_workers > 0``; otherwise ``source`` itself."""
+  if num_workers and reads_on_disk(source) and not isinstance(source, ParallelSource):
+    return ParallelSource(source, num_workers)
+  return source
+
+
+def close(*sources) -> None:
+  """Stops the workers of every ParallelSource among ``sources`` or under them (a
+  source that wraps another holds it as ``.source``: subsets, truncations)."""
+  for source in sources:
+    while source is not None:
+      if isinstance(source, ParallelSource):
+        source.close()
+        break
+      source = getattr(source, 'source', None)
