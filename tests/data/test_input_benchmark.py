@@ -1,6 +1,9 @@
-"""The input benchmark (data/input_benchmark.py): the JSON's keys, the checks of
---benchmark_workers, and datasets it cannot measure."""
+"""The input benchmark (data/input_benchmark.py) and its launch.py command: the JSON's
+keys, the checks of --benchmark_workers, and datasets it cannot measure."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from image_classification.data import base
 from image_classification.data import input_benchmark
 from image_classification.data import local_files
 from tests.data import image_folders
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -75,3 +80,31 @@ def test_what_the_benchmark_cannot_measure(folder, tmp_path):
     input_benchmark.training_source(_config(folder, image_size=0).data)
   with pytest.raises(base.DataError, match='workers'):
     input_benchmark.run_input_benchmark(_config(folder), str(tmp_path), [-3])
+
+
+def _launch(args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_launch_command(folder, tmp_path):
+  """The issue's command on a small folder (the ImageNet config's 224 x 224 crops)."""
+  workdir = tmp_path / 'bench'
+  command = ['--config=configs/imagenet_nf_resnet_50_eps8.py',
+             '--config.data.name=image_folder', f'--config.data.path={folder}',
+             '--benchmark_input', f'--workdir={workdir}']
+  bad = _launch(command + ['--benchmark_workers=1,two'])
+  assert bad.returncode == 2, bad.stderr[-2000:]
+  lines = [line for line in bad.stderr.splitlines() if line.startswith('error:')]
+  assert lines == ["error: --benchmark_workers='1,two': 'two' is not an integer; give "
+                   'a comma-separated list of worker counts >= 0 (0: the loading '
+                   'thread alone), e.g. 1,2']
+  assert not workdir.exists()
+  good = _launch(command + ['--benchmark_workers=1,2'])
+  assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+  with open(workdir / input_benchmark.RESULT_FILE) as f:
+    result = json.load(f)
+  assert [row['workers'] for row in result['rows']] == [1, 2]
+  assert all(row['images_per_sec'] > 0 for row in result['rows'])
+  assert result['pil_loop_images_per_sec'] > 0 and result['image_size'] == 224
