@@ -13,9 +13,11 @@ Each measurement reads ``num_images`` examples (a fixed public draw, not the
 training's batches) as ``get`` calls of ``batch_size`` rows, as a host reads its share
 of a step; the crops are training's (an Inception-style random resized crop to
 ``config.data.image_size``) plus a horizontal flip, drawn from (seed, step, index)
-alone. The figure is the median over ``repetitions`` of images per second; the
-workers start before the timing (their start-up is reported apart). The pipeline's
-output is compared with the PIL loop's, so both did the same work.
+alone. The figures are medians over ``repetitions``: images per second (wall time)
+and CPU seconds per image (this process and its workers, from /proc: on a shared
+machine it moves much less than wall time, and it says how many cores a rate needs).
+The workers start before the timing (their start-up is reported apart). The
+pipeline's output is compared with the PIL loop's, so both did the same work.
 
 It writes WORKDIR/input_benchmark.json:
 {"rows": [{"workers": 1, "images_per_sec": ...}, ...], "pil_loop_images_per_sec": ...,
@@ -129,6 +131,27 @@ def pil_loop(source, requests) -> np.ndarray:
   return np.stack(out)
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+  """CPU time (user + system) of this process and of its live children (the
+  workers), in seconds; None where /proc is missing. Unlike wall time it hardly
+  depends on what else the machine runs, so it gives the cores a rate needs."""
+  try:
+    children = 0.0
+    ticks = os.sysconf('SC_CLK_TCK')
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+      try:
+        with open(f'/proc/{pid}/stat') as f:
+          fields = f.read().rsplit(')', 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == me:  # fields[1]: ppid; [11], [12]: utime, stime
+        children += (int(fields[11]) + int(fields[12])) / ticks
+    return time.process_time(), children
+  except (OSError, ValueError):
+    return None
+
+
 def _load() -> list[float]:
   try:
     return [round(x, 2) for x in os.getloadavg()]
@@ -169,31 +192,49 @@ def run_input_benchmark(config: ml_collections.ConfigDict, workdir: str,
       pipelines[workers].get(indices[:max(1, workers)], step=0)
       startup[workers] = time.perf_counter() - began
     expected = pil_loop(source, requests[:1])
-    rates = {'pil': []}
-    rates.update({w: [] for w in workers_list})
+    rates = {key: [] for key in ['pil'] + workers_list}
+    cpu = {key: [] for key in ['pil'] + workers_list}  # (this process, workers) / image
+
+    def timed(key, work):
+      cpu_before, began = _cpu_seconds(), time.perf_counter()
+      work()
+      rates[key].append(n / (time.perf_counter() - began))
+      cpu_after = _cpu_seconds()
+      if cpu_before is not None and cpu_after is not None:
+        cpu[key].append([(a - b) / n for a, b in zip(cpu_after, cpu_before)])
+
     for rep in range(repetitions):
-      began = time.perf_counter()
-      pil_loop(source, requests)
-      rates['pil'].append(n / (time.perf_counter() - began))
+      timed('pil', lambda: pil_loop(source, requests))
       for workers, pipeline in pipelines.items():
-        began = time.perf_counter()
-        for number, (step, batch) in enumerate(requests):
-          images, _ = pipeline.get(batch, step=step)
-          if rep == 0 and number == 0 and not np.array_equal(images, expected):
-            raise RuntimeError(f'the pipeline with {workers} workers decoded other '
-                               'images than the PIL loop')
-        rates[workers].append(n / (time.perf_counter() - began))
+        def read_all(workers=workers, pipeline=pipeline, check=rep == 0):
+          for number, (step, batch) in enumerate(requests):
+            images, _ = pipeline.get(batch, step=step)
+            if check and number == 0 and not np.array_equal(images, expected):
+              raise RuntimeError(f'the pipeline with {workers} workers decoded other '
+                                 'images than the PIL loop')
+        timed(workers, read_all)
       say(f'repetition {rep + 1}/{repetitions}: PIL loop {rates["pil"][-1]:.1f} img/s, '
           + ', '.join(f'{w} workers {rates[w][-1]:.1f}' for w in workers_list))
   finally:
     for pipeline in pipelines.values():
       pipeline.close()
+  def cpu_per_image(key, part=None):
+    """Median CPU seconds per image: of this process (part 0), of the workers (part
+    1), or of both."""
+    if not cpu[key]:
+      return None
+    return statistics.median(sum(c) if part is None else c[part] for c in cpu[key])
+
   result = {
       'rows': [{'workers': w, 'images_per_sec': statistics.median(rates[w]),
-                'all_images_per_sec': rates[w], 'startup_sec': startup[w]}
+                'all_images_per_sec': rates[w], 'startup_sec': startup[w],
+                'cpu_sec_per_image': cpu_per_image(w),
+                'parent_cpu_sec_per_image': cpu_per_image(w, 0),
+                'workers_cpu_sec_per_image': cpu_per_image(w, 1)}
                for w in workers_list],
       'pil_loop_images_per_sec': statistics.median(rates['pil']),
       'pil_loop_all_images_per_sec': rates['pil'],
+      'pil_loop_cpu_sec_per_image': cpu_per_image('pil'),
       'dataset': config.data.name, 'image_size': int(source.crop.image_size),
       'num_images': int(n), 'batch_size': int(batch_size),
       'repetitions': int(repetitions),
@@ -209,11 +250,20 @@ def run_input_benchmark(config: ml_collections.ConfigDict, workdir: str,
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
   base_rate = result['pil_loop_images_per_sec']
-  say(f'PIL loop: {base_rate:.1f} images/s')
+
+  def cpu_text(value, parent=None):
+    if value is None:
+      return ''
+    return (f', {value * 1e3:.2f} ms CPU per image'
+            + (f' ({parent * 1e3:.2f} in this process)' if parent is not None else ''))
+
+  say(f'PIL loop: {base_rate:.1f} images/s'
+      + cpu_text(result['pil_loop_cpu_sec_per_image']))
   for row in result['rows']:
     say(f'{row["workers"]} workers: {row["images_per_sec"]:.1f} images/s '
-        f'({row["images_per_sec"] / base_rate:.2f}x the PIL loop; started in '
-        f'{row["startup_sec"]:.1f} s)')
+        f'({row["images_per_sec"] / base_rate:.2f}x the PIL loop'
+        + cpu_text(row['cpu_sec_per_image'], row['parent_cpu_sec_per_image'])
+        + f'; started in {row["startup_sec"]:.1f} s)')
   say(f'load average before {load_before}, after {result["load_average_after"]}; '
       f'wrote {path}')
   return result

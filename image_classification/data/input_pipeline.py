@@ -52,14 +52,18 @@ Privacy: the indices of a step are secret (they tell the batch's composition).
 """
 import collections
 import dataclasses
+import math
+import mmap
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
 import time
 import weakref
 from multiprocessing import connection
+from multiprocessing import reduction
 
 from absl import flags
 import grain
@@ -78,6 +82,8 @@ _NUM_SLOTS = 2 ** 62
 _HEADER = 3  # a request is int64 [first element, step, n, index_1 .. index_n]
 _PARENT_POLL_S = 1.0
 _NO_SHARED_MEMORY = 2 ** 62  # grain's min_shm_size: arrays of fewer bytes are pickled
+_RING_HEADER = 64  # bytes before the image slots: int64 number of elements taken
+_SLOT_POLL_S = 0.001
 
 
 def default_num_workers() -> int:
@@ -104,6 +110,42 @@ def reads_on_disk(source) -> bool:
   return callable(getattr(source, 'read_one', None))
 
 
+# ---------------------------------------------------------------------- the images
+class _ImageRing:
+  """Slots for decoded images that the parent and its workers map: a memfd, memory
+  with no name in any file system (not under /dev/shm), shared by passing its file
+  descriptor over the authenticated channel. Element k goes to slot k mod slots; a
+  worker writes it only once the parent has taken element k - slots (the header's
+  counter), so nothing is overwritten before it is copied out."""
+
+  def __init__(self, slots: int, shape, fd: int | None = None):
+    self.slots, self.shape = int(slots), tuple(int(d) for d in shape)
+    size = _RING_HEADER + self.slots * math.prod(self.shape)
+    if fd is None:
+      fd = os.memfd_create('input-pipeline', os.MFD_CLOEXEC)
+      os.ftruncate(fd, size)
+    self.fd = fd
+    self._map = mmap.mmap(fd, size)
+    self.taken = np.ndarray((1,), np.int64, buffer=self._map)
+    self.images = np.ndarray((self.slots,) + self.shape, np.uint8, buffer=self._map,
+                             offset=_RING_HEADER)
+
+  def __repr__(self):
+    return f'_ImageRing({self.slots} slots)'
+
+  @staticmethod
+  def available() -> bool:
+    return hasattr(os, 'memfd_create')
+
+  def describe(self) -> bytes:
+    return np.array([self.slots, *self.shape], '<i8').tobytes()
+
+  def close(self) -> None:
+    del self.taken, self.images
+    self._map.close()
+    os.close(self.fd)
+
+
 # ---------------------------------------------------------------------- the channel
 def _private_address() -> str:
   token = secrets.token_hex(16)
@@ -120,7 +162,8 @@ class _RequestChannel:
   yet fully taken back by the parent).
   """
 
-  def __init__(self):
+  def __init__(self, ring: _ImageRing | None):
+    self._ring = ring
     self.address = _private_address()
     self.authkey = secrets.token_bytes(32)
     self._listener = connection.Listener(self.address, 'AF_UNIX', authkey=self.authkey)
@@ -148,6 +191,12 @@ class _RequestChannel:
           conn.close()
           return
         try:
+          # First the image ring (or none), then every request still needed.
+          if self._ring is None:
+            conn.send_bytes(b'')
+          else:
+            conn.send_bytes(self._ring.describe())
+            reduction.send_handle(conn, self._ring.fd, None)
           for _, message in self._pending:
             conn.send_bytes(message)
         except OSError:
@@ -205,6 +254,24 @@ class _Requests:
   def __init__(self, address: str, authkey: bytes):
     self._conn = connection.Client(address, 'AF_UNIX', authkey=authkey)
     self._requests = collections.deque()  # (first, end, step, indices)
+    self.ring = None
+    ring = np.frombuffer(self._recv(), '<i8')
+    if ring.size:
+      self.ring = _ImageRing(int(ring[0]), ring[1:],
+                             fd=reduction.recv_handle(self._conn))
+
+  def _recv(self) -> bytes:
+    try:
+      return self._conn.recv_bytes()
+    except (EOFError, OSError) as e:
+      # The parent closed the pipeline: the error ends this worker's stream, which
+      # lets grain stop it (a worker idle in recv would hold grain's close forever).
+      raise _Closed('the input pipeline was closed') from e
+
+  def _receive_request(self) -> None:
+    values = np.frombuffer(self._recv(), '<i8')
+    first, step, count = (int(v) for v in values[:_HEADER])
+    self._requests.append((first, first + count, step, values[_HEADER:]))
 
   def lookup(self, element: int) -> tuple[int, int]:
     while True:
@@ -215,15 +282,15 @@ class _Requests:
         if element < first:
           raise RuntimeError('input pipeline: an element was skipped')
         return step, int(indices[element - first])
-      try:
-        message = self._conn.recv_bytes()
-      except (EOFError, OSError) as e:
-        # The parent closed the pipeline: the error ends this worker's stream, which
-        # lets grain stop it (a worker idle in recv would hold grain's close forever).
-        raise _Closed('the input pipeline was closed') from e
-      values = np.frombuffer(message, '<i8')
-      first, step, count = (int(v) for v in values[:_HEADER])
-      self._requests.append((first, first + count, step, values[_HEADER:]))
+      self._receive_request()
+
+  def put_image(self, element: int, image: np.ndarray) -> None:
+    """Writes ``image`` to the ring once its slot is free (see _ImageRing)."""
+    ring = self.ring
+    while int(ring.taken[0]) <= element - ring.slots:
+      if self._conn.poll(_SLOT_POLL_S):  # a request, or the end of the pipeline
+        self._receive_request()
+    ring.images[element % ring.slots] = image
 
 
 _WORKER_REQUESTS: dict[str, _Requests] = {}  # per worker process, by channel
@@ -243,18 +310,25 @@ class _ReadElement:
     requests = _WORKER_REQUESTS.get(self.address)
     if requests is None:
       requests = _WORKER_REQUESTS[self.address] = _Requests(self.address, self.authkey)
-    step, index = requests.lookup(int(element))
+    element = int(element)
+    step, index = requests.lookup(element)
     image, label = self.source.read_one(index, step)
-    return int(element), image, int(label)
+    if requests.ring is not None:  # the image goes through shared memory
+      requests.put_image(element, image)
+      image = None
+    return element, image, int(label)
 
 
 @dataclasses.dataclass(frozen=True)
 class _ExitWithParent:
-  """grain's worker_init_fn: the worker exits when its parent process is gone."""
+  """grain's worker_init_fn: the worker exits when its parent process is gone, and
+  leaves Ctrl-C to its parent (which checkpoints and stops the workers; a terminal
+  sends SIGINT to every process of the job)."""
   parent: int
 
   def __call__(self, worker_index: int, num_workers: int) -> None:
     del worker_index, num_workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
       while os.getppid() == self.parent:
@@ -276,6 +350,7 @@ def _prepare_grain() -> None:
 
 def _shut(state: dict) -> None:
   channel, iterator = state.pop('channel', None), state.pop('iterator', None)
+  ring = state.pop('ring', None)
   if channel is not None:
     channel.close()
   if iterator is not None:
@@ -283,6 +358,8 @@ def _shut(state: dict) -> None:
       iterator.close()
     except Exception:  # pylint: disable=broad-except  # a worker that never started
       pass
+  if ring is not None:
+    ring.close()
 
 
 # ---------------------------------------------------------------------- the source
@@ -328,13 +405,16 @@ class ParallelSource:
 
   def _start(self) -> None:
     _prepare_grain()
-    channel = _RequestChannel()
+    ring = None
+    if _ImageRing.available():
+      ring = _ImageRing(self.num_workers * (2 * self._buffer + 4), self.image_shape)
+    channel = _RequestChannel(ring)
     try:
       elements = (grain.MapDataset.range(_NUM_SLOTS)
                   .map(_ReadElement(self.source, channel.address, channel.authkey))
                   .to_iter_dataset(grain.ReadOptions(num_threads=0)))
-      # Images come back through the worker's pipe, not through a shared-memory
-      # segment per image (nothing of the batch appears under /dev/shm).
+      # Without the ring (not Linux), images come back pickled through the worker's
+      # pipe, not in a shared-memory segment per image (grain's way, under /dev/shm).
       elements = grain.experimental.WithOptionsIterDataset(
           elements, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY))
       dataset = elements.mp_prefetch(
@@ -344,8 +424,10 @@ class ParallelSource:
       iterator = iter(dataset)
     except BaseException:
       channel.close()
+      if ring is not None:
+        ring.close()
       raise
-    self._state.update(channel=channel, iterator=iterator)
+    self._state.update(channel=channel, iterator=iterator, ring=ring)
     self._next_element = 0
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -361,13 +443,18 @@ class ParallelSource:
         self._start()
       first = self._next_element
       self._state['channel'].publish(first, int(step), indices)
-      iterator = self._state['iterator']
+      iterator, ring = self._state['iterator'], self._state['ring']
       try:
         for row in range(len(indices)):
-          element, images[row], labels[row] = next(iterator)
+          element, image, labels[row] = next(iterator)
           if element != first + row:
             raise RuntimeError(f'input pipeline out of order: element {element}, '
                                f'expected {first + row}')
+          if image is None:  # in the ring: copy it out, then free its slot
+            images[row] = ring.images[element % ring.slots]
+            ring.taken[0] = element + 1
+          else:
+            images[row] = image
       except BaseException:
         _shut(self._state)  # a later get starts fresh workers
         raise

@@ -51,7 +51,11 @@ def test_the_benchmark_writes_rates_per_worker_count(folder, tmp_path):
   assert [row['workers'] for row in written['rows']] == [0, 1]
   for row in written['rows']:
     assert row['images_per_sec'] > 0 and row['startup_sec'] >= 0
+    assert row['cpu_sec_per_image'] > 0  # this process and its workers, from /proc
+    assert row['cpu_sec_per_image'] == pytest.approx(
+        row['parent_cpu_sec_per_image'] + row['workers_cpu_sec_per_image'])
   assert written['pil_loop_images_per_sec'] > 0
+  assert written['pil_loop_cpu_sec_per_image'] > 0
   assert written['num_images'] == 12 and written['image_size'] == 16
   assert len(written['load_average_before']) == 3
 

@@ -7,8 +7,9 @@ worker processes that decode them (data/input_pipeline.py, on grain).
   global batch equals the one-process read.
 - Bad config.data.num_workers values are refused with a message naming the field.
 - Privacy: a failed read of the private split names neither the file nor the index;
-  nothing appears under /dev/shm or the temporary folder while the workers run; the
-  request channel has no file name; no repr prints the channel's key.
+  nothing appears under /dev/shm or the temporary folder while the workers run (the
+  images pass through a memfd, the requests through an abstract socket); no repr or
+  worker command line holds the channel's key.
 """
 import dataclasses
 import json
@@ -91,12 +92,16 @@ def test_random_resized_crop_keeps_an_image_folder_on_disk(folder):
                     base.ArraySource)
 
 
-def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder):
+def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder, monkeypatch):
   source = local_files.load_image_folder_on_disk(folder, SIZE).train
+  # 40 rows pass through a ring of 20 slots (1 worker): slots are reused within a get.
   requests = [(3, np.array([5, 0, 39, 5, 17])), (4, np.arange(40)[::-1]),
               (0, np.array([7]))]
   expected = [source.get(indices, step=step) for step, indices in requests]
-  for workers in (1, 2):
+  for workers in (1, 2, 'pipes'):
+    if workers == 'pipes':  # without the shared ring (as off Linux): images pickled
+      monkeypatch.setattr(input_pipeline._ImageRing, 'available', lambda: False)  # pylint: disable=protected-access
+      workers = 2
     pipeline = input_pipeline.ParallelSource(source, workers)
     try:
       for (step, indices), (images, labels) in zip(requests, expected):
@@ -104,6 +109,8 @@ def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder):
         np.testing.assert_array_equal(got_images, images)
         np.testing.assert_array_equal(got_labels, labels)
       assert pipeline.running
+      ring = pipeline._state['ring']  # pylint: disable=protected-access
+      assert (ring is None) == (not input_pipeline._ImageRing.available())  # pylint: disable=protected-access
       if workers == 1:
         pipeline.close()  # a restart: new workers, a new request channel
         assert not pipeline.running
@@ -195,6 +202,8 @@ def test_the_indices_stay_in_memory(folder):
     pipeline.get(np.array([31, 7, 12, 7]), step=9)
     channel = pipeline._state['channel']  # pylint: disable=protected-access
     assert channel.address.startswith('\0')  # abstract namespace: no socket file
+    ring = pipeline._state['ring']  # pylint: disable=protected-access
+    assert os.readlink(f'/proc/self/fd/{ring.fd}').startswith('/memfd:')  # no file
     # While the workers run: no shared-memory segment (Python's psm_*, which grain
     # would use for the images), no temporary file or socket of multiprocessing or of
     # the pipeline. (Other programs may add their own files meanwhile: only these
