@@ -166,7 +166,9 @@ class _RequestChannel:
     self._ring = ring
     self.address = _private_address()
     self.authkey = secrets.token_bytes(32)
-    self._listener = connection.Listener(self.address, 'AF_UNIX', authkey=self.authkey)
+    # Authenticated per connection in a thread of its own (_admit), so that a
+    # stranger who connects and never answers cannot hold up the workers.
+    self._listener = connection.Listener(self.address, 'AF_UNIX')
     self._lock = threading.Lock()
     self._connections = []
     self._pending = collections.deque()  # (end element, message)
@@ -182,27 +184,42 @@ class _RequestChannel:
     while True:
       try:
         conn = self._listener.accept()
-      except (OSError, EOFError, connection.AuthenticationError):
+      except OSError:
         if self._closed:
           return
         continue
-      with self._lock:
-        if self._closed:
-          conn.close()
-          return
-        try:
-          # First the image ring (or none), then every request still needed.
-          if self._ring is None:
-            conn.send_bytes(b'')
-          else:
-            conn.send_bytes(self._ring.describe())
-            reduction.send_handle(conn, self._ring.fd, None)
-          for _, message in self._pending:
-            conn.send_bytes(message)
-        except OSError:
-          conn.close()
-          continue
-        self._connections.append(conn)
+      if self._closed:
+        conn.close()
+        return
+      threading.Thread(target=self._admit, args=(conn,), name='input-pipeline-admit',
+                       daemon=True).start()
+
+  def _admit(self, conn) -> None:
+    """Checks that ``conn`` holds the key (HMAC challenges both ways), then sends it
+    the ring and the pending requests and adds it to the workers."""
+    try:
+      connection.deliver_challenge(conn, self.authkey)
+      connection.answer_challenge(conn, self.authkey)
+    except (OSError, EOFError, connection.AuthenticationError):
+      conn.close()
+      return
+    with self._lock:
+      if self._closed:
+        conn.close()
+        return
+      try:
+        # First the image ring (or none), then every request still needed.
+        if self._ring is None:
+          conn.send_bytes(b'')
+        else:
+          conn.send_bytes(self._ring.describe())
+          reduction.send_handle(conn, self._ring.fd, None)
+        for _, message in self._pending:
+          conn.send_bytes(message)
+      except OSError:
+        conn.close()
+        return
+      self._connections.append(conn)
 
   def publish(self, first: int, step: int, indices: np.ndarray) -> None:
     message = np.concatenate([np.array([first, step, len(indices)], np.int64),
@@ -231,8 +248,8 @@ class _RequestChannel:
         conn.close()  # a worker waiting for a request sees the end and exits
       self._connections = []
     try:  # wake the accepting thread
-      connection.Client(self.address, 'AF_UNIX', authkey=self.authkey).close()
-    except (OSError, EOFError, connection.AuthenticationError):
+      connection.Client(self.address, 'AF_UNIX').close()
+    except OSError:
       pass
     self._listener.close()
     self._thread.join(timeout=5)

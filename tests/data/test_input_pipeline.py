@@ -11,7 +11,6 @@ worker processes that decode them (data/input_pipeline.py, on grain).
   images pass through a memfd, the requests through an abstract socket); no repr or
   worker command line holds the channel's key.
 """
-import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from multiprocessing import connection
 
 import numpy as np
 from PIL import Image
@@ -248,3 +248,25 @@ def test_each_process_reads_only_its_rows(folder, tmp_path):
   assert results[0]['asked'] == [indices[:4]] and results[1]['asked'] == [indices[4:]]
   for result in results:
     assert result['global_batch_equals_one_process_read']
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='Linux namespaces')
+def test_the_request_channel_admits_only_key_holders():
+  """A stranger who connects and stays silent holds nobody up; a wrong key gets
+  nothing; a worker with the key gets the requests published before and after."""
+  channel = input_pipeline._RequestChannel(None)  # pylint: disable=protected-access
+  try:
+    channel.publish(0, 7, np.array([4, 2]))
+    stranger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stranger.connect(channel.address)  # never answers the challenge
+    with pytest.raises(connection.AuthenticationError):
+      connection.Client(channel.address, 'AF_UNIX', authkey=b'wrong key')
+    requests = input_pipeline._Requests(channel.address, channel.authkey)  # pylint: disable=protected-access
+    assert requests.ring is None
+    channel.publish(2, 8, np.array([9]))
+    assert [requests.lookup(k) for k in range(3)] == [(7, 4), (7, 2), (8, 9)]
+    stranger.close()
+  finally:
+    channel.close()
+  with pytest.raises(input_pipeline._Closed):  # pylint: disable=protected-access
+    requests.lookup(3)
