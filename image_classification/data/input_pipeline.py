@@ -18,10 +18,13 @@ elements that its workers compute independently (worker w computes elements
 w, w + W, w + 2W, ...). Here element k is "the k-th example the parent asks for": for
 each ``get`` the parent sends the request (step, indices) to every worker over a
 private channel, each worker looks up its elements' (step, index) there, calls
-``source.read_one(index, step)`` and returns (k, image, label); the parent takes the
-elements back in order. The channel is a Unix socket in Linux's abstract namespace
-(no file; elsewhere a socket file with a random name in a private temporary folder),
-authenticated by a random key.
+``source.read_one(index, step)``, writes the image to slot k of a ring of image
+slots in shared memory and returns (k, label); the parent takes the elements back in
+order and copies each image out of its slot. The channel is a Unix socket in Linux's
+abstract namespace (no file; elsewhere a socket file with a random name in a private
+temporary folder), each connection authenticated by a random key; the ring is a memfd
+(memory with no name in any file system) whose descriptor goes to the workers over
+that socket. Off Linux there is no ring: the images are pickled through grain's pipes.
 
 Determinism: an example's crop depends on (seed, step, index) only (on_disk.HostCrop),
 so the batch of (step, indices) is the same with 0, 1 or many workers, in one process
@@ -37,11 +40,11 @@ reads through the pipeline needs the usual ``if __name__ == '__main__':`` guard
 Privacy: the indices of a step are secret (they tell the batch's composition).
 * They live in memory only: the parent's, the socket's buffers, and a worker's while
   it reads them. Nothing is written to disk or put in a file name: the channel is a
-  socket with a random name and no file (Linux), and the examples come back through
-  the workers' pipes as (element number, image, label), never with their index.
-  grain is told to pickle the images through those pipes rather than put each in a
-  shared-memory segment (/dev/shm/psm_*), so no file of the batch exists even in
-  memory; multiprocessing's named semaphores (/dev/shm/sem.mp-<random>) hold counters.
+  socket with a random name and no file (Linux); the examples come back as (element
+  number, label) with the image in the memfd ring, never with their index. grain's
+  own way (a shared-memory segment per image, /dev/shm/psm_*) is turned off, so no
+  file of the batch exists even in memory; multiprocessing's named semaphores
+  (/dev/shm/sem.mp-<random>) hold counters.
 * Nothing is logged: grain's debug mode and dataset-graph output are switched off
   when the workers start, and this pipeline's objects print no index, key or file
   list (their repr is fixed text); the workers' command lines hold file descriptors
