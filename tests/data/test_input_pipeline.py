@@ -30,7 +30,9 @@ from image_classification.data import base
 from image_classification.data import input_pipeline
 from image_classification.data import local_files
 from image_classification.data import on_disk
+from image_classification.data import record_split
 from image_classification.data import sources
+from image_classification.data import validation
 from tests.data import image_folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,6 +72,31 @@ def test_an_image_folder_on_disk_decodes_and_crops_when_read(folder):
   np.testing.assert_array_equal(batch[0], batch[2])
   np.testing.assert_array_equal(train.get(np.array([9]), step=2)[0][0], batch[1])
   assert not np.array_equal(train.get(np.array([5]), step=3)[0][0], batch[0])
+
+
+def test_on_disk_and_in_memory_folders_have_the_same_records(folder, tmp_path):
+  """The same record ids (paths relative to the root), hence the same validation
+  split, and, without a test/ folder, the same held-out evaluation split."""
+  without_test = shutil.copytree(os.path.join(folder, 'train'),
+                                 tmp_path / 'no_test' / 'train')
+  for root in (folder, os.path.dirname(without_test)):
+    memory = local_files.load_image_folder(root, SIZE)
+    disk = local_files.load_image_folder_on_disk(root, SIZE)
+    for a, b in ((memory.train, disk.train), (memory.test, disk.test)):
+      assert list(record_split.source_ids(a)) == list(record_split.source_ids(b))
+      np.testing.assert_array_equal(a.labels, b.labels)
+    assert memory.private_evaluation_note == disk.private_evaluation_note
+    wrapped = input_pipeline.ParallelSource(disk.train, 2)  # never started here
+    assert list(record_split.source_ids(wrapped)) == list(
+        record_split.source_ids(disk.train))
+    splits = sources.load_dataset(data_config(
+        name='image_folder', path=root, image_size=SIZE, random_resized_crop=True,
+        num_workers=0))
+    held = validation.hold_out(splits, 0.25)[1]
+    assert held.num_examples == validation.hold_out(
+        sources.load_dataset(data_config(name='image_folder', path=root,
+                                         image_size=SIZE)), 0.25)[1].num_examples
+  assert disk.private_evaluation_note and disk.test.private  # errors name no file
 
 
 def test_random_resized_crop_keeps_an_image_folder_on_disk(folder):
