@@ -6,6 +6,7 @@
   python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
   python launch.py --report=DIR1,DIR2 --workdir=OUT
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
   python launch.py --evaluate=WORKDIR [--config.data.path=...]
   python launch.py --predict=WORKDIR --images=DIR_OR_FILES
   Ctrl-C or SIGTERM during training saves a checkpoint; the same command resumes.
@@ -48,6 +49,13 @@ _BENCHMARK_IMPLEMENTATIONS = flags.DEFINE_list(
 _BENCHMARK_DTYPES = flags.DEFINE_list(
     'benchmark_dtypes', None, 'Compute dtypes to time with --benchmark (float32, '
     "bfloat16); default: the config's training.compute_dtype.")
+_BENCHMARK_INPUT = flags.DEFINE_bool(
+    'benchmark_input', False, 'Time the input pipeline alone (decode, random resized '
+    'crop, flip of the training split, on disk) for each --benchmark_workers count, '
+    'and a plain single-process PIL loop; writes --workdir/input_benchmark.json.')
+_BENCHMARK_WORKERS = flags.DEFINE_list(
+    'benchmark_workers', ['1', '2'], 'Worker process counts for --benchmark_input '
+    '(0: the loading thread alone).')
 _HOST_DEVICES = flags.DEFINE_integer(
     'host_devices', 0, 'On the CPU: split the host into this many XLA devices (e.g. its '
     'number of cores); the trainer then shards every batch over them with shard_map. '
@@ -305,6 +313,12 @@ def main(argv):
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
     # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
     from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
+    if _BENCHMARK_INPUT.value:
+      from image_classification.data import input_benchmark  # pylint: disable=g-import-not-at-top
+      input_benchmark.run_input_benchmark(  # prints the rates, writes the json
+          _CONFIG.value, _WORKDIR.value,
+          input_benchmark.parse_workers(_BENCHMARK_WORKERS.value))
+      return
     if _BENCHMARK.value:
       from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
       batch_sizes, augmults, implementations = benchmark.parse_flags(

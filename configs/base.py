@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   # the step being computed; 0 reads each batch when its step starts. The batches are
   # the same either way (data/prefetch.py).
   config.data.prefetch = 2
+  # Processes that decode on-disk images (data/input_pipeline.py; the same batches for
+  # any count): -1 one per core (at most 32), 0 none (the loading thread decodes).
+  config.data.num_workers = -1
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()

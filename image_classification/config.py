@@ -50,6 +50,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           "dataset's original files, or leave it empty to use tfds")
   if d.get('prefetch', 0) < 0:
     _fail('data.prefetch', d.prefetch, 'must be >= 0 (0: no background loading)')
+  workers = d.get('num_workers', -1)
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < -1:
+    _fail('data.num_workers', workers, 'give the number of worker processes that '
+          'decode on-disk images: -1 (one per core), 0 (the loading thread) or more')
   if d.augmult < 1:
     _fail('data.augmult', d.augmult, 'must be >= 1 (1 means no augmentation multiplicity)')
   for field in ('max_train_examples', 'max_test_examples'):

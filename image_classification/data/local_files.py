@@ -1,14 +1,16 @@
 """Readers for datasets in their original distribution formats, from a local path.
 
 Each reader returns a ``LocalData`` (train and test ``ArraySource``s held in host
-memory). Every missing or malformed input raises ``base.DataError`` naming the path and
-the layout that was expected. Formats:
+memory, or on-disk sources for an image folder read from disk). Every missing or
+malformed input raises ``base.DataError`` naming the path and the layout that was
+expected. Formats:
 
 * CIFAR-10 / CIFAR-100 "python version": the official ``.tar.gz`` or its extracted
   folder (pickled batches of 3072-byte rows in channel-major order).
 * MNIST-family IDX files (MNIST, Fashion-MNIST), gzipped or not.
 * An image folder: ``path/train/<class>/*.png|jpg`` and optionally
-  ``path/test/<class>/*.png|jpg``.
+  ``path/test/<class>/*.png|jpg``; read into memory, or left on disk
+  (``load_image_folder_on_disk``: each read decodes and crops, data/on_disk.py).
 * A ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
   the number of classes given in the config.
 
@@ -28,14 +30,15 @@ import zlib
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import on_disk
 from image_classification.data import record_split
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalData:
   """Train and test splits read from local files."""
-  train: base.ArraySource
-  test: base.ArraySource
+  train: base.ImageSource  # an ArraySource, or an on-disk source (on_disk.py)
+  test: base.ImageSource
   num_classes: int
   class_names: tuple[str, ...] = ()
   private_evaluation_note: str = ''  # see base.DatasetSplits
@@ -377,17 +380,43 @@ def _read_images(files: list[str], image_size: int) -> np.ndarray:
   return np.stack(arrays)
 
 
-def load_image_folder(path: str, image_size: int = 0) -> LocalData:
-  """Reads ``path/train/<class>/*`` (and ``path/test/<class>/*`` if present).
+@dataclasses.dataclass(frozen=True)
+class _FolderListing:
+  """The files and labels of an image folder, before any image is read."""
+  path: str
+  train_dir: str
+  train_files: list[str]
+  train_labels: np.ndarray
+  test_dir: str | None  # None: no test/ folder
+  test_files: list[str]
+  test_labels: np.ndarray
+  class_names: tuple[str, ...]
 
-  Classes are the sub-folders of ``train/``, sorted by name. Without a ``test/``
-  folder, about 20% of ``train/`` (record_split.TEST_FRACTION) is held out for
-  evaluation, each image by a keyed hash of its path relative to ``path``: adding or
-  removing one image moves no other between the splits (data/record_split.py).
-  Images are resized to ``image_size`` x ``image_size`` when ``image_size > 0``;
-  otherwise they must all share one size. Every training record carries its relative
-  path as its id, from which a validation split is decided the same way.
-  """
+  def held_out_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Without a test/ folder: (train indices, test indices, ids) of train/'s files,
+    each file's side decided by a keyed hash of its path (data/record_split.py)."""
+    ids = record_split.path_ids(self.train_files, self.path)
+    train_idx, test_idx = record_split.split(ids, record_split.TEST_FRACTION,
+                                             record_split.TEST_KEY)
+    _check_held_out_split(self.train_dir, self.class_names, self.train_labels,
+                          train_idx, test_idx)
+    return train_idx, test_idx, ids
+
+  @property
+  def private_evaluation_note(self) -> str:
+    if self.test_dir is not None:
+      return ''
+    return (
+        f'The evaluation split is about {record_split.TEST_FRACTION:.0%} of the private '
+        f'folder {self.train_dir} (there is no test/ folder), each image chosen by a '
+        'hash of its path: it is private data, held out from training, and the '
+        'accuracy measured on it is released WITHOUT noise (it is not covered by the '
+        'guarantee). Add a test/ folder of data you may publish results on to avoid '
+        'this.')
+
+
+def _list_image_folder(path: str) -> _FolderListing:
+  """Lists ``path/train/<class>/*`` (and ``path/test/<class>/*``); checks the layout."""
   train_dir = os.path.join(path or '', 'train')
   if not path or not os.path.isdir(train_dir):
     raise base.DataError(
@@ -416,38 +445,89 @@ def load_image_folder(path: str, image_size: int = 0) -> LocalData:
 
   train_files, train_labels = collect(train_dir, require_images=True)
   test_dir = os.path.join(path, 'test')
-  if os.path.isdir(test_dir):
-    unknown = sorted(
-        n for n in os.listdir(test_dir)
-        if os.path.isdir(os.path.join(test_dir, n)) and n not in class_names)
-    if unknown:
-      raise base.DataError(
-          f'{test_dir!r} has classes {unknown} that train/ lacks; every test class '
-          f'needs a train/ folder. Expected {_folder_layout_text()}')
-    test_files, test_labels = collect(test_dir, require_images=False)
+  if not os.path.isdir(test_dir):
+    return _FolderListing(path, train_dir, train_files, train_labels, None, [],
+                          np.zeros(0, np.int32), class_names)
+  unknown = sorted(
+      n for n in os.listdir(test_dir)
+      if os.path.isdir(os.path.join(test_dir, n)) and n not in class_names)
+  if unknown:
+    raise base.DataError(
+        f'{test_dir!r} has classes {unknown} that train/ lacks; every test class '
+        f'needs a train/ folder. Expected {_folder_layout_text()}')
+  test_files, test_labels = collect(test_dir, require_images=False)
+  return _FolderListing(path, train_dir, train_files, train_labels, test_dir,
+                        test_files, test_labels, class_names)
+
+
+def load_image_folder(path: str, image_size: int = 0) -> LocalData:
+  """Reads ``path/train/<class>/*`` (and ``path/test/<class>/*`` if present).
+
+  Classes are the sub-folders of ``train/``, sorted by name. Without a ``test/``
+  folder, about 20% of ``train/`` (record_split.TEST_FRACTION) is held out for
+  evaluation, each image by a keyed hash of its path relative to ``path``: adding or
+  removing one image moves no other between the splits (data/record_split.py).
+  Images are resized to ``image_size`` x ``image_size`` when ``image_size > 0``;
+  otherwise they must all share one size. Every training record carries its relative
+  path as its id, from which a validation split is decided the same way.
+  """
+  listing = _list_image_folder(path)
+  train_files, train_labels = listing.train_files, listing.train_labels
+  if listing.test_dir is not None:
+    test_files = listing.test_files
     images = _read_images(train_files + test_files, image_size)
     train = base.ArraySource(images[:len(train_files)], train_labels,
                              record_split.path_ids(train_files, path))
-    test = base.ArraySource(images[len(train_files):], test_labels,
+    test = base.ArraySource(images[len(train_files):], listing.test_labels,
                             record_split.path_ids(test_files, path))
-    note = ''
   else:
-    ids = record_split.path_ids(train_files, path)
-    train_idx, test_idx = record_split.split(ids, record_split.TEST_FRACTION,
-                                             record_split.TEST_KEY)
-    _check_held_out_split(train_dir, class_names, train_labels, train_idx, test_idx)
+    train_idx, test_idx, ids = listing.held_out_split()
     images = _read_images(train_files, image_size)
     everything = base.ArraySource(images, train_labels, ids)
     train, test = everything.take(train_idx), everything.take(test_idx)
-    note = (
-        f'The evaluation split is about {record_split.TEST_FRACTION:.0%} of the private '
-        f'folder {train_dir} (there is no test/ folder), each image chosen by a hash of '
-        'its path: it is private data, held out from training, and the accuracy '
-        'measured on it is released WITHOUT noise (it is not covered by the '
-        'guarantee). Add a test/ folder of data you may publish results on to avoid '
-        'this.')
-  return LocalData(train=train, test=test, num_classes=len(class_names),
-                   class_names=class_names, private_evaluation_note=note)
+  return LocalData(train=train, test=test, num_classes=len(listing.class_names),
+                   class_names=listing.class_names,
+                   private_evaluation_note=listing.private_evaluation_note)
+
+
+def load_image_folder_on_disk(path: str, image_size: int, seed: int = 0) -> LocalData:
+  """An image folder that stays on disk: each read decodes, crops and resizes.
+
+  The layout, the classes, the held-out evaluation split (without test/) and the
+  record ids are those of ``load_image_folder``. Training reads take an
+  Inception-style random resized crop, evaluation reads the padded centre crop, both
+  resized (bicubic) to ``image_size`` (data/on_disk.py); images are read as RGB.
+  Nothing is decoded here: a file that cannot be decoded fails when it is read.
+  """
+  if image_size <= 0:
+    raise base.DataError(
+        f'config.data.image_size={image_size}: an image folder read from disk '
+        '(config.data.random_resized_crop=True) is cropped and resized when read; set '
+        'config.data.image_size (e.g. 224)')
+  listing = _list_image_folder(path)
+
+  def source(split_dir, files, labels, train, private):
+    relative = np.array([os.fsencode(os.path.relpath(f, split_dir)) for f in files],
+                        dtype=bytes)
+    prefix = os.path.relpath(split_dir, path).replace(os.sep, '/').encode() + b'/'
+    crop = on_disk.HostCrop(image_size, random_resized_crop=train, seed=seed)
+    return on_disk.ImageFolderSource(split_dir, relative, labels, crop,
+                                     private=private, id_prefix=prefix)
+
+  train_files, train_labels = listing.train_files, listing.train_labels
+  if listing.test_dir is not None:
+    test = source(listing.test_dir, listing.test_files, listing.test_labels,
+                  train=False, private=False)
+  else:  # held out of the private folder: its read errors name no file either
+    train_idx, test_idx, _ = listing.held_out_split()
+    test = source(listing.train_dir, [train_files[i] for i in test_idx],
+                  train_labels[test_idx], train=False, private=True)
+    train_files = [train_files[i] for i in train_idx]
+    train_labels = train_labels[train_idx]
+  train = source(listing.train_dir, train_files, train_labels, train=True, private=True)
+  return LocalData(train=train, test=test, num_classes=len(listing.class_names),
+                   class_names=listing.class_names,
+                   private_evaluation_note=listing.private_evaluation_note)
 
 
 def _check_held_out_split(train_dir: str, class_names: tuple[str, ...],

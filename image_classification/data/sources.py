@@ -10,6 +10,11 @@ Where the data comes from is the dataset's spec (datasets.py):
   (``config.data.tfds_data_dir``). A ``random_access`` dataset (ImageNet) stays on
   disk and is cropped and resized to ``config.data.image_size`` on the host when read.
 * ``local_format`` only (``image_folder``, ``npz``): ``config.data.path`` (required).
+  An image folder is read into memory, or, with ``config.data.random_resized_crop``,
+  left on disk and decoded and cropped when read (ImageNet-style).
+
+On-disk sources are read by ``config.data.num_workers`` worker processes
+(data/input_pipeline.py; -1: one per core); in-memory ones by the loading thread.
 
 ``config.data.image_size`` > 0 is honoured for every dataset: images held in memory
 (digits, IDX, CIFAR files, npz, small tfds datasets) are resized to image_size x
@@ -28,16 +33,24 @@ import numpy as np
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
+from image_classification.data import input_pipeline
 from image_classification.data import local_files
 from image_classification.data import record_split
 from image_classification.data import tfds_source
+
+
+def _image_folder(path, data_config) -> local_files.LocalData:
+  """In memory, or on disk with random resized crops (config.data.random_resized_crop)."""
+  if data_config.get('random_resized_crop', False):
+    return local_files.load_image_folder_on_disk(path, data_config.get('image_size', 0))
+  return local_files.load_image_folder(path, data_config.get('image_size', 0))
+
 
 # DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
 LOCAL_READERS = {
     'cifar': lambda path, spec, _: local_files.load_cifar(path, spec.name),
     'idx': lambda path, spec, _: local_files.load_idx(path, spec.num_classes),
-    'image_folder': lambda path, _, data_config: local_files.load_image_folder(
-        path, data_config.get('image_size', 0)),
+    'image_folder': lambda path, _, data_config: _image_folder(path, data_config),
     'npz': lambda path, _, data_config: local_files.load_npz(
         path, data_config.get('num_classes', 0) or 0),
 }
@@ -47,6 +60,8 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   """Returns the train and test sources of ``data_config.name``."""
   name = data_config.name
   path = data_config.get('path', '') or ''
+  num_workers = input_pipeline.resolve_num_workers(data_config.get('num_workers',
+                                                                   input_pipeline.AUTO))
   if name not in datasets.DATASETS:
     raise base.DataError(f'config.data.name={name!r} is not a known dataset; choose '
                          f'one of {datasets.names()}')
@@ -70,6 +85,10 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   # brings (and digits' split) have their labels checked too.
   check_classes(splits, data_config.get('num_classes', 0) or 0,
                 check_labels=spec.builtin or bool(path))
+  # On-disk splits are decoded by worker processes (data/input_pipeline.py).
+  splits = dataclasses.replace(
+      splits, train=input_pipeline.parallel(splits.train, num_workers),
+      test=input_pipeline.parallel(splits.test, num_workers))
   return resize_in_memory(_truncate(splits, data_config),
                           data_config.get('image_size', 0) or 0)
 
@@ -109,6 +128,17 @@ def _resize_images(images: np.ndarray, image_size: int) -> np.ndarray:
       out[i, ..., c] = np.asarray(
           plane.resize((image_size, image_size), Image.Resampling.BILINEAR))
   return out
+
+
+def reads_on_disk(data_config: ml_collections.ConfigDict) -> bool:
+  """Whether the dataset stays on disk, cropped when read: centre-cropped for
+  evaluation (tfds ImageNet; an image folder with config.data.random_resized_crop)."""
+  spec = datasets.DATASETS.get(data_config.name)
+  if spec is None:
+    return False
+  if spec.local_format == 'image_folder':
+    return bool(data_config.get('random_resized_crop', False))
+  return spec.random_access and not (data_config.get('path', '') or '')
 
 
 def check_classes(splits: base.DatasetSplits, configured: int = 0,

@@ -14,19 +14,16 @@ are then read through TensorFlow when it is installed.
 tensorflow_datasets is imported inside functions only, so importing this module (and
 ``image_classification``) stays light.
 """
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from image_classification.data import base
 from image_classification.data import datasets
+from image_classification.data import on_disk
 from image_classification.data import record_split
 
-# Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
-# (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
-CROP_PADDING = 32
-_CROP_STREAM = 0xC809  # the random-resized-crop stream: (seed, stream, step, index)
+CROP_PADDING = on_disk.CROP_PADDING
 # Records per batched read when a split is loaded into memory.
 READ_CHUNK = 1024
 
@@ -197,35 +194,59 @@ def load_random_access(name: str, train: bool, data_dir: str = '', *,
   channels = builder.info.features['image'].shape[-1] or 3
   return CroppingSource(
       records, image_size=image_size, channels=channels,
-      random_resized_crop=train and random_resized_crop, seed=seed)
+      random_resized_crop=train and random_resized_crop, seed=seed, private=train)
 
 
 class CroppingSource:
   """Random access to records {'image': uint8 [H, W, C], 'label'} of any size.
 
   Each ``get`` decodes the requested records, crops and resizes them to
-  ``image_size`` x ``image_size`` on the host. The random crop of an example read at
-  training step t is drawn from (seed, t, index) alone: public randomness, never the
-  data, so it does not change the privacy analysis (each example still enters a batch
-  at most once per step), and a resumed run recomputes a step with exactly the crops
-  the interrupted run used.
+  ``image_size`` x ``image_size`` on the host (``on_disk.HostCrop``). The random crop
+  of an example read at training step t is drawn from (seed, t, index) alone: public
+  randomness, never the data, so it does not change the privacy analysis (each
+  example still enters a batch at most once per step), and a resumed run recomputes a
+  step with exactly the crops the interrupted run used. ``read_one`` reads a single
+  record (what a worker process of data/input_pipeline.py calls); the records object
+  must then be picklable (tfds's array_record data sources are).
   """
 
   def __init__(self, records: Sequence[dict[str, Any]], *, image_size: int,
-               channels: int = 3, random_resized_crop: bool = False, seed: int = 0):
-    self._records = records
-    self._image_size = image_size
+               channels: int = 3, random_resized_crop: bool = False, seed: int = 0,
+               private: bool = True):
+    self.records = records
     self._channels = channels
-    self._random_resized_crop = random_resized_crop
-    self._seed = int(seed)
+    self.crop = on_disk.HostCrop(image_size, random_resized_crop=random_resized_crop,
+                                 seed=int(seed))
+    self._private = private
+
+  def with_crop(self, crop: on_disk.HostCrop) -> 'CroppingSource':
+    """The same records read with ``crop`` (the input benchmark adds a flip)."""
+    source = CroppingSource(self.records, image_size=crop.image_size,
+                            channels=self._channels, private=self._private)
+    source.crop = crop
+    return source
 
   @property
   def num_examples(self) -> int:
-    return len(self._records)
+    return len(self.records)
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return (self._image_size, self._image_size, self._channels)
+    return (self.crop.image_size, self.crop.image_size, self._channels)
+
+  def _example(self, record, index: int, step: int) -> tuple[np.ndarray, int]:
+    image = np.asarray(record['image'])
+    if image.ndim == 2:
+      image = image[..., None]
+    return self.crop(image, step, index), int(record['label'])
+
+  def read_one(self, index: int, step: int = 0) -> tuple[np.ndarray, int]:
+    index = int(index)
+    try:
+      record = self.records[index]
+    except (OSError, ValueError, KeyError) as e:
+      raise on_disk.read_failure(f'record {index}', e, self._private) from None
+    return self._example(record, index, step)
 
   def record_ids(self, count: int | None = None) -> list[bytes]:
     """Stable identifiers of the first ``count`` records, from which a validation
@@ -243,7 +264,7 @@ class CroppingSource:
     ids = []
     for start in range(0, n, READ_CHUNK):
       indices = list(range(start, min(n, start + READ_CHUNK)))
-      for record in read_records(self._records, indices):
+      for record in read_records(self.records, indices):
         name = record.get('file_name')
         if name is not None and len(name):
           ids.append(b'file_name:' + (name if isinstance(name, bytes)
@@ -257,65 +278,13 @@ class CroppingSource:
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
     images = np.empty((len(indices),) + self.image_shape, np.uint8)
     labels = np.empty((len(indices),), np.int32)
-    records = read_records(self._records, indices) if indices else []
+    records = read_records(self.records, indices) if indices else []
     for row, (index, record) in enumerate(zip(indices, records)):
-      image = np.asarray(record['image'])
-      if image.ndim == 2:
-        image = image[..., None]
-      height, width = image.shape[:2]
-      if self._random_resized_crop:
-        rng = np.random.default_rng([self._seed, _CROP_STREAM, int(step), index])
-        box = random_resized_crop_box(height, width, rng)
-      else:
-        box = center_crop_box(height, width, self._image_size)
-      images[row] = crop_and_resize(image, box, self._image_size)
-      labels[row] = record['label']
+      images[row], labels[row] = self._example(record, index, step)
     return images, labels
 
 
-def center_crop_box(height: int, width: int, image_size: int,
-                    crop_padding: int = CROP_PADDING) -> tuple[int, int, int, int]:
-  """(top, left, crop_height, crop_width) of the padded centre square crop."""
-  size = int(image_size / (image_size + crop_padding) * min(height, width))
-  size = max(1, size)
-  return (height - size + 1) // 2, (width - size + 1) // 2, size, size
-
-
-def random_resized_crop_box(
-    height: int, width: int, rng: np.random.Generator,
-    area_range: tuple[float, float] = (0.08, 1.0),
-    aspect_ratio_range: tuple[float, float] = (3 / 4, 4 / 3),
-    max_attempts: int = 10) -> tuple[int, int, int, int]:
-  """(top, left, crop_height, crop_width) of an Inception-style random crop.
-
-  Samples a crop covering a uniform fraction of the area in ``area_range`` with a
-  log-uniform aspect ratio; falls back to the full centre square after
-  ``max_attempts`` misses.
-  """
-  area = height * width
-  log_ratio = (math.log(aspect_ratio_range[0]), math.log(aspect_ratio_range[1]))
-  for _ in range(max_attempts):
-    target_area = area * rng.uniform(*area_range)
-    ratio = math.exp(rng.uniform(*log_ratio))
-    crop_width = int(round(math.sqrt(target_area * ratio)))
-    crop_height = int(round(math.sqrt(target_area / ratio)))
-    if 0 < crop_width <= width and 0 < crop_height <= height:
-      top = int(rng.integers(0, height - crop_height + 1))
-      left = int(rng.integers(0, width - crop_width + 1))
-      return top, left, crop_height, crop_width
-  size = min(height, width)
-  return (height - size) // 2, (width - size) // 2, size, size
-
-
-def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int],
-                    image_size: int) -> np.ndarray:
-  """Crops uint8 [H, W, C] to ``box`` and resizes it (bicubic) to a square."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  top, left, crop_height, crop_width = box
-  channels = image.shape[-1]
-  picture = Image.fromarray(image[..., 0] if channels == 1 else image)
-  picture = picture.resize(
-      (image_size, image_size), Image.Resampling.BICUBIC,
-      box=(left, top, left + crop_width, top + crop_height))
-  array = np.asarray(picture, dtype=np.uint8)
-  return array[..., None] if channels == 1 else array
+# The host crops live in data/on_disk.py (shared with image folders read on disk).
+center_crop_box = on_disk.center_crop_box
+random_resized_crop_box = on_disk.random_resized_crop_box
+crop_and_resize = on_disk.crop_and_resize

@@ -72,8 +72,9 @@ def model_card(config, splits, image_shape) -> dict:
       'mean': [float(m) for m in splits.mean],
       'std': [float(s) for s in splits.std],
       'dataset': config.data.name,
-      # ImageNet is evaluated on a centre crop; everything else is resized whole.
-      'center_crop': config.data.name == 'imagenet2012',
+      # On-disk datasets (ImageNet) are evaluated on a centre crop; in-memory ones
+      # are resized whole.
+      'center_crop': sources.reads_on_disk(config.data),
       'ema': config.training.ema.decay > 0,
   }
 

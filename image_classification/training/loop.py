@@ -26,6 +26,7 @@ from image_classification import config as config_lib
 from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import catalog
+from image_classification.data import input_pipeline
 from image_classification.data import prefetch
 from image_classification.data import sources
 from image_classification.data import validation
@@ -379,11 +380,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         raise control.stopped(step, plan.steps, checkpoints.directory)
   # The final checkpoint is saved (here or by an earlier attempt): export the final
   # parameters, then evaluate and write the run files.
+  input_pipeline.close(exp.data.train)  # its worker processes, if any
   checkpoints.close()
   inference.export_params(workdir, state.eval_params(use_ema), step=step,
                           epsilon=epsilon_at(step), delta=plan.delta,
                           **exp.composed_total(epsilon_at(step)))
   final_accuracies = accuracies(state)
+  input_pipeline.close(exp.data.test, exp.validation)
   test_accuracy = final_accuracies['test_accuracy']
   if final_row is None:  # resumed from the final checkpoint: no step ran here
     final_row = {'step': step, 'epsilon': epsilon_at(step)}

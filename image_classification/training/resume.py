@@ -58,6 +58,7 @@ IGNORED_CONFIG_FIELDS = (
     'training.checkpoint_every_steps',
     'training.checkpoint_every_minutes',
     'data.prefetch',
+    'data.num_workers',
 )
 
 # Fields added after some workdirs were written: absent from an older config.json
