@@ -60,7 +60,7 @@ def test_image_size_resizes_digits():
   native = sources.load_dataset(data_config())
   splits = sources.load_dataset(config.data)
   assert splits.train.image_shape == splits.test.image_shape == (16, 16, 1)
-  assert splits.train.num_examples == native.train.num_examples == 1437
+  assert splits.train.num_examples == native.train.num_examples == 1438
   images, labels = splits.train.get(np.arange(5))
   original, original_labels = native.train.get(np.arange(5))
   np.testing.assert_array_equal(labels, original_labels)
