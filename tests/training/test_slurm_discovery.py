@@ -151,3 +151,14 @@ def test_one_task_per_node_keeps_every_gpu_and_one_per_gpu_does_not():
   assert not distributed.keeps_every_local_gpu(
       'slurm', {**one_per_node, 'JAX_LOCAL_DEVICE_IDS': '0'})
   assert not distributed.keeps_every_local_gpu('kubernetes', one_per_node)
+
+
+def test_the_sbatch_script_asks_for_two_nodes_of_eight_gpus_one_process_each():
+  with open(SCRIPT) as f:
+    lines = f.read().splitlines()
+  for line in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=1',
+               '#SBATCH --gpus-per-node=8'):
+    assert line in lines
+  [srun] = [l for l in lines if l.startswith('srun ')]
+  assert '--distributed' in srun or '--distributed' in lines[lines.index(srun) + 1]
+  assert subprocess.run(['bash', '-n', SCRIPT], check=False).returncode == 0
