@@ -257,7 +257,7 @@ def initialize(coordinator_address: str | None = None,
         + ', '.join(f'{i} (--num_processes={n})' for i, n in wrong)
         + ' were told otherwise: start every process with the same --num_processes')
   if is_writer():
-    print(f'joined a job of {count} processes'
+    print(f'joined a job of {count} process{"es" if count != 1 else ""}'
           + (f' (detected from {scheduler})' if scheduler else '')
           + (', every GPU of each node visible to its one process' if keep_gpus else ''),
           flush=True)
