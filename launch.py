@@ -338,6 +338,10 @@ def main(argv):
       if status:
         sys.exit(status)
       return
+    stray = [f'--{f.name}' for f in (_SWEEP_EXECUTOR, _SWEEP_POINT, _REPORT_ONLY,
+                                     *_SWEEP_RESOURCES.values()) if f.present]
+    if stray:
+      raise sweeps.SweepError(f'{", ".join(stray)}: only with --sweep=FILE (a sweep file)')
     if _CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
     # The audit's run hook wraps loop.train / loop.check (no audit when it is off).

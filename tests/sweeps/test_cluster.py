@@ -186,6 +186,19 @@ def test_a_bad_point_stops_the_local_sweep_before_anything_is_submitted(tmp_path
   assert not os.path.exists(workdir)
 
 
+def test_sweep_flags_without_a_sweep_are_one_error_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/quickstart.py',
+       f'--workdir={tmp_path / "w"}', '--sweep_executor=slurm', '--sweep_gpus=2',
+       '--compilation_cache_dir=none'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2
+  assert result.stderr.strip() == ('error: --sweep_executor, --sweep_gpus: only with '
+                                   '--sweep=FILE (a sweep file)')
+  assert not os.path.exists(tmp_path / 'w')
+
+
 class FakeTrainer:
   """Writes a complete run (no training); fails for the seeds in ``fail``."""
 
