@@ -6,7 +6,6 @@ local job is a fresh Python process, so these tests take tens of seconds, not mi
 """
 import csv
 import os
-import re
 import socket
 import stat
 import subprocess
