@@ -4,6 +4,7 @@
   python launch.py --config=configs/quickstart.py --config.training.batch_size=256 ...
   python launch.py --config=configs/x.py --workdir=DIR --dry_run
   python launch.py --config=configs/x.py --sweep=configs/sweeps/y.py --workdir=DIR [--print_only]
+      [--sweep_executor=local|slurm | --sweep_point=I | --report_only]   (docs/scale_out.md)
   python launch.py --report=DIR1,DIR2 --workdir=OUT
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
   python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
@@ -36,6 +37,31 @@ _SWEEP = flags.DEFINE_string(
     'its own sub-folder of --workdir and writes sweep.csv, sweep.md and sweep.png.')
 _PRINT_ONLY = flags.DEFINE_bool(
     'print_only', False, 'With --sweep: print one command per point and run nothing.')
+# Sweeps on a cluster (image_classification/sweeps/cluster.py, docs/scale_out.md).
+_SWEEP_EXECUTOR = flags.DEFINE_enum(
+    'sweep_executor', 'sequential', ['sequential', 'local', 'slurm'], 'With --sweep: '
+    'sequential runs the points one after another in this process; slurm submits '
+    'them as a Slurm job array through submitit and returns; local runs them as '
+    'submitit jobs on this machine (--sweep_parallelism at a time) and waits.')
+_SWEEP_POINT = flags.DEFINE_integer(
+    'sweep_point', None, 'With --sweep: train point I (0-based) alone, for any '
+    'scheduler, e.g. --sweep_point=$SLURM_ARRAY_TASK_ID.')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False, 'With --sweep: write sweep.csv/.md/.png from the points as '
+    'they are now (running, submitted, stopped, failed and missing points marked); '
+    'train and submit nothing.')
+_SWEEP_RESOURCES = {  # per point; else the sweep file's get_resources(), else defaults
+    'partition': flags.DEFINE_string('sweep_partition', None, 'Slurm partition.'),
+    'gpus': flags.DEFINE_integer('sweep_gpus', None, 'GPUs per point (Slurm: 1).'),
+    'cpus': flags.DEFINE_integer('sweep_cpus', None, 'CPU cores per point.'),
+    'time_minutes': flags.DEFINE_integer('sweep_time_minutes', None,
+                                         'Time limit per point (Slurm: required).'),
+    'mem_gb': flags.DEFINE_float('sweep_mem_gb', None, 'Memory per point, GB.'),
+    'parallelism': flags.DEFINE_integer('sweep_parallelism', None, 'Points running at '
+                                        'once (Slurm: all; local: 1).'),
+    'slurm': flags.DEFINE_list('sweep_slurm', None, 'More sbatch parameters, KEY=VALUE: '
+                               'account=...,qos=...,constraint=...'),
+}
 _BENCHMARK = flags.DEFINE_bool(
     'benchmark', False, 'Time the jitted DP step against the same model\'s non-private '
     'step on random data; writes --workdir/benchmark.json and prints the table.')
@@ -309,6 +335,21 @@ def main(argv):
       for problem in result.get('problems', []):
         print(f'warning: {problem}', file=sys.stderr)
       return
+    if _SWEEP.value:  # the sequential runner, an executor, one point or the table
+      from image_classification.sweeps import cluster as sweep_cluster  # pylint: disable=g-import-not-at-top
+      options = sweep_cluster.options_from_flags(
+          _SWEEP_EXECUTOR.value, _SWEEP_POINT.value, _REPORT_ONLY.value, _PRINT_ONLY.value,
+          **{key: flag.value for key, flag in _SWEEP_RESOURCES.items()})
+      status = sweep_cluster.command(  # checks every point before anything trains
+          _CONFIG.value, _SWEEP.value, _WORKDIR.value, options,
+          base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
+      if status:
+        sys.exit(status)
+      return
+    stray = [f'--{f.name}' for f in (_SWEEP_EXECUTOR, _SWEEP_POINT, _REPORT_ONLY,
+                                     *_SWEEP_RESOURCES.values()) if f.present]
+    if stray:
+      raise sweeps.SweepError(f'{", ".join(stray)}: only with --sweep=FILE (a sweep file)')
     if _CONFIG.value is None:
       raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
     # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
@@ -328,18 +369,6 @@ def main(argv):
       benchmark.run_benchmark(  # prints the table and writes benchmark.json
           _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
           implementations=implementations, dtypes=dtypes)
-      return
-    if _SWEEP.value:
-      rows = sweeps.run_sweep(  # checks every point, then trains each with audit_hook
-          _CONFIG.value, _SWEEP.value, _WORKDIR.value, print_only=_PRINT_ONLY.value,
-          base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
-      failed = [r['point'] for r in rows if r.get('status') == 'failed']
-      if failed:
-        print(f'error: {len(failed)} of {len(rows)} sweep points failed ({failed}); '
-              f'each point folder under {_WORKDIR.value} holds its traceback in '
-              f'{run_files.SWEEP_ERROR}. Fix the cause and run the same command again: '
-              'finished points are skipped', file=sys.stderr)
-        sys.exit(1)
       return
     audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
   except (config_lib.ConfigError, data_base.DataError, sweeps.SweepError,

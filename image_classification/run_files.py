@@ -17,6 +17,9 @@ The one place that names them; every writer and reader uses these constants.
   export/              model.json, params.msgpack, params.json: the trained model
   sweep.json, sweep.csv, sweep.md, sweep.png   a sweep folder; a failed point keeps
                        its traceback in <point>/sweep_error.txt
+  sweep_jobs.json, submitit/   a sweep run by a scheduler: its points' jobs, and
+                       submitit's pickled jobs and logs; <point>/sweep_job.json: the
+                       job that trains the point (state, host, job id)
   report.md, accuracy_vs_epsilon.png           --report's output folder
 
 JSON files are written atomically (temp file + rename) so that a killed run never
@@ -54,6 +57,9 @@ SWEEP_CSV = 'sweep.csv'
 SWEEP_MD = 'sweep.md'
 SWEEP_PNG = 'sweep.png'
 SWEEP_ERROR = 'sweep_error.txt'  # in a point's folder: its traceback when it failed
+SWEEP_JOB = 'sweep_job.json'     # in a point's folder: the job training it, its state
+SWEEP_JOBS = 'sweep_jobs.json'   # the scheduler jobs submitted for a sweep's points
+SWEEP_SUBMITIT = 'submitit'      # a sub-folder: submitit's pickled jobs and job logs
 REPORT_MD = 'report.md'
 ACCURACY_VS_EPSILON_PNG = 'accuracy_vs_epsilon.png'
 

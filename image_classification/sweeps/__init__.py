@@ -15,6 +15,11 @@ point maps dotted config paths to values::
 
   python launch.py --config=configs/x.py --sweep=that_file.py --workdir=DIR [--print_only]
 
+The points run one after another in this process (runner.py), or as scheduler jobs:
+``--sweep_executor=slurm|local``, ``--sweep_point=I`` for any other scheduler, and
+``--report_only`` for the table while they run (cluster.py, resources.py; each job
+goes through point_job.py).
+
 Privacy: every point is its own DP-SGD run with its own (epsilon, delta) and its own
 secret randomness (a workdir each). Choosing among the points by an accuracy measured
 on private data is a further use of that data which the per-run epsilons do not count.

@@ -1,15 +1,15 @@
 """Running a sweep's points one after another with the training loop.
 
 Each point trains in WORKDIR/<point_name> through ``audit_hook.train`` (the training
-loop, plus the privacy audit when the point's config asks for it). A point whose
-summary.json says complete is skipped, so a sweep resumes where it stopped; a point
-that crashed leaves its traceback in <point>/sweep_error.txt, the other points still
-run, and the next launch re-runs it. A stop request (Ctrl-C, SIGTERM) stops the sweep.
+loop, plus the privacy audit when the point's config asks for it), as a job of
+point_job.py. A point whose summary.json says complete is skipped, so a sweep resumes
+where it stopped; a point that crashed leaves its traceback in <point>/sweep_error.txt,
+the other points still run, and the next launch re-runs it. A stop request (Ctrl-C,
+SIGTERM) stops the sweep. (cluster.py runs the same points as scheduler jobs.)
 """
 import json
 import os
 import shlex
-import traceback
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import flags
@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from image_classification import run_files
 from image_classification.audit import hook as audit_hook
 from image_classification.reporting import report
+from image_classification.sweeps import point_job
 from image_classification.sweeps.overrides import apply_overrides
 from image_classification.sweeps.points import format_value
 from image_classification.sweeps.points import Point
@@ -31,8 +32,9 @@ from image_classification.sweeps.sweep_file import load_sweep
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 CheckFn = Callable[[ml_collections.ConfigDict], Any]
 
-# launch.py's flags that belong to the sweep itself, not to one point's command.
-SWEEP_FLAGS = ('sweep', 'workdir', 'print_only')
+# launch.py's flags that belong to the sweep itself, not to one point's command (and
+# every --sweep_* flag: the executor, the point, the resources).
+SWEEP_FLAGS = ('sweep', 'workdir', 'print_only', 'report_only')
 
 
 def _override_flags(overrides: Mapping[str, Any], prefix: str = 'config') -> list[str]:
@@ -61,7 +63,8 @@ def base_command_from_flags(flag_values: flags.FlagValues, program: str = 'launc
   present = []
   for name in flag_values:
     flag = flag_values[name]
-    if flag.present and flag.name not in drop and flag not in present:
+    if (flag.present and flag.name not in drop and not flag.name.startswith('sweep_')
+        and flag not in present):
       present.append(flag)
   overrides = {flag.name: _config_overrides(flag) for flag in present}
   configs = [name for name, values in overrides.items() if values is not None]
@@ -105,6 +108,16 @@ def check_points(config: ml_collections.ConfigDict, points: Sequence[Point],
         'was trained. ' + ' | '.join(problems))
 
 
+def write_sweep_json(workdir: str, sweep_path: str, points: Sequence[Point],
+                     names: Sequence[str]) -> None:
+  """workdir/sweep.json: the sweep file and its points (no result, nothing secret)."""
+  content = {'sweep_file': os.path.abspath(sweep_path),
+             'points': [{'point': n, 'overrides': p} for p, n in zip(points, names)]}
+  # Written atomically: the jobs of --sweep_point may write it at the same time.
+  run_files.write_json(workdir, run_files.SWEEP_JSON,
+                       json.loads(json.dumps(content, default=repr)))
+
+
 def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
               train_fn: TrainFn = audit_hook.train, *, print_only: bool = False,
               base_command: Optional[str] = None,
@@ -145,12 +158,7 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
              'overrides': point, 'status': 'not run (print_only)'}
             for point, name in zip(points, names)]
 
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, run_files.SWEEP_JSON), 'w') as f:
-    json.dump({'sweep_file': os.path.abspath(sweep_path),
-               'points': [{'point': n, 'overrides': p}
-                          for p, n in zip(points, names)]},
-              f, indent=2, default=repr)
+  write_sweep_json(workdir, sweep_path, points, names)
   errors: dict[str, str] = {}
   for i, (point, name) in enumerate(zip(points, names), start=1):
     point_dir = os.path.join(workdir, name)
@@ -160,18 +168,12 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
       continue
     logging.info('Sweep point %d/%d %s: training in %s.', i, len(points), name,
                  point_dir)
-    os.makedirs(point_dir, exist_ok=True)
-    error_file = os.path.join(point_dir, run_files.SWEEP_ERROR)
     try:
-      train_fn(apply_overrides(config, point), point_dir)
+      point_job.run_point(apply_overrides(config, point), point_dir, train_fn,
+                          executor='sequential')
     except Exception as e:  # pylint: disable=broad-except
       errors[name] = f'{type(e).__name__}: {e}'
-      with open(error_file, 'w') as f:
-        f.write(traceback.format_exc())
       logging.error('Sweep point %s failed: %s (traceback in %s); the sweep goes '
                     'on. Running the same command again re-runs it.', name,
-                    errors[name], error_file)
-    else:
-      if os.path.exists(error_file):
-        os.remove(error_file)
+                    errors[name], os.path.join(point_dir, run_files.SWEEP_ERROR))
   return summarize_sweep(workdir, points, errors)

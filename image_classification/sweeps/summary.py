@@ -1,65 +1,126 @@
 """A sweep's results: sweep.csv, sweep.md and sweep.png from its points' run files.
 
-The table cells are formatted by reporting/report.py, as in --report's tables.
+The table cells are formatted by reporting/report.py, as in --report's tables. It can
+be written at any time, also while points still run elsewhere; each point's status:
+
+  complete      summary.json says so
+  running       its job (sweep_job.json) started and, as far as can be known, runs
+  failed        it raised: the last line of <point>/sweep_error.txt is in the table
+  stopped       its job ended without finishing (Ctrl-C, SIGTERM, a time limit, a
+                killed process): running it again resumes it
+  submitted     a scheduler job was submitted for it (sweep_jobs.json), not started
+  not finished  run files without a job record (trained some other way, unfinished)
+  missing       nothing ran and nothing is queued
 """
 import csv
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 
 from image_classification import run_files
 from image_classification.reporting import plots
 from image_classification.reporting import report
+from image_classification.sweeps import point_job
 from image_classification.sweeps.points import format_value
 from image_classification.sweeps.points import point_name
+
+# Whether a job (a sweep_job.json record, or a sweep_jobs.json entry) still runs or
+# waits: True, False, or None when it cannot be known from here.
+Liveness = Callable[[Mapping[str, Any]], Optional[bool]]
 
 EPSILON_FIELD = 'privacy.target_epsilon'
 RESULT_COLUMNS = ('status', 'test_accuracy', 'epsilon', 'delta', 'steps',
                   'wall_time_sec', 'non_private', 'error')
 
 
-def summarize_sweep(workdir: str, points: Sequence[Mapping[str, Any]],
-                    errors: Optional[Mapping[str, str]] = None
-                    ) -> list[dict[str, Any]]:
-  """Reads each point's summary.json; writes sweep.csv, sweep.md, sweep.png.
+def _last_error_line(point_dir: str) -> Optional[str]:
+  error_file = os.path.join(point_dir, run_files.SWEEP_ERROR)
+  if not os.path.exists(error_file):
+    return None
+  with open(error_file) as f:
+    lines = [l for l in f.read().strip().splitlines() if l.strip()]
+  return lines[-1] if lines else 'failed'
 
-  Also usable on its own after points ran elsewhere (e.g. from the commands of
-  ``print_only``).
+
+def point_status(point_dir: str, error: Optional[str] = None,
+                 submitted: Optional[Mapping[str, Any]] = None,
+                 liveness: Optional[Liveness] = None) -> tuple[str, Optional[str]]:
+  """(status, error) of one point (the statuses are in this module's docstring).
+
+  ``error``: this launch's error for the point; ``submitted``: its sweep_jobs.json
+  entry; ``liveness``: tells whether a job still runs (default: a process on this host).
+  """
+  liveness = liveness or point_job.process_is_alive
+  summary = report.read_summary(point_dir) or {}
+  if summary.get('status') == 'complete':
+    return 'complete', None
+  job = point_job.read_record(point_dir)
+  state = job.get('state') if job else None
+  if error is None and state == point_job.RUNNING:
+    # Started; 'stopped' when its process or job is known to be gone.
+    return ('stopped' if liveness(job) is False else 'running'), None
+  error = error or _last_error_line(point_dir)
+  if error is not None or state == point_job.FAILED:
+    return 'failed', error or (job or {}).get('error') or 'failed'
+  if state == point_job.STOPPED:
+    return 'stopped', None
+  if submitted and liveness(submitted) is not False:
+    return 'submitted', None
+  if summary.get('status'):
+    return summary['status'], None
+  if any(os.path.exists(os.path.join(point_dir, f)) for f in run_files.RUN_FILES):
+    return 'not finished', None
+  return 'missing', None
+
+
+def read_submitted(workdir: str) -> dict[str, dict[str, Any]]:
+  """sweep_jobs.json's 'points': point name -> the job submitted for it ({} if none)."""
+  try:
+    return dict(run_files.read_json(workdir, run_files.SWEEP_JOBS).get('points', {}))
+  except run_files.RunFileError:
+    return {}
+
+
+def summarize_sweep(workdir: str, points: Sequence[Mapping[str, Any]],
+                    errors: Optional[Mapping[str, str]] = None,
+                    liveness: Optional[Liveness] = None) -> list[dict[str, Any]]:
+  """Reads each point's folder; writes sweep.csv, sweep.md, sweep.png.
+
+  Also usable on its own while or after points run elsewhere (a scheduler's jobs,
+  the commands of ``print_only``): unfinished points get their status (see the
+  module's docstring).
 
   Args:
     workdir: the sweep folder.
     points: the sweep's points (override dicts).
     errors: point name -> error message of points that failed in this launch.
+    liveness: whether a job still runs (see ``point_status``).
 
   Returns:
     One row per point: 'point' (folder name), 'workdir', 'overrides', the swept
     fields and the columns of sweep.csv.
   """
   errors = dict(errors or {})
+  submitted = read_submitted(workdir)
   rows = []
   for point in points:
     name = point_name(point)
     point_dir = os.path.join(workdir, name)
     summary = report.read_summary(point_dir) or {}
-    error = errors.get(name)
-    if error is None and summary.get('status') != 'complete':
-      # A failure from an earlier launch that has not been re-run since.
-      error_file = os.path.join(point_dir, run_files.SWEEP_ERROR)
-      if os.path.exists(error_file):
-        with open(error_file) as f:
-          lines = [l for l in f.read().strip().splitlines() if l.strip()]
-        error = lines[-1] if lines else 'failed'
-    if error is not None:
-      status = 'failed'
-    else:
-      status = summary.get('status') or 'not finished'
+    status, error = point_status(point_dir, errors.get(name), submitted.get(name),
+                                 liveness)
     row = {'point': name, 'workdir': point_dir, 'overrides': dict(point)}
     row.update(point)
     row.update({'status': status, 'error': error or ''})
     for key in ('test_accuracy', 'epsilon', 'delta', 'steps', 'wall_time_sec',
                 'non_private', 'insecure_seeded_noise'):
       row[key] = summary.get(key)
+    if status in ('running', 'stopped', 'not finished'):
+      # Progress so far: the last logged step and the epsilon spent up to it.
+      logged, _ = run_files.read_metrics(point_dir)
+      if logged:
+        row['steps'], row['epsilon'] = logged[-1].get('step'), logged[-1].get('epsilon')
     rows.append(row)
 
   fields = _swept_fields(points)
@@ -125,7 +186,14 @@ def _markdown(rows: list[dict[str, Any]], fields: list[str]) -> str:
          report.format_int(row['steps']),
          report.format_duration(row['wall_time_sec']),
          row['status']])
-  out = ['# Sweep results\n', report.markdown_table(header, table), '',
+  counts = {}
+  for row in rows:
+    counts[row['status']] = counts.get(row['status'], 0) + 1
+  out = ['# Sweep results\n']
+  if set(counts) != {'complete'}:
+    out.append('Points: ' + ', '.join(f'{n} {status}' for status, n in counts.items())
+               + ' (the table is as the points\' folders were when it was written).\n')
+  out += [report.markdown_table(header, table), '',
          '**Privacy of the sweep.** ' + report.PRIVACY_NOTE + '\n',
          'Epsilon is the budget each run spent; a point marked non-private '
          'has no privacy guarantee.\n',

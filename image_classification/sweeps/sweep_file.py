@@ -78,3 +78,19 @@ def load_sweep(path: str,
       except SweepError as e:
         raise SweepError(f'sweep file {path!r}, point {i} ({name}): {e}') from e
   return [dict(p) for p in points]
+
+
+def load_resources(path: str) -> Optional[dict]:
+  """The sweep file's optional ``get_resources()`` (sweeps/resources.py), or None."""
+  get_resources = getattr(_import(os.fspath(path)), 'get_resources', None)
+  if get_resources is None:
+    return None
+  try:
+    values = get_resources() if callable(get_resources) else None
+  except Exception as e:  # pylint: disable=broad-except
+    raise SweepError(f'sweep file {path!r}: get_resources() raised '
+                     f'{type(e).__name__}: {e}') from e
+  if not isinstance(values, Mapping):
+    raise SweepError(f'sweep file {path!r}: get_resources() must return a dict, '
+                     f'got {values!r}')
+  return dict(values)

@@ -9,6 +9,11 @@ holds the few things the trainer must add:
   cluster auto-detection), within a bounded time and with a message that names the
   process and the cause; then checks that every process was told the same number of
   processes.
+- ``detect_scheduler``: which cluster environment ``--distributed`` would join (Slurm,
+  Open MPI, Kubernetes, Cloud TPU), read from the variables jax.distributed reads, so
+  that a machine without one gets one clear error instead of JAX's; and on Slurm with
+  one task per node, every GPU the node gave the task stays visible (jax alone would
+  keep only the GPU numbered SLURM_LOCALID).
 - ``is_writer``: process 0 alone writes the run files and prints.
 - ``global_batch``: each process reads only its rows of a logical batch and the global
   array is assembled with ``jax.make_array_from_process_local_data``; no host ever
@@ -25,7 +30,9 @@ the step adds the noise once, after the global sum. Nothing about the guarantee 
 number of processes.
 """
 import hashlib
+import importlib.util
 import os
+import re
 import socket
 import sys
 import threading
@@ -79,6 +86,97 @@ def _timeout_message(address, num_processes, process_id, timeout_s) -> str:
           '--process_id')
 
 
+# ---------------------------------------------------------------------- schedulers
+# What jax.distributed.initialize() reads to detect each cluster (jax/_src/clusters/).
+SLURM_VARIABLES = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
+                   'SLURM_LOCALID')
+OPEN_MPI_VARIABLE = 'OMPI_MCA_orte_hnp_uri'
+KUBERNETES_VARIABLE = 'KUBERNETES_SERVICE_HOST'
+TPU_VARIABLES = ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES',
+                 'MEGASCALE_COORDINATOR_ADDRESS')
+
+
+def detect_scheduler(environ=None) -> str:
+  """The cluster environment that ``jax.distributed.initialize()`` will detect here:
+  'slurm', 'open mpi', 'kubernetes' or 'cloud tpu'.
+
+  Raises:
+    DistributedError: none is present (e.g. one machine and no scheduler), or one is
+      half present in a way jax would not detect (a Slurm batch script that starts
+      launch.py without srun; Kubernetes without the ``kubernetes`` package); the
+      message says what to do instead.
+  """
+  env = os.environ if environ is None else environ
+  slurm = [v for v in SLURM_VARIABLES if v in env]
+  if len(slurm) == len(SLURM_VARIABLES):
+    return 'slurm'
+  if OPEN_MPI_VARIABLE in env:
+    return 'open mpi'
+  if KUBERNETES_VARIABLE in env:
+    if importlib.util.find_spec('kubernetes') is None:
+      raise DistributedError(
+          f'--distributed: this is a Kubernetes pod ({KUBERNETES_VARIABLE} is set), but '
+          "jax needs the 'kubernetes' Python package to find the job's coordinator, "
+          'size and index: pip install kubernetes (the jax[k8s] extra), or pass '
+          '--coordinator_address, --num_processes and --process_id (docs/scale_out.md)')
+    return 'kubernetes'
+  if any(v in env for v in TPU_VARIABLES) or importlib.util.find_spec('libtpu'):
+    return 'cloud tpu'
+  if slurm:
+    missing = [v for v in SLURM_VARIABLES if v not in env]
+    raise DistributedError(
+        f'--distributed: this process runs inside Slurm job {env.get("SLURM_JOB_ID", "?")} '
+        f'but outside a job step ({", ".join(missing)} unset), so jax cannot tell the '
+        'processes apart: start it with srun inside the batch script (srun python '
+        'launch.py ... --distributed; see examples/slurm_2_nodes_8_gpus.sbatch)')
+  raise DistributedError(
+      "--distributed found no cluster scheduler in this process's environment (Slurm "
+      f'job step: {", ".join(SLURM_VARIABLES)}; Open MPI: {OPEN_MPI_VARIABLE}; '
+      f'Kubernetes: {KUBERNETES_VARIABLE}; Cloud TPU). On one machine drop --distributed '
+      '(one process already uses every local device); to join processes by hand, give '
+      '--coordinator_address, --num_processes and --process_id instead')
+
+
+def _expand_tasks_per_node(spec: str) -> list[int]:
+  """Slurm's compressed task counts, e.g. '2(x3),1' -> [2, 2, 2, 1]."""
+  counts = []
+  for part in spec.split(','):
+    match = re.fullmatch(r'\s*(\d+)(?:\(x(\d+)\))?\s*', part)
+    if match is None:
+      raise ValueError(f'cannot read tasks per node {spec!r}')
+    counts += [int(match.group(1))] * int(match.group(2) or 1)
+  return counts
+
+
+def slurm_tasks_on_this_node(environ=None) -> int | None:
+  """How many tasks of this Slurm job step run on this node (None: unknown)."""
+  env = os.environ if environ is None else environ
+  spec = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE')
+  if not spec:
+    return None
+  try:
+    counts = _expand_tasks_per_node(spec)
+    return counts[int(env.get('SLURM_NODEID', 0))]
+  except (ValueError, IndexError):
+    return None
+
+
+def keeps_every_local_gpu(scheduler: str, environ=None) -> bool:
+  """Whether this process must keep every GPU of its node visible.
+
+  jax restricts a Slurm task to the one GPU numbered SLURM_LOCALID (one process per
+  GPU). With one task per node (``--ntasks-per-node=1 --gpus-per-node=8``, the layout
+  of examples/slurm_2_nodes_8_gpus.sbatch) that would leave 7 of 8 GPUs idle, so the
+  restriction is undone there; JAX_LOCAL_DEVICE_IDS, when set, still wins.
+  """
+  env = os.environ if environ is None else environ
+  return (scheduler == 'slurm' and 'JAX_LOCAL_DEVICE_IDS' not in env
+          and slurm_tasks_on_this_node(env) == 1)
+
+
+_VISIBLE_DEVICE_OPTIONS = ('jax_cuda_visible_devices', 'jax_rocm_visible_devices')
+
+
 def initialize(coordinator_address: str | None = None,
                num_processes: int | None = None, process_id: int | None = None,
                auto: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
@@ -86,7 +184,9 @@ def initialize(coordinator_address: str | None = None,
 
   Explicit: all of ``coordinator_address`` (HOST:PORT), ``num_processes`` and
   ``process_id``. ``auto``: ``jax.distributed.initialize()`` detects the cluster
-  (SLURM, Kubernetes/GKE, Cloud TPU); given values override what it detects.
+  (SLURM, Kubernetes/GKE, Cloud TPU); given values override what it detects. Without
+  a cluster to detect (``detect_scheduler``), ``auto`` is a DistributedError that says
+  so, before jax is asked.
 
   Bounded time: when the job has not started after ``timeout_s`` (the coordinator is
   unreachable, a process is missing, the processes disagree on num_processes), the
@@ -114,6 +214,11 @@ def initialize(coordinator_address: str | None = None,
                            f'for --num_processes={num_processes}')
   if timeout_s <= 0:
     raise DistributedError(f'--distributed_timeout={timeout_s}: must be positive seconds')
+  scheduler = None
+  if auto and any(v is None for v in explicit):
+    scheduler = detect_scheduler()
+  keep_gpus = scheduler is not None and keeps_every_local_gpu(scheduler)
+  visible = {name: jax.config.values.get(name) for name in _VISIBLE_DEVICE_OPTIONS}
   # On the CPU the cross-process collectives are gloo's (no-op for GPU/TPU backends).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
@@ -130,6 +235,9 @@ def initialize(coordinator_address: str | None = None,
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id, initialization_timeout=int(timeout_s) + 60,
         heartbeat_timeout_seconds=max(int(timeout_s), 10))
+    if keep_gpus:  # one task per node: not only the GPU numbered SLURM_LOCALID
+      for name, value in visible.items():
+        jax.config.update(name, value)
     # The processes must agree on how many they are: a process given another
     # --num_processes than the coordinator's would otherwise join silently.
     told = _allgather(np.asarray([num_processes if num_processes is not None else -1,
@@ -148,6 +256,11 @@ def initialize(coordinator_address: str | None = None,
         f'coordinator\'s --num_processes), but process(es) '
         + ', '.join(f'{i} (--num_processes={n})' for i, n in wrong)
         + ' were told otherwise: start every process with the same --num_processes')
+  if is_writer():
+    print(f'joined a job of {count} process{"es" if count != 1 else ""}'
+          + (f' (detected from {scheduler})' if scheduler else '')
+          + (', every GPU of each node visible to its one process' if keep_gpus else ''),
+          flush=True)
   return True
 
 
