@@ -61,6 +61,7 @@ from image_classification.audit import statistics
 from image_classification.data import base
 from image_classification.privacy import accounting
 from image_classification.privacy import batch_selection
+from image_classification.reporting import round_up
 from image_classification.training import canary_slots
 from image_classification.training import state as state_lib
 
@@ -308,16 +309,18 @@ class GradientAuditHook:
 
   def _print(self, out: dict[str, Any], plan, path: str) -> None:
     bound, epsilon = out['epsilon_lower_bound'], out['epsilon']
-    eps_text = 'inf (NON-PRIVATE)' if plan.non_private else f'{epsilon:.3f}'
+    eps_text = ('inf (NON-PRIVATE)' if plan.non_private
+                else round_up.round_up(epsilon, decimals=3))  # up: a claim
     print(f'audit (gradient, {self.analysis}, {self.score}): epsilon lower bound '
           f'{bound:.3f} at {100 * self.confidence:g}% confidence from '
           f'{out["num_canaries"]} gradient canaries ({out["num_included"]} included; '
           f'{out["num_correct"]}/{out["num_guesses"]} guesses correct; ceiling '
           f'{out["epsilon_ceiling"]:.3f}) vs accountant epsilon {eps_text} at '
-          f'delta={plan.delta:g}; wrote {path}', flush=True)
+          f'delta={round_up.round_up(plan.delta, 3)}; wrote {path}', flush=True)
     if out['bound_exceeds_accountant']:
       print(f'WARNING: the audit lower bound {bound:.3f} EXCEEDS the accountant\'s '
-            f'epsilon {epsilon:.3f}: evidence of a privacy bug (false with '
+            f'epsilon {round_up.round_up(epsilon, decimals=3)}: evidence of a privacy '
+            'bug (false with '
             f'probability < {1 - self.confidence:g} if the run is the accounted '
             'mechanism)', flush=True)
 
