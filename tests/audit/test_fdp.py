@@ -130,8 +130,8 @@ def test_validity_on_the_poisson_subsampled_gaussian():
     scores = gradient_scoring.llr_scores(x, q, sigma, 1.0)
     c = gradient_scoring.top_k_correct(scores, included, k)
     rejections += fdp.rejects(family.curve(sigma), m, k, c, 0.95)
-    if trial < 5:
+    if trial < 3:
       bounds.append(fdp.lower_bound(m, k, c, 0.95, family, sigma).epsilon)
   assert rejections <= 10
-  assert sum(b > truth for b in bounds) <= 1
+  assert all(b <= truth for b in bounds)
   assert np.mean(bounds) > truth / 3
