@@ -48,7 +48,6 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from image_classification.privacy import accounting
 
 Tradeoff = Callable[[float], float]
 
