@@ -13,7 +13,9 @@ BandMF's noise is correlated across steps, with marginal std s_t). Scores:
   sum_t log(1 - q + q exp((x_t C - C^2 / 2) / s_t^2)). For DP-SGD without the real
   data's term it is the optimal (Neyman-Pearson) test of one canary, and it uses the
   subsampling: one step where the canary was sampled counts more than many small
-  shifts. The strongest of the three (results/audit.md).
+  shifts. For DP-SGD the strongest of the three where single steps stand out of the
+  noise (eps 8 on the quickstart), level with 'sum' at small epsilon; with BandMF's
+  correlated noise 'sum' does better (results/audit.md).
 * 'sum': sum_t x_t, the correlation with the canary direction over the run.
 * 'last_iterate': how far the final parameters moved against the canary direction,
   theta_0 - theta_T at its coordinate (the only white-box view that needs no access
