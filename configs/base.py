@@ -134,7 +134,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.audit.enabled = False
   config.audit.num_canaries = 1000
   config.audit.confidence = 0.95
-  config.audit.canary_type = 'mislabeled'  # mislabeled
+  config.audit.canary_type = 'mislabeled'  # mislabeled (mode 'input')
+  # 'input': mislabelled training images scored on the final model (black-box);
+  # 'gradient': Dirac gradient canaries that go through the real step, scored from
+  # every step's privatized update (white-box). docs/audit.md.
+  config.audit.mode = 'input'         # input | gradient
+  # Mode 'gradient' only. analysis: 'fdp' (f-DP one-run test against the run's own
+  # accountant curve), 'fdp_gaussian' (the same against Gaussian-DP curves, jax-privacy),
+  # 'one_run' (Steinke et al., any (epsilon, delta)-DP mechanism). score: 'llr'
+  # (per-step likelihood ratio), 'sum' (sum over steps), 'last_iterate'.
+  config.audit.analysis = 'fdp'       # fdp | fdp_gaussian | one_run
+  config.audit.score = 'llr'          # llr | sum | last_iterate
+  config.audit.num_guesses = 0        # 0: chosen before training from public numbers
+  config.audit.canary_parameter = ''  # '': the largest trainable parameter, or 'head/kernel'
 
   # ---------------------------------------------------------------- tracking
   config.wandb = ml_collections.ConfigDict()

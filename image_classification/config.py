@@ -16,6 +16,10 @@ from image_classification.models import registry
 from image_classification.privacy import clipped_sums
 
 WANDB_MODES = ('disabled', 'offline', 'online')
+# config.audit.mode and, for mode 'gradient', its analysis and score (docs/audit.md).
+AUDIT_MODES = ('input', 'gradient')
+AUDIT_ANALYSES = ('fdp', 'fdp_gaussian', 'one_run')
+AUDIT_SCORES = ('llr', 'sum', 'last_iterate')
 
 
 class ConfigError(ValueError):
@@ -143,6 +147,28 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
       _fail('audit.num_canaries', config.audit.num_canaries, 'must be >= 2')
     if not 0 < config.audit.confidence < 1:
       _fail('audit.confidence', config.audit.confidence, 'must be in (0, 1)')
+    _validate_audit_mode(config)
+
+
+def _validate_audit_mode(config: ml_collections.ConfigDict) -> None:
+  """config.audit's mode and, for mode 'gradient', its analysis, score and sampling."""
+  a = config.audit
+  mode = a.get('mode', 'input')
+  if mode not in AUDIT_MODES:
+    _fail('audit.mode', mode, f'choose one of {AUDIT_MODES}')
+  if mode != 'gradient':
+    return
+  if a.analysis not in AUDIT_ANALYSES:
+    _fail('audit.analysis', a.analysis, f'choose one of {AUDIT_ANALYSES}')
+  if a.score not in AUDIT_SCORES:
+    _fail('audit.score', a.score, f'choose one of {AUDIT_SCORES}')
+  if not a.num_guesses >= 0:
+    _fail('audit.num_guesses', a.num_guesses,
+          'must be >= 0 (0: chosen before training from public numbers)')
+  if config.privacy.sampling != 'poisson':
+    _fail('privacy.sampling', config.privacy.sampling,
+          "audit.mode='gradient' needs sampling='poisson': the audit tests add/remove "
+          'of one canary, which fixed-size (replace-one) batches are not accounted for')
 
 
 def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:

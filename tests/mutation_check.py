@@ -25,6 +25,10 @@ DPS = 'tests/training/test_dp_step.py'
 EV = 'tests/training/test_evaluation_and_augmult.py'
 REF = 'tests/privacy/test_accounting_references.py'
 PE = 'tests/privacy/clipped_sums/test_per_example.py'
+# The white-box gradient audit of the seeded eps-4 quickstart must stay at or below
+# its epsilon (slow: one audited training run; docs/audit.md).
+GA = ('tests/audit/test_gradient_audit_detection.py'
+      '::test_seeded_gradient_audit_of_the_quickstart_stays_below_its_epsilon')
 
 # name: (file, old, new, [pytest node ids that must fail])
 MUTATIONS = {
@@ -33,6 +37,14 @@ MUTATIONS = {
         'factors = jnp.minimum(1.0, clipping_norm / jnp.maximum(safe, 1e-12))',
         'factors = jnp.minimum(1.0, 2 * clipping_norm / jnp.maximum(safe, 1e-12))',
         [PE, NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+    'clip_2c_gradient_audit': (
+        # clip_2c's plant, in the clipping arithmetic every implementation and the
+        # gradient canaries (training/canary_slots.py) share: canaries of raw norm 4C
+        # then add 2C. Caught by the gradient audit's own bound.
+        'image_classification/privacy/clipped_sums/per_example.py',
+        'factors = jnp.minimum(1.0, clipping_norm / jnp.maximum(safe, 1e-12))',
+        'factors = jnp.minimum(1.0, 2 * clipping_norm / jnp.maximum(safe, 1e-12))',
+        [GA]),
     'normalise_by_realised': (
         'image_classification/training/dp_step.py',
         'lambda x: x / cfg.expected_batch_size, noisy)',
@@ -98,7 +110,8 @@ MUTATIONS = {
         'privatizer = plan.privatizer()',
         "privatizer = type(plan)(**{**vars(plan), 'noise_multiplier': "
         "0.5 * plan.noise_multiplier}).privatizer()",
-        [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+        [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran',
+         GA]),
     'trainer_sampler_2b': (
         # In the trainer's draw (batch_of), not where `selection` is built: that one
         # also sizes the capacity from 2B, and with the test's 2B > N the capacity
@@ -108,7 +121,7 @@ MUTATIONS = {
         "indices = type(plan)(**{**vars(plan), 'expected_batch_size': "
         "2 * plan.expected_batch_size}).batch_selection(randomness.sampling_seed)"
         '.indices(step)',
-        [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
+        [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer', GA]),
     'augmult_views_clipped_separately': (
         'image_classification/training/dp_step.py',
         'random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)\n',
@@ -217,9 +230,10 @@ def _run(name):
   try:
     results = []
     for test in MUTATIONS[name][3]:
+      # '-m': the slow tests named here run too (pytest.ini deselects them by default).
       proc = subprocess.run([PY, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider',
-                             test], cwd=ROOT, capture_output=True, text=True,
-                            check=False)
+                             '-m', 'slow or not slow', test], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
       results.append((test, proc.returncode))
   finally:
     with open(full, 'w') as f:

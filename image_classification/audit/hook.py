@@ -48,6 +48,7 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification.audit import canaries as canaries_lib
+from image_classification.audit import gradient_hook
 from image_classification.audit import scoring
 from image_classification.audit import statistics
 from image_classification.data import base
@@ -104,6 +105,18 @@ class AuditHook:
     dataset, self.canaries = canaries_lib.prepare(dataset, m, self.seed)
     return dataset
 
+  # Input canaries are examples, not gradients: nothing to check in the model, no
+  # canary for the step to insert, nothing to observe (the loop calls these on any
+  # audit hook; the gradient audit's are in audit/gradient_hook.py).
+  def check_model(self, params) -> None:
+    del params
+
+  def step_canaries(self, params, plan) -> None:
+    del params, plan
+
+  def observe(self, step: int, values) -> None:
+    raise ValueError('the input audit observes no step')
+
   def finish(self, apply_fn, params, mean, std, plan, workdir: str) -> dict[str, Any]:
     """Scores the canaries, computes the epsilon lower bound, writes audit.json.
 
@@ -151,7 +164,15 @@ class AuditHook:
     """audit.json: the statistics, beside what they are compared with and why."""
     epsilon = math.inf if plan.non_private else float(plan.epsilon)
     return {
+        'mode': 'input',
+        'analysis': 'one_run',
         **result,
+        # What perfect guessing would give with these guess counts: the most m can show.
+        'epsilon_ceiling': max(
+            statistics.epsilon_lower_bound(r['num_guesses'], r['num_guesses'],
+                                           result['num_canaries'], plan.delta,
+                                           result['per_choice_confidence'])
+            for r in result['choices']),
         'epsilon': epsilon,
         'non_private': bool(plan.non_private),
         'privacy': ('NON-PRIVATE run (no noise): no DP guarantee to audit'
@@ -204,11 +225,19 @@ class AuditHook:
             'epsilons are not like for like', flush=True)
 
 
-def for_config(config: ml_collections.ConfigDict) -> AuditHook | None:
-  """The audit config.audit asks for; None when config.audit.enabled is False."""
+def for_config(config: ml_collections.ConfigDict
+               ) -> AuditHook | gradient_hook.GradientAuditHook | None:
+  """The audit config.audit asks for; None when config.audit.enabled is False.
+
+  mode 'input' (the default): mislabelled input canaries (this module); mode
+  'gradient': white-box gradient canaries (audit/gradient_hook.py)."""
   a = config.audit
   if not a.enabled:
     return None
+  if a.get('mode', 'input') == 'gradient':
+    return gradient_hook.GradientAuditHook(
+        a.num_canaries, a.confidence, a.analysis, a.score, a.num_guesses,
+        a.canary_parameter, config.seed, config.model.train_only_head)
   return AuditHook(a.num_canaries, a.confidence, a.canary_type, config.seed)
 
 

@@ -26,6 +26,7 @@ from image_classification.data import augmentation
 from image_classification.privacy import clipped_sums
 from image_classification.privacy import noise
 from image_classification.privacy import privatizers
+from image_classification.training import canary_slots
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import state as state_lib
 
@@ -101,11 +102,13 @@ class DPStep:
   """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
 
   def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
-               cfg: StepConfig, mesh, base_key, noise_key, privatizer=None):
+               cfg: StepConfig, mesh, base_key, noise_key, privatizer=None,
+               canaries: canary_slots.GradientCanaries | None = None):
     """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
     secret base noise key (raw uint32[2]), step t's noise uses fold-ins of t.
     ``privatizer`` (privacy/privatizers.py): how the noise is added; DP-SGD's Gaussian
-    noise N(0, (sigma C)^2) by default."""
+    noise N(0, (sigma C)^2) by default. ``canaries``: the gradient audit's canaries
+    (training/canary_slots.py); None (the default) leaves the step as it always was."""
     self.privatizer = privatizer or privatizers.GaussianPrivatizer(
         cfg.noise_multiplier * cfg.clipping_norm)
     self.apply_fn = apply_fn
@@ -114,6 +117,7 @@ class DPStep:
     self.mesh = mesh
     self.base_key = base_key
     self.noise_key = np.asarray(noise_key, dtype=np.uint32)
+    self.canaries = canaries
     self.num_devices = mesh.devices.size
     # An unknown name fails here, naming the choices, before anything is traced.
     self._clipped_sum_fn = clipped_sums.get(cfg.per_example_grads)
@@ -133,6 +137,9 @@ class DPStep:
 
   def _micro_batch_sum(self, trainable, frozen, images, labels, mask, keys):
     cfg = self.cfg
+    if self.canaries is not None:  # canary slots leave the model's sum (canary_slots.py)
+      canary_labels = labels
+      mask, is_canary, labels = canary_slots.split_slots(labels, mask)
     aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
     views = augmentation.augmult_views(
         aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
@@ -140,6 +147,9 @@ class DPStep:
     loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
     summed, norms, valid, losses = self._clipped_sum_fn(
         loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm)
+    if self.canaries is not None:
+      summed = canary_slots.add_clipped_canaries(summed, canary_labels, is_canary,
+                                                 self.canaries, cfg.clipping_norm)
     stats = {
         'loss_sum': jnp.sum(jnp.where(valid, losses, 0.0)),
         'num_examples': jnp.sum(valid.astype(jnp.float32)),
@@ -210,6 +220,8 @@ class DPStep:
       ema = params
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema, noise_state=noise_state)
+    if self.canaries is not None:  # the privatized gradient at the canaries' coordinates
+      stats = {**stats, canary_slots.OBSERVATION: canary_slots.observe(grads, self.canaries)}
     return new_state, stats
 
   def _fused_step(self, state, images, labels, mask, noise_key):

@@ -39,6 +39,7 @@ from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import round_up
 from image_classification import run_files
 from image_classification.reporting import wandb_logger
+from image_classification.training import canary_slots
 from image_classification.training import checkpoint_store
 from image_classification.training import distributed
 from image_classification.training import dp_step
@@ -107,6 +108,8 @@ class Experiment:
           "per-example sensitivity; use GroupNorm or a normaliser-free model")
     self.num_params = int(sum(np.prod(x.shape) for x in
                               jax.tree_util.tree_leaves(abstract['params'])))
+    if audit is not None:  # e.g. the gradient audit's canaries need model coordinates
+      audit.check_model(abstract['params'])
 
   def _init_variables(self, key):
     dummy = jnp.zeros((1,) + self.image_shape, jnp.float32)
@@ -243,8 +246,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       noise_multiplier=plan.noise_multiplier,
       expected_batch_size=plan.expected_batch_size, mean=exp.data.mean,
       std=exp.data.std)
+  # The gradient audit's canaries (training/canary_slots.py); None without that audit.
+  canaries = (exp.audit.step_canaries(state.params, plan) if exp.audit is not None
+              else None)
   step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
-                           noise_key=randomness.noise_key(), privatizer=privatizer)
+                           noise_key=randomness.noise_key(), privatizer=privatizer,
+                           canaries=canaries)
   ledger = plan.ledger()
   eval_fn = evaluation.make_eval_fn(exp.model.apply, tuple(exp.data.mean),
                                     tuple(exp.data.std))
@@ -331,6 +338,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     while step < plan.steps:  # epsilon is monotone in steps: the plan is the budget guard
       chunks, num_real = batches.get(step)
       state, stats = step_fn.run(state, chunks)
+      if canaries is not None:  # step `step`'s privatized gradient at the canaries
+        exp.audit.observe(step, stats.pop(canary_slots.OBSERVATION))
       pending.append(stats)
       step += 1
       if timer is None:  # the first step of a start or resume compiles; time from its end
