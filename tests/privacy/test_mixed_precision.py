@@ -3,7 +3,7 @@
 What must hold: convolutions and activations run in bfloat16; parameters, optimizer
 state, EMA, per-example norms, clip factors, the clipped sum and the noise stay
 float32; and the sensitivity bound holds exactly as in float32: each example's
-clipped contribution, as added to the float32 sum, has norm <= C (DESIGN.md,
+clipped contribution, as added to the float32 sum, has norm <= C (docs/privacy.md,
 invariants 2 and 11). The bound is measured, not assumed: the norm of the float32
 sum when every other example is masked out, under the adversarial inputs of
 clipped_sums/test_sensitivity.py (near-constant, 1e4 and 1e-4 inputs, heads x 1e6).

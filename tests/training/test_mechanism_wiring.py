@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from image_classification.privacy import batch_selection
+from image_classification.reporting.round_up import round_up
 from image_classification.training import loop
 from tests.training import wiring_helpers as wh
 
@@ -139,7 +140,8 @@ def test_fixed_size_sampling_and_replace_one_accounting(tmp_path):
   with open(f'{workdir}/privacy.md') as f:
     text = f.read()
   assert 'replace-one' in text and 'sigma/2' in text
-  assert f'epsilon = {eps:.4g}' in text
+  # privacy.md prints epsilon rounded UP (25.841... -> 25.85), never to nearest.
+  assert f'epsilon = {round_up(eps, 4)}' in text
 
 
 def test_pld_accountant_run_reports_pld_and_rdp_cross_check(tmp_path):
@@ -163,7 +165,8 @@ def test_pld_accountant_run_reports_pld_and_rdp_cross_check(tmp_path):
   assert rows[-1]['epsilon'] == pytest.approx(eps_pld, rel=1e-6)
   with open(f'{workdir}/privacy.md') as f:
     text = f.read()
-  assert f'epsilon under RDP = {eps_rdp:.4g}, under PLD = {eps_pld:.4g}' in text
+  assert (f'epsilon under RDP = {round_up(eps_rdp, 4)}, '
+          f'under PLD = {round_up(eps_pld, 4)}') in text
   assert 'PLD accountant' in text and 'add-or-remove-one' in text
 
 

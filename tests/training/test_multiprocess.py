@@ -10,7 +10,7 @@ devices each (jax.distributed, gloo collectives, the coordinator on localhost).
 - An unreachable coordinator and a mismatched --num_processes give one clear error
   line within the bounded time.
 
-Privacy (DESIGN.md invariant 12): with sigma = 2 a second noise draw (per process) or
+Privacy (docs/privacy.md, invariant 12): with sigma = 2 a second noise draw (per process) or
 a missing cross-process sum would move the parameters far beyond the tolerance, and
 different batch indices would change realized_batch_size and the loss; so equality
 with the one-process run checks that every process drew the same batches and the same

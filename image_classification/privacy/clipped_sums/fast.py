@@ -11,7 +11,7 @@ those same pieces with them. Fastest on CPU; memory about B x #params.
 
 Privacy: the same contract and bound as the reference (registry.py): the norm that
 sets an example's clip factor is the norm of exactly the float32 tensors that are
-scaled and added (layer_rules.LayerParts, DESIGN.md invariant 11), and a padding slot
+scaled and added (layer_rules.LayerParts, docs/privacy.md, invariant 11), and a padding slot
 or a non-finite example contributes exactly zero (per_example.clip_factors).
 """
 from typing import Any, Callable

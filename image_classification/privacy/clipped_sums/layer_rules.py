@@ -13,7 +13,7 @@ unregistered layer kind is never silently wrong.
 Privacy: a rule sees one layer's inputs and output gradients, which are per example;
 each example's gradient is computed from its own slices only. ``LayerParts`` holds
 exactly the float32 tensors whose norm is taken and which are then summed with the clip
-factors (DESIGN.md, privacy invariant 11: no norm from a difference of large sums).
+factors (docs/privacy.md, invariant 11: no norm from a difference of large sums).
 
 Mixed precision: the recorded inputs and output gradients may be bfloat16; every
 per-example piece is computed with float32 results (``preferred_element_type``) or
@@ -41,7 +41,7 @@ class LayerParts:
   ``combine``d into {name: array}, with the examples where ``valid`` is False
   replaced by zeros first (when given). ``combine`` must be linear and
   norm-preserving (a reshape or transpose), so the norm that clips an example is the
-  norm of what it adds to the sum (DESIGN.md, privacy invariant 11). The optimisation
+  norm of what it adds to the sum (docs/privacy.md, invariant 11). The optimisation
   barrier makes both read the same materialised values: XLA may not, e.g., rewrite
   the weighted sum of per-example matmuls into one batch matmul, which rounds
   differently. The tensors are cast to float32 BEFORE the barrier: under mixed
@@ -303,7 +303,7 @@ def conv_rule(name: str, geometry: Callable[[nn.Module], Optional[dict]],
   that result, which is what the sum adds. Not from an identity such as
   |J^T h|^2 = s^2 (|h|^2 - (sum h)^2 / n - <w_hat, h>^2): in float32 that difference
   cancels to ~0 when h lies almost along the removed directions, so an example could
-  go unclipped while its true residual is added (DESIGN.md, privacy invariant 11;
+  go unclipped while its true residual is added (docs/privacy.md, invariant 11;
   tests/privacy/clipped_sums/test_sensitivity.py).
   """
 

@@ -1,6 +1,6 @@
 """Adversarial sensitivity checks of the clipped-sum implementations.
 
-DESIGN.md, privacy invariant 11: the norm used to clip an example must be the norm of
+docs/privacy.md, invariant 11: the norm used to clip an example must be the norm of
 the vector that is added to the sum, for every input. These tests build inputs and
 parameters under which float32 cancellation is at its worst (near-constant inputs,
 inputs at 1e4 and 1e-4, heads scaled by 1e6, gradients almost entirely along the
