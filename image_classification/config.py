@@ -43,7 +43,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           "'group_norm' or a normaliser-free model")
   if m.pretrained_path and not dry_run and not os.path.exists(m.pretrained_path):
     _fail('model.pretrained_path', m.pretrained_path,
-          'no such checkpoint; point it at pre-trained parameters (see README, '
+          'no such checkpoint; point it at pre-trained parameters (see docs/configs.md, '
           'fine-tuning) or leave it empty to train from scratch')
 
   d = config.data

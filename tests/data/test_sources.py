@@ -107,7 +107,7 @@ def test_image_size_cannot_resize_a_source_read_on_demand():
 @pytest.mark.parametrize('shape', [(4, 6, 6, 2), (4, 6, 6, 5)])
 def test_npz_images_with_two_or_five_channels_are_refused_with_the_rule(tmp_path, shape):
   """`--config.data.name=npz --config.data.path=x.npz` with [n, H, W, 2] images was
-  accepted; the README allows 1, 3 or 4 channels."""
+  accepted; docs/data_formats.md allows 1, 3 or 4 channels."""
   path = tmp_path / 'x.npz'
   np.savez(path, x_train=np.zeros(shape, np.uint8), y_train=np.array([0, 1, 0, 1]),
            x_test=np.zeros(shape, np.uint8)[:2], y_test=np.array([0, 1]))

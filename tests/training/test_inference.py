@@ -158,7 +158,7 @@ def test_predict_reads_16_bit_pngs_scaled_not_clipped(tmp_path):
 
 
 def test_parameters_load_in_a_few_lines_of_flax(workdir):
-  # The README's snippet: Flax and the model registry, no platform code besides.
+  # docs/using_a_model.md's snippet: Flax and the model registry, no platform code besides.
   import flax.serialization  # pylint: disable=g-import-not-at-top
   from image_classification.models import registry  # pylint: disable=g-import-not-at-top
   card = json.load(open(os.path.join(workdir, 'export', 'model.json')))
