@@ -156,8 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- tracking
   config.wandb = ml_collections.ConfigDict()
-  # offline: written under WORKDIR/wandb, upload later with `wandb sync`.
-  config.wandb.mode = 'offline'       # disabled | offline | online
+  # Off unless asked: --config.wandb.mode=offline writes the run under WORKDIR/wandb
+  # (upload later with `wandb sync`), online streams it. Every figure is in the run
+  # files either way.
+  config.wandb.mode = 'disabled'      # disabled | offline | online
   config.wandb.project = 'dp-image-classification'
   config.wandb.entity = ''
   return config
