@@ -382,7 +382,10 @@ def main(argv):
     print(f'\ninterrupted by {stop_signals.name(signum)}: stopped at once (a training '
           'run keeps its last checkpoint, from which the same command resumes):\n  '
           f'{run_control.resume_command()}', file=sys.stderr, flush=True)
-    sys.exit(128 + signum)
+    # At once: computations still in flight in XLA's threads can crash the
+    # interpreter's shutdown (a segmentation fault instead of 128 + signal).
+    sys.stdout.flush()
+    os._exit(128 + signum)  # pylint: disable=protected-access
   signum = stop_signals.received()
   if signum is not None:  # came after the last safe point: the work is done
     print(f'received {stop_signals.name(signum)} as the command ended: its work is '
