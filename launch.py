@@ -10,24 +10,40 @@
   python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
   python launch.py --evaluate=WORKDIR [--config.data.path=...]
   python launch.py --predict=WORKDIR --images=DIR_OR_FILES
-  Ctrl-C or SIGTERM during training saves a checkpoint; the same command resumes.
+  python launch.py --privacy_calculator --dataset_size=N --batch_size=B --steps=T
+      --noise_multiplier=SIGMA   (or --epochs, --target_epsilon; docs/privacy_calculator.md)
+  Ctrl-C or SIGTERM at any moment: a checkpoint (or nothing to save), a line saying
+  how to resume, exit 130 / 143 (image_classification/stop_signals.py).
   add --host_devices=2 on a 2-core CPU: one XLA device per core (see --help)
   several processes (hosts): the same command in each, plus
     --coordinator_address=HOST:PORT --num_processes=N --process_id=I   (explicit), or
     --distributed   (jax.distributed detects SLURM, Kubernetes / GKE, Cloud TPU)
 """
-import difflib
 import os
 import sys
 
+from image_classification import stop_signals
+if __name__ == '__main__':  # before the imports below: a signal during them is kept
+  stop_signals.install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from configs import base as base_config
+from image_classification import config_file
 from image_classification import run_files
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
+_WORKDIR_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               'image_classification', 'workdir_config.py')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, FILE.py or FILE.py:ARG; it may set only '
+    'the fields of configs/base.py (docs/configs.md).', lock_config=True)
+# Our loader: one error line for a missing, broken or misspelt config file.
+flags.FLAGS['config'].parser = config_file.FlagParser(
+    base_config.get_config, base_config.OPEN_GROUPS, unchecked=[_WORKDIR_CONFIG])
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of the run.')
 _DRY_RUN = flags.DEFINE_bool(
     'dry_run', False, 'Validate the config, build the model and the privacy plan, '
@@ -83,11 +99,11 @@ _BENCHMARK_WORKERS = flags.DEFINE_list(
     'benchmark_workers', ['1', '2'], 'Worker process counts for --benchmark_input '
     '(0: the loading thread alone).')
 _HOST_DEVICES = flags.DEFINE_integer(
-    'host_devices', 0, 'On the CPU: split the host into this many XLA devices (e.g. its '
-    'number of cores); the trainer then shards every batch over them with shard_map. '
+    'host_devices', None, 'On the CPU: split the host into this many XLA devices (e.g. '
+    'its number of cores); the trainer then shards every batch over them with shard_map. '
     'XLA:CPU runs each convolution on one core, so on 2 cores 2 devices train a '
-    'WRN-16-4 about 1.3x faster (results/benchmarks.md). 0 keeps JAX\'s default. '
-    'The batch size must split over the devices.')
+    'WRN-16-4 about 1.3x faster (results/benchmarks.md). Unset keeps JAX\'s '
+    'default. The batch size must split over the devices.', lower_bound=1)
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-process training: HOST:PORT of process 0, which '
     'runs the jax.distributed coordinator; with --num_processes and --process_id. '
@@ -126,11 +142,16 @@ _IMAGES = flags.DEFINE_list(
 _REPORT = flags.DEFINE_list(
     'report', None, 'Comma-separated run or sweep folders to aggregate into '
     '--workdir/report.md and plots.')
+flags.DEFINE_bool(  # read from sys.argv before the other flags (see __main__ below)
+    'privacy_calculator', False, 'Epsilon, the noise multiplier or the steps a budget '
+    'allows, without a config or workdir: --dataset_size=N --batch_size=B '
+    '(--steps=T | --epochs=E) (--noise_multiplier=S | --target_epsilon=EPS) '
+    '[--delta --accountant --sampling --num_bands] (docs/privacy_calculator.md).')
 
 
-def _split_host_into_devices(count: int) -> None:
+def _split_host_into_devices(count: int | None) -> None:
   """Sets XLA_FLAGS so that the CPU backend shows ``count`` devices (before jax loads)."""
-  if count <= 0:
+  if count is None:
     return
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' in xla_flags:
@@ -166,42 +187,27 @@ def _enable_compilation_cache(path) -> None:
   # Cache every program that took a noticeable time to compile (the DP step, the
   # evaluation step), not the many tiny ones.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+def _fail(message: str) -> None:
+  """One `error:` line and exit code 2."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def _config_override_error(argv, error: Exception) -> str:
   """The message for a --config.a.b=v override that the config file does not hold."""
-  config_path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')),
-                     None)
-  overrides = [a for a in argv if a.startswith('--config.')]
-  fields = [a[len('--config.'):].split('=', 1)[0] for a in overrides]
-  missing = None
-  if config_path:
-    try:  # the file loaded fine (the override failed), so this is cheap and safe
-      config = config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
-          'config', config_path.split(':', 1)[0]).get_config()
-    except Exception:  # pylint: disable=broad-except
-      config = None
-    for field in fields if config is not None else []:
-      node = config
-      for i, key in enumerate(field.split('.')):
-        if not hasattr(node, 'keys') or key not in node:
-          missing = (field, '.'.join(field.split('.')[:i]), node)
-          break
-        node = node[key]
-      if missing:
-        break
-  if not missing:
-    return (f'loading --config={config_path} with its overrides failed: '
+  config = flags.FLAGS['config'].parser.loaded
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  fields = [a[len('--config.'):].split('=', 1)[0] for a in argv
+            if a.startswith('--config.')]
+  field = next((f for f in fields if config is not None
+                and config_file.missing_field(config, f)), None)
+  if field is None:
+    return (f'loading --config={spec} with its overrides failed: '
             f'{type(error).__name__}: {error}')
-  field, parent, node = missing
-  held = sorted(node.keys()) if hasattr(node, 'keys') else []
-  close = difflib.get_close_matches(field.split('.')[len(parent.split('.')) if parent
-                                                    else 0], held, n=1)
-  text = (f'--config.{field}: {config_path} has no field config.{field}'
-          + (f' (did you mean config.{parent + "." if parent else ""}{close[0]}?)'
-             if close else '')
-          + (f'; config.{parent} holds {held}' if parent else '') + '. An override '
-          'can only set a field the config file defines: add it to the config file '
-          f'(e.g. config.{field} = <value> in get_config())')
-  if parent == 'model.kwargs':
+  text = config_file.override_error(config, spec, field)
+  if config_file.missing_field(config, field)[0] == 'model.kwargs':
     text += "; model.kwargs are the keyword arguments of the model's constructor"
     try:
       from image_classification.models import registry  # pylint: disable=g-import-not-at-top
@@ -213,18 +219,34 @@ def _config_override_error(argv, error: Exception) -> str:
 
 
 def _parse_flags(argv):
-  """absl's flag parsing, with an override of a field the config lacks turned into
-  one `error:` line and exit code 2 instead of a traceback."""
+  """absl's flag parsing; a bad flag, config file or override is one `error:` line
+  and exit code 2 instead of a traceback or the help text."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:  # e.g. --config.training.batch_size=abc
-    print(f'error: {e}. Pass --helpfull to see the flags.', file=sys.stderr)
-    sys.exit(2)
+    parsed = flags.FLAGS(argv)
+  except config_file.ConfigFileError as e:
+    # For --evaluate/--predict the config is the workdir's own: name the flag given.
+    shown = _WORKDIR_FLAG.get(e.spec) or f'--config={e.spec}'
+    _fail(f'{shown}: {e.reason}')
+  except flags.Error as e:  # e.g. --config.training.batch_size=abc, --host_devices=0
+    _fail(f'{e}. Pass --helpfull to see the flags.')
   except (AttributeError, KeyError) as e:
-    print(f'error: {_config_override_error(argv, e)}', file=sys.stderr)
-    sys.exit(2)
-_WORKDIR_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               'image_classification', 'workdir_config.py')
+    _fail(_config_override_error(argv, e))
+  _stop_if_signalled()
+  return parsed
+
+
+def _stop_if_signalled() -> None:
+  """A safe point before the command's work: exit 128 + signal, nothing to save."""
+  signum = stop_signals.received()
+  if signum is not None:
+    print(f'stopped by {stop_signals.name(signum)} before the command started: nothing '
+          'was done, nothing to save. To start, run the same command again:\n  '
+          f'{stop_signals.command_line()}', file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
+
+
+# --evaluate/--predict=WORKDIR with no --config: the config spec inserted -> the flag.
+_WORKDIR_FLAG = {}
 
 
 def _use_workdir_config(argv: list[str]) -> list[str]:
@@ -233,16 +255,18 @@ def _use_workdir_config(argv: list[str]) -> list[str]:
   Inserted as --config=image_classification/workdir_config.py:WORKDIR, so that
   --config.data.path=... overrides apply to the config the run was trained with.
   """
-  workdir = None
+  workdir = flag = None
   for i, arg in enumerate(argv):
     for name in ('--evaluate', '--predict'):
       if arg.startswith(name + '='):
-        workdir = arg.split('=', 1)[1]
+        workdir, flag = arg.split('=', 1)[1], name
       elif arg == name and i + 1 < len(argv):
-        workdir = argv[i + 1]
+        workdir, flag = argv[i + 1], name
   if not workdir or any(a == '--config' or a.startswith('--config=') for a in argv):
     return argv
-  return argv[:1] + [f'--config={_WORKDIR_CONFIG}:{workdir}'] + argv[1:]
+  spec = f'{_WORKDIR_CONFIG}:{workdir}'
+  _WORKDIR_FLAG[spec] = f'{flag}={workdir}'
+  return argv[:1] + [f'--config={spec}'] + argv[1:]
 
 
 def _use_a_trained_model(config) -> None:
@@ -302,88 +326,137 @@ def _which_process() -> str:
   return f'process {jax.process_index()} of {count}: ' if count > 1 else ''
 
 
+def _missing_flag() -> str | None:
+  """What a command lacks (checked before the imports: a second, not ten)."""
+  if _EVALUATE.value or _PREDICT.value:
+    return None
+  if not _WORKDIR.value:
+    if _REPORT.value:
+      return ('--workdir is required: the folder --report writes report.md and its '
+              'plots to, e.g. --workdir=/tmp/report')
+    missing = '--workdir is' if _CONFIG.value is not None else '--config and --workdir are'
+    return (f'{missing} required, e.g. python launch.py --config=configs/quickstart.py '
+            '--workdir=/tmp/run1 (python launch.py --help lists the commands)')
+  if _CONFIG.value is None and not _REPORT.value:
+    return '--config is required, e.g. --config=configs/quickstart.py'
+  return None
+
+
 def main(argv):
   del argv
-  _split_host_into_devices(_HOST_DEVICES.value)
-  _enable_compilation_cache(_compilation_cache_dir(_COMPILATION_CACHE_DIR.value))
+  if _missing_flag():
+    _fail(_missing_flag())
+  try:
+    _split_host_into_devices(_HOST_DEVICES.value)
+    _enable_compilation_cache(_compilation_cache_dir(_COMPILATION_CACHE_DIR.value))
+  except app.UsageError as e:
+    _fail(str(e))
   _join_distributed_job()
   # Imported after flag parsing so that --help is instant.
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
   from image_classification.data import base as data_base  # pylint: disable=g-import-not-at-top
   from image_classification.privacy import mechanism_secret  # pylint: disable=g-import-not-at-top
   from image_classification.reporting import progress  # pylint: disable=g-import-not-at-top
+  from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
   from image_classification import sweeps  # pylint: disable=g-import-not-at-top
   from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
   from image_classification.training import inference  # pylint: disable=g-import-not-at-top
   from image_classification.training import run_control  # pylint: disable=g-import-not-at-top
   progress.quiet_library_logs()
-  if _EVALUATE.value or _PREDICT.value:
-    try:
-      _use_a_trained_model(_CONFIG.value)
-    except (config_lib.ConfigError, data_base.DataError, inference.InferenceError) as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-    return
-  if not _WORKDIR.value:
-    raise app.UsageError('--workdir is required: the folder where the run writes its files')
+  _stop_if_signalled()
+  # From here a signal outside training stops at once (training defers it to its
+  # next safe point: a checkpoint, or nothing to save).
+  stop_signals.set_immediate()
   try:
-    config_lib.check_workdir(_WORKDIR.value)
-    if _REPORT.value:
-      from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
-      result = report.make_report(_REPORT.value, _WORKDIR.value)
-      print(f"wrote {result['report']}")
-      for problem in result.get('problems', []):
-        print(f'warning: {problem}', file=sys.stderr)
-      return
-    if _SWEEP.value:  # the sequential runner, an executor, one point or the table
-      from image_classification.sweeps import cluster as sweep_cluster  # pylint: disable=g-import-not-at-top
-      options = sweep_cluster.options_from_flags(
-          _SWEEP_EXECUTOR.value, _SWEEP_POINT.value, _REPORT_ONLY.value, _PRINT_ONLY.value,
-          **{key: flag.value for key, flag in _SWEEP_RESOURCES.items()})
-      status = sweep_cluster.command(  # checks every point before anything trains
-          _CONFIG.value, _SWEEP.value, _WORKDIR.value, options,
-          base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
-      if status:
-        sys.exit(status)
-      return
-    stray = [f'--{f.name}' for f in (_SWEEP_EXECUTOR, _SWEEP_POINT, _REPORT_ONLY,
-                                     *_SWEEP_RESOURCES.values()) if f.present]
-    if stray:
-      raise sweeps.SweepError(f'{", ".join(stray)}: only with --sweep=FILE (a sweep file)')
-    if _CONFIG.value is None:
-      raise app.UsageError('--config is required, e.g. --config=configs/quickstart.py')
-    # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
-    from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
-    if _BENCHMARK_INPUT.value:
-      from image_classification.data import input_benchmark  # pylint: disable=g-import-not-at-top
-      input_benchmark.run_input_benchmark(  # prints the rates, writes the json
-          _CONFIG.value, _WORKDIR.value,
-          input_benchmark.parse_workers(_BENCHMARK_WORKERS.value))
-      return
-    if _BENCHMARK.value:
-      from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
-      batch_sizes, augmults, implementations = benchmark.parse_flags(
-          _BENCHMARK_BATCH_SIZES.value, _BENCHMARK_AUGMULTS.value,
-          _BENCHMARK_IMPLEMENTATIONS.value)
-      dtypes = benchmark.parse_dtypes(_BENCHMARK_DTYPES.value)
-      benchmark.run_benchmark(  # prints the table and writes benchmark.json
-          _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
-          implementations=implementations, dtypes=dtypes)
-      return
-    audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
+    _command()
   except (config_lib.ConfigError, data_base.DataError, sweeps.SweepError,
-          mechanism_secret.SecretError, distributed.DistributedError) as e:
+          mechanism_secret.SecretError, distributed.DistributedError,
+          inference.InferenceError, report.ReportError, app.UsageError) as e:
     print(f'error: {_which_process()}{e}', file=sys.stderr)
     sys.exit(2)
-  except run_control.Stopped as e:  # Ctrl-C / SIGTERM: a checkpoint was saved
+  except run_control.Stopped as e:  # a signal, acted on at a safe point
     print(e.message, file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
-  except KeyboardInterrupt:  # Ctrl-C outside the steps, or a second one inside
-    print('\ninterrupted: nothing was saved since the last checkpoint (if any); the '
-          f'same command resumes from it:\n  {run_control.resume_command()}',
+  except KeyboardInterrupt as e:  # a signal outside training, or a second Ctrl-C
+    signum = getattr(e, 'signum', 2)
+    print(f'\ninterrupted by {stop_signals.name(signum)}: stopped at once (a training '
+          'run keeps its last checkpoint, from which the same command resumes):\n  '
+          f'{run_control.resume_command()}', file=sys.stderr, flush=True)
+    # At once: computations still in flight in XLA's threads can crash the
+    # interpreter's shutdown (a segmentation fault instead of 128 + signal).
+    sys.stdout.flush()
+    os._exit(128 + signum)  # pylint: disable=protected-access
+  signum = stop_signals.received()
+  if signum is not None:  # came after the last safe point: the work is done
+    print(f'received {stop_signals.name(signum)} as the command ended: its work is '
+          'complete and saved; exit status 128 + the signal says it was signalled',
           file=sys.stderr, flush=True)
-    sys.exit(128 + 2)
+    sys.exit(128 + signum)
+
+
+def _command() -> None:
+  """The command the flags ask for (errors and signals: main)."""
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  from image_classification import sweeps  # pylint: disable=g-import-not-at-top
+  if _EVALUATE.value or _PREDICT.value:
+    _use_a_trained_model(_CONFIG.value)
+    return
+  config_lib.check_workdir(_WORKDIR.value)
+  if _REPORT.value:
+    from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
+    result = report.make_report(_REPORT.value, _WORKDIR.value)
+    print(f"wrote {result['report']}")
+    for problem in result.get('problems', []):
+      print(f'warning: {problem}', file=sys.stderr)
+    return
+  if _SWEEP.value:  # the sequential runner, an executor, one point or the table
+    from image_classification.sweeps import cluster as sweep_cluster  # pylint: disable=g-import-not-at-top
+    options = sweep_cluster.options_from_flags(
+        _SWEEP_EXECUTOR.value, _SWEEP_POINT.value, _REPORT_ONLY.value, _PRINT_ONLY.value,
+        **{key: flag.value for key, flag in _SWEEP_RESOURCES.items()})
+    status = sweep_cluster.command(  # checks every point before anything trains
+        _CONFIG.value, _SWEEP.value, _WORKDIR.value, options,
+        base_command=sweeps.base_command_from_flags(flags.FLAGS, sys.argv[0]))
+    if status:
+      sys.exit(status)
+    return
+  stray = [f'--{f.name}' for f in (_SWEEP_EXECUTOR, _SWEEP_POINT, _REPORT_ONLY,
+                                   *_SWEEP_RESOURCES.values()) if f.present]
+  if stray:
+    raise sweeps.SweepError(f'{", ".join(stray)}: only with --sweep=FILE (a sweep file)')
+  # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
+  from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
+  if _BENCHMARK_INPUT.value:
+    from image_classification.data import input_benchmark  # pylint: disable=g-import-not-at-top
+    input_benchmark.run_input_benchmark(  # prints the rates, writes the json
+        _CONFIG.value, _WORKDIR.value,
+        input_benchmark.parse_workers(_BENCHMARK_WORKERS.value))
+    return
+  if _BENCHMARK.value:
+    from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
+    batch_sizes, augmults, implementations = benchmark.parse_flags(
+        _BENCHMARK_BATCH_SIZES.value, _BENCHMARK_AUGMULTS.value,
+        _BENCHMARK_IMPLEMENTATIONS.value)
+    dtypes = benchmark.parse_dtypes(_BENCHMARK_DTYPES.value)
+    benchmark.run_benchmark(  # prints the table and writes benchmark.json
+        _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
+        implementations=implementations, dtypes=dtypes)
+    return
+  audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
+
+
+def _privacy_calculator(argv: list[str]) -> int:
+  """--privacy_calculator: image_classification/privacy_calculator.py parses the
+  other flags (no config, no workdir); one error line and 2 for a bad one."""
+  stop_signals.set_immediate()  # nothing to save
+  try:
+    from image_classification import privacy_calculator  # pylint: disable=g-import-not-at-top
+    return privacy_calculator.main(argv)
+  except KeyboardInterrupt as e:
+    return 128 + getattr(e, 'signum', 2)
 
 
 if __name__ == '__main__':
+  if any(a in ('--privacy_calculator', '--privacy_calculator=true') for a in sys.argv):
+    sys.exit(_privacy_calculator(sys.argv))
   app.run(main, argv=_use_workdir_config(sys.argv), flags_parser=_parse_flags)

@@ -1,8 +1,14 @@
 """Defaults shared by every experiment. An experiment's get_config() starts from
 base.get_config() and changes only what differs. Every field here can be overridden on
-the command line: --config.training.batch_size=512.
+the command line: --config.training.batch_size=512. A new field goes here first.
 """
 import ml_collections
+
+# A config file may set only the fields defined below (launch.py refuses any other, so
+# that a misspelt field is not kept beside the real one), except inside these groups,
+# which are open on purpose: model.kwargs holds the keyword arguments of the model's
+# constructor, which differ from model to model.
+OPEN_GROUPS = ('model.kwargs',)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -150,8 +156,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- tracking
   config.wandb = ml_collections.ConfigDict()
-  # offline: written under WORKDIR/wandb, upload later with `wandb sync`.
-  config.wandb.mode = 'offline'       # disabled | offline | online
+  # Off unless asked: --config.wandb.mode=offline writes the run under WORKDIR/wandb
+  # (upload later with `wandb sync`), online streams it. Every figure is in the run
+  # files either way.
+  config.wandb.mode = 'disabled'      # disabled | offline | online
   config.wandb.project = 'dp-image-classification'
   config.wandb.entity = ''
   return config

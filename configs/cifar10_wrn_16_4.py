@@ -46,7 +46,7 @@ TABLE = {
 
 def build(eps: float, depth: int = 16, width: int = 4):
   """The WRN-depth-width config of the table's row for `eps`."""
-  hp = common.row(TABLE, eps, 'cifar10_wrn_16_4')
+  hp = common.row(TABLE, eps, 'cifar10_wrn_16_4', depth=16)
   # EMA 0.9999 as in jax_privacy's configs (averaging.ema.coefficient), which warm the
   # decay up as min(0.9999, (1 + t) / (10 + t)).
   config = common.de2022('cifar10', augmult=16, batch_size=4096, ema=0.9999,

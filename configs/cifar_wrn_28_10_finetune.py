@@ -37,7 +37,7 @@ TABLE = {
 
 def build(eps: float, dataset: str = 'cifar10'):
   """The fine-tuning config of the table's row for `eps` on `dataset`."""
-  hp = common.row(TABLE, eps, 'cifar_wrn_28_10_finetune')
+  hp = common.row(TABLE, eps, 'cifar_wrn_28_10_finetune', dataset='cifar10')
   if dataset not in ('cifar10', 'cifar100'):
     raise ValueError(f'cifar_wrn_28_10_finetune: dataset={dataset!r}, expected '
                      'cifar10 or cifar100')

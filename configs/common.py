@@ -55,11 +55,16 @@ def parse_arg(arg: Optional[str], **defaults: Any) -> ml_collections.ConfigDict:
 
 
 def row(table: Mapping[float, Mapping[str, Any]], eps: Optional[float],
-        family: str) -> Mapping[str, Any]:
-  """The hyperparameter row of `table` for target epsilon `eps`."""
+        family: str, **other_arguments: Any) -> Mapping[str, Any]:
+  """The hyperparameter row of `table` for target epsilon `eps`. `other_arguments`:
+  the family file's other arguments and their defaults, named in the error."""
   if eps is None or eps not in table:
-    raise ValueError(f'{family}: choose eps= one of {", ".join(f"{e:g}" for e in table)}'
-                     f' (e.g. --config=configs/{family}.py:eps={next(iter(table)):g})')
+    choices = ', '.join(f'{e:g}' for e in table)
+    others = ''.join(f', {key} (default {value})' for key, value in
+                     other_arguments.items())
+    raise ValueError(f'{family}: choose eps= one of {choices} (its arguments: eps'
+                     f'{others}; e.g. --config=configs/{family}.py:'
+                     f'eps={next(iter(table)):g})')
   return table[eps]
 
 

@@ -384,7 +384,13 @@ def main(argv: list[str], out=None, err=None) -> int:
     print(USAGE, file=out)
     return 0
   try:
-    calc = calculate(**{**DEFAULTS, **parse_args(list(argv))})
+    kwargs = parse_args(list(argv))
+    for flag, what in (('dataset_size', 'the training-set size N, e.g. 50000'),
+                       ('batch_size', 'the expected batch size B, e.g. 4096')):
+      if flag not in kwargs:
+        raise CalculatorError(f'--{flag}: give {what} (python launch.py '
+                              '--privacy_calculator --help shows the usage)')
+    calc = calculate(**{**DEFAULTS, **kwargs})
   except CalculatorError as e:
     print(f'error: {e}', file=err)
     return 2

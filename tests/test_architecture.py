@@ -17,13 +17,14 @@ PACKAGE = 'image_classification'
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS = (
     ('image_classification.privacy', 'image_classification.run_files',
-     'image_classification.registry',
+     'image_classification.registry', 'image_classification.stop_signals',
      'image_classification'),
     ('image_classification.data', 'image_classification.models',
      'image_classification.optimizers'),
     ('image_classification.reporting',),
-    ('image_classification.config', 'image_classification.plan',
-     'image_classification.privacy_calculator', 'image_classification.workdir_config'),
+    ('image_classification.config', 'image_classification.config_file',
+     'image_classification.plan', 'image_classification.privacy_calculator',
+     'image_classification.workdir_config'),
     ('image_classification.training',),
     ('image_classification.audit',),
     ('image_classification.sweeps',),

@@ -1,5 +1,7 @@
-"""launch.py end to end, as a user runs it: the quickstart for a few steps, --dry_run,
-a bad field, and four fake CPU devices."""
+"""launch.py end to end, as a user runs it: the quickstart for a few steps (its run
+files, the epoch in the logs, wandb off by default, the privacy calculator's numbers
+against its privacy.json), --dry_run, a bad field, a diverging run's warning, and four
+fake CPU devices."""
 import json
 import os
 import subprocess
@@ -7,6 +9,7 @@ import sys
 
 import pytest
 
+from image_classification import privacy_calculator
 from image_classification.data import digits
 from tests.reporting import fake_runs
 from tests.training import wiring_helpers
@@ -18,7 +21,7 @@ FAST = ['--config.training.num_steps=6', '--config.training.log_every_steps=2',
 
 
 def _launch(args, env=None, timeout=400):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', WANDB_MODE='disabled', **(env or {}))
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'WANDB_MODE': 'disabled', **(env or {})}
   return subprocess.run([sys.executable, 'launch.py', '--config=configs/quickstart.py']
                         + args, cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout, check=False)
@@ -31,17 +34,20 @@ def _read(workdir, name):
 
 def test_quickstart_few_steps_leaves_every_run_file(tmp_path):
   workdir = str(tmp_path / 'run')
-  proc = _launch(FAST + [f'--workdir={workdir}'])
+  # wandb as configured: off unless a config or an override turns it on.
+  proc = _launch([a for a in FAST if 'wandb' not in a] + [f'--workdir={workdir}'],
+                 env={'WANDB_MODE': ''})
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'done: test accuracy' in proc.stdout
   assert 'step 6/6' in proc.stdout and 'img/s' in proc.stdout and 'ETA' in proc.stdout
+  assert not os.path.exists(os.path.join(workdir, 'wandb'))
   config = _read(workdir, 'config.json')
   assert config['training']['batch_size'] == 128
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   assert [r['step'] for r in rows] == [2, 3, 4, 6]
   for row in rows:
-    assert {'step', 'epsilon', 'train_loss', 'images_per_sec'} <= set(row)
+    assert {'step', 'epoch', 'epsilon', 'train_loss', 'images_per_sec'} <= set(row)
   assert 'test_accuracy' in rows[1] and 'test_accuracy' in rows[-1]
   assert all(a['epsilon'] < b['epsilon'] for a, b in zip(rows, rows[1:]))
   privacy = _read(workdir, 'privacy.json')
@@ -54,6 +60,9 @@ def test_quickstart_few_steps_leaves_every_run_file(tmp_path):
   splits = digits.load()
   n, n_test = splits.train.num_examples, splits.test.num_examples
   assert privacy['dataset_size'] == n and privacy['expected_batch_size'] == 128
+  # The epoch beside the step: steps x B / N, in metrics.jsonl and on the console.
+  assert [r['epoch'] for r in rows] == [round(r['step'] * 128 / n, 4) for r in rows]
+  assert f'step 6/6 | epoch {6 * 128 / n:.2f} | eps' in proc.stdout
   summary = _read(workdir, 'summary.json')
   # Epsilon of the 6 steps taken with the sigma the run reports, recomputed with
   # dp-accounting (a plan-level "epsilon <= target" could never fail: the plan
@@ -74,6 +83,21 @@ def test_quickstart_few_steps_leaves_every_run_file(tmp_path):
   assert summary['steps'] == 6 and summary['delta'] == 1e-5
   assert summary['noise_multiplier'] == pytest.approx(privacy['noise_multiplier'])
   assert summary['wall_time_sec'] > 0
+  assert summary['warnings'] == [] and 'warning:' not in proc.stdout
+  # The privacy calculator gives this run's numbers from N, B, steps and sigma alone.
+  calc = subprocess.run(
+      [sys.executable, 'launch.py', '--privacy_calculator', f'--dataset_size={n}',
+       '--batch_size=128', '--steps=6',
+       f'--noise_multiplier={privacy["noise_multiplier"]!r}', '--delta=1e-5'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+      text=True, timeout=300, check=False)
+  assert calc.returncode == 0 and not calc.stderr, calc.stderr
+  epsilon_line = [l for l in calc.stdout.splitlines() if l.split()[:1] == ['epsilon']]
+  assert epsilon_line[0].split()[1] == (
+      f'{privacy_calculator.round_up(privacy["epsilon"]):.4g}')
+  assert privacy_calculator.calculate(  # sigma from the target, to the last bit
+      dataset_size=n, batch_size=128, steps=6, target_epsilon=4.0
+  ).plan.noise_multiplier == privacy['noise_multiplier']
   with open(os.path.join(workdir, 'privacy.md')) as f:
     text = f.read()
   assert 'add-or-remove-one' in text and 'WITHOUT noise' in text
@@ -103,6 +127,23 @@ def test_bad_field_exits_with_a_message_naming_it(tmp_path):
   assert proc.returncode == 2
   assert 'config.privacy.target_epsilon=-1' in proc.stderr
   assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_a_diverging_run_says_so_after_done_and_in_summary_json(tmp_path):
+  """A learning rate of 100 makes the loss grow from the first rows on (issue 28)."""
+  workdir = str(tmp_path / 'run')
+  proc = _launch(['--config.training.num_steps=20', '--config.training.batch_size=64',
+                  '--config.training.log_every_steps=2',
+                  '--config.training.eval_every_steps=0',
+                  '--config.training.optimizer.learning_rate=100',
+                  '--config.privacy.insecure_seeded_noise=True',
+                  f'--workdir={workdir}'])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  warnings = _read(workdir, 'summary.json')['warnings']
+  assert warnings and warnings[0].startswith('the train loss (no noise) grew from')
+  lines = proc.stdout.splitlines()
+  done = next(i for i, l in enumerate(lines) if l.startswith('done: '))
+  assert lines[done + 1] == f'warning: {warnings[0]}'
 
 
 def test_four_fake_devices(tmp_path):

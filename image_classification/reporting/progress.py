@@ -6,7 +6,9 @@ and ETA; evaluation rows are printed above it, and evaluation passes get their o
 short-lived bar. When the output is a file or a pipe (a scheduler's log, a test),
 the bar is off and each logged step prints one line, as
 
-  step  20/200 | eps 1.234 | train loss 0.8719 (no noise) | 38,731 img/s | ETA 0:07
+  step  20/200 | epoch 7.12 | eps 1.234 | train loss 0.8719 (no noise) | 38,731 img/s | ...
+
+(the epoch, steps x expected batch size / N, when the trainer gives epochs_per_step).
 
 ``quiet_library_logs()`` hides two kinds of library messages that buried the useful
 lines (16 of a 20-step quickstart's 20 lines): dp-accounting's "failed to converge
@@ -103,8 +105,9 @@ class Progress:
   REFRESH_SEC = 0.25
 
   def __init__(self, total_steps: int, stream=None, live: bool | None = None,
-               images_per_step: float = 0.0):
+               images_per_step: float = 0.0, epochs_per_step: float = 0.0):
     self.total = total_steps
+    self.epochs_per_step = epochs_per_step
     self.stream = stream or sys.stdout
     self.live = _is_terminal(self.stream) if live is None else live
     self.images_per_step = images_per_step
@@ -191,9 +194,15 @@ class Progress:
     eta = self._eta(step)
     loss = self._loss if loss is None else loss
     ips = self._images_per_sec(step) if images_per_sec is None else images_per_sec
-    return (f'eps {round_up.round_up(self._epsilon, decimals=3)} | '
+    return (f'{self._epoch(step)}eps {round_up.round_up(self._epsilon, decimals=3)} | '
             f'train loss {_number(loss, ".4f")} (no noise) | '
             f'{_number(ips, ",.0f")} img/s | ETA {_duration(eta) if eta == eta else "?"}')
+
+  def _epoch(self, step: int) -> str:
+    """'epoch 7.12 | ' (B / N per step), or '' when the epoch is not known."""
+    if not self.epochs_per_step:
+      return ''
+    return f'epoch {step * self.epochs_per_step:.2f} | '
 
   # ------------------------------------------------------------------ lines
   def line(self, step: int, epsilon: float, loss: float, images_per_sec: float,
@@ -201,7 +210,7 @@ class Progress:
            validation_accuracy: float | None = None) -> str:
     eta = self._eta(step)
     width = len(str(self.total))
-    text = (f'step {step:>{width}}/{self.total} | '
+    text = (f'step {step:>{width}}/{self.total} | {self._epoch(step)}'
             f'eps {round_up.round_up(epsilon, decimals=3)} | '
             f'train loss {loss:.4f} (no noise) | {images_per_sec:,.0f} img/s | '
             f'ETA {_duration(eta) if eta == eta else "?"}')

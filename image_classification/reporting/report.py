@@ -4,7 +4,8 @@ A run folder holds what the trainer writes: config.json, metrics.jsonl,
 privacy.json and summary.json (a run is finished when summary.json says
 ``"status": "complete"``). A sweep folder (sweep.csv, or sub-folders holding run
 files) expands to its points. A missing or corrupt file is reported by name and
-the other runs are still reported.
+the other runs are still reported; folders that hold no run at all are refused
+(``ReportError``) before anything is written.
 
 Entry point: python launch.py --report=RUN[,RUN...] --workdir=OUT_DIR (make_report).
 The formatting helpers (format_*, markdown_table) also lay out the sweep tables.
@@ -19,6 +20,12 @@ from absl import logging
 from image_classification import run_files
 from image_classification.reporting import plots
 from image_classification.reporting import round_up
+
+
+
+class ReportError(ValueError):
+  """None of the folders given holds a run: nothing to report (one line)."""
+
 
 PRIVACY_NOTE = (
     'Each epsilon is the (epsilon, delta)-DP guarantee of one run on its own, as '
@@ -321,15 +328,25 @@ def make_report(run_dirs: Sequence[str], out_dir: str) -> dict[str, Any]:
     run_dirs: run or sweep folders.
     out_dir: where the report goes (created).
 
+  Raises:
+    ReportError: when no folder holds a run (nothing is written).
+
   Returns:
     {'report': path of report.md, 'runs': table rows (dicts), 'plots': paths of
     the PNGs written, 'problems': messages naming each missing or corrupt file}.
   """
-  os.makedirs(out_dir, exist_ok=True)
   problems: list[str] = []
+  runs = list(expand_run_dirs(run_dirs, problems))
+  if not any(_has_run_files(run_dir) for _, run_dir in runs):
+    where = '; '.join(f'{d}: no such folder' if not os.path.isdir(d) else
+                      f'{d} holds no run files ({", ".join(run_files.RUN_FILES)})'
+                      for d in map(os.fspath, run_dirs))
+    raise ReportError(f'--report={",".join(map(os.fspath, run_dirs))}: no run to report '
+                      f'({where}); give the --workdir of training runs or sweeps')
+  os.makedirs(out_dir, exist_ok=True)
   rows, written = [], []
   curves: dict[str, str] = {}
-  for name, run_dir in expand_run_dirs(run_dirs, problems):
+  for name, run_dir in runs:
     row, metrics = load_run(name, run_dir, problems)
     rows.append(row)
     if metrics:

@@ -1,6 +1,6 @@
 """Optional Weights & Biases logging that can never stop training.
 
-The mode comes from ``config.wandb.mode`` ('offline' by default in configs/base.py;
+The mode comes from ``config.wandb.mode`` ('disabled' by default in configs/base.py;
 wandb's own switch, the environment variable WANDB_MODE=disabled, overrides it):
 'disabled' imports nothing; 'offline' writes the run under WORKDIR/wandb (upload later with
 ``wandb sync``); 'online' streams it. Any wandb failure (not installed, init,

@@ -203,16 +203,31 @@ def load(workdir: str, config=None) -> TrainedModel:
     restored = ckpts.restore_latest()
   finally:
     ckpts.close()
+  complete = _is_complete(workdir)
   if restored is None:
-    raise InferenceError(f'{workdir!r} has neither {path} nor a checkpoint: the run '
-                         'stopped before its first checkpoint')
+    raise InferenceError(
+        f'{workdir!r} has neither {path} nor a checkpoint: ' +
+        ('the run is complete (summary.json) but its export/ and checkpoints/ folders '
+         'are missing (deleted or moved?); restore one of them' if complete else
+         'the run stopped before its first checkpoint'))
   state = restored.state
   trainable = state['ema_params'] if card.get('ema') else state['params']
   params = {**(state.get('frozen') or {}), **trainable}
-  print(f'note: {workdir} has no {run_files.EXPORT}/{run_files.PARAMS} (the run has not '
-        f'finished): using the checkpoint of step {restored.step}', flush=True)
+  why = ('the run is complete, but that file is missing (deleted or moved?); its final '
+         'checkpoint holds the same parameters' if complete else
+         'the run has not finished, or was trained before the export existed')
+  print(f'note: {workdir} has no {run_files.EXPORT}/{run_files.PARAMS} ({why}): using '
+        f'the checkpoint of step {restored.step}', flush=True)
   return TrainedModel(card, _to_host(params), restored.step,
                       os.path.join(checkpoint_store.CHECKPOINTS, str(restored.step)))
+
+
+def _is_complete(workdir: str) -> bool:
+  """Whether summary.json marks the run complete."""
+  try:
+    return run_files.read_json(workdir, run_files.SUMMARY).get('status') == 'complete'
+  except (run_files.RunFileError, OSError, ValueError, AttributeError):
+    return False
 
 
 # ------------------------------------------------------------------------ evaluate

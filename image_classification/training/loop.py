@@ -37,7 +37,9 @@ from image_classification.privacy import privatizers
 from image_classification.reporting import privacy_report
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import round_up
+from image_classification.reporting import run_checks
 from image_classification import run_files
+from image_classification import stop_signals
 from image_classification.reporting import wandb_logger
 from image_classification.training import canary_slots
 from image_classification.training import checkpoint_store
@@ -167,6 +169,7 @@ def _stats_row(stats: dict) -> dict:
           'nonfinite_gradients': int(stats['num_nonfinite'])}
 
 
+@stop_signals.deferring  # a signal is acted on at the safe points (run_control.py)
 def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
           dataset=None, audit=None) -> dict:
   """Runs one experiment; returns summary.json's content (plan.json's for dry runs).
@@ -195,8 +198,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
             f'{round_up.round_up(done.get("epsilon"), decimals=3)} after '
             f'{done.get("steps")} steps): nothing to do. Use another --workdir to train '
             'again.', flush=True)
+      if not os.path.exists(os.path.join(workdir, run_files.EXPORT, run_files.PARAMS)):
+        print(f'note: its {run_files.EXPORT}/{run_files.PARAMS} is missing (deleted or '
+              'moved?): --evaluate and --predict use its final checkpoint instead',
+              flush=True)
       return done
   exp = Experiment(config, dry_run=dry_run, dataset=dataset, audit=audit)
+  run_control.stop_if_requested(  # the data may have taken long to load
+      'during the dry run' if dry_run else 'before training started',
+      'nothing was trained or written in this attempt (the workdir is as it was)')
   # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
   exp.plan = plan = exp.plan.with_strategy(workdir)
   if dry_run:
@@ -283,6 +293,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   elif os.path.exists(os.path.join(workdir, run_files.METRICS)):
     print(f'{workdir} holds an earlier attempt that stopped before its first '
           'checkpoint: starting from step 0', flush=True)
+  run_control.stop_if_requested(
+      f'before the first step of this attempt (step {start_step} of {plan.steps})',
+      f'nothing new to save (the checkpoint of step {start_step} is kept)' if restored
+      else 'nothing was trained yet, so nothing was saved', start_step, plan.steps)
   write_privacy(start_step)
   tracker = wandb_logger.WandbLogger(config, workdir, active=jax.process_index() == 0)
   tracker.log_privacy(exp.plan_json())
@@ -311,7 +325,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       workdir, truncate_after_step=start_step if restored is not None else None)
              if writer else _NoMetrics())
   progress = progress_lib.Progress(
-      plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult)
+      plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult,
+      epochs_per_step=plan.expected_batch_size / exp.dataset_size)
   log_every = max(1, t.log_every_steps or plan.steps)
   pending, images_seen, timer = [], 0, None
   control = run_control.RunControl(t.get('checkpoint_every_minutes', 0.0))
@@ -357,7 +372,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       if step % log_every == 0 or evaluate_now or stop:
         summed = jax.tree_util.tree_map(lambda *x: sum(x), *jax.device_get(pending))
         elapsed = time.time() - timer
-        row = {'step': step, 'epsilon': epsilon_at(step),
+        row = {'step': step, 'epoch': _epoch(step, plan),
+               'epsilon': epsilon_at(step),
                'images_per_sec': images_seen / max(elapsed, 1e-9),
                'learning_rate': float(schedule(step - 1)),
                'realized_batch_size': float(summed['num_examples']) / len(pending),
@@ -394,11 +410,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   inference.export_params(workdir, state.eval_params(use_ema), step=step,
                           epsilon=epsilon_at(step), delta=plan.delta,
                           **exp.composed_total(epsilon_at(step)))
+  _stop_after_the_last_step(step, plan.steps, metrics, tracker,
+                            'the final evaluation and the run files')
   final_accuracies = accuracies(state)
   input_pipeline.close(exp.data.test, exp.validation)
   test_accuracy = final_accuracies['test_accuracy']
   if final_row is None:  # resumed from the final checkpoint: no step ran here
-    final_row = {'step': step, 'epsilon': epsilon_at(step)}
+    final_row = {'step': step, 'epoch': _epoch(step, plan),
+                 'epsilon': epsilon_at(step)}
   final_row.update(final_accuracies)
   if not _has_evaluation_row(workdir, step):  # else an earlier attempt wrote it
     metrics.write(final_row)
@@ -430,6 +449,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       f.write(privacy_report.privacy_markdown(privacy, privacy.get('epsilon_rdp'),
                                               privacy.get('epsilon_pld')))
   clock.update(step)
+  warnings = run_checks.run_warnings(
+      [row.get('train_loss') for row in run_files.read_metrics(workdir)[0]]
+      if writer else [], test_accuracy, exp.data.num_classes)
+  _stop_after_the_last_step(step, plan.steps, metrics, tracker, 'summary.json')
   summary = {
       **({'WARNING': mechanism_secret.INSECURE_WARNING} if randomness.insecure else {}),
       'status': 'complete', 'test_accuracy': test_accuracy, 'epsilon': eps,
@@ -446,7 +469,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'dataset': config.data.name, 'num_params': exp.num_params,
       'image_shape': list(exp.image_shape), 'num_classes': exp.data.num_classes,
       'class_names': list(exp.data.class_names) or None,
-      'device': mesh_lib.describe(exp.devices)}
+      'device': mesh_lib.describe(exp.devices),
+      # The run trained but did not learn (reporting/run_checks.py); [] when it did.
+      'warnings': warnings}
   if exp.validation is not None:
     summary['validation_accuracy'] = final_accuracies['validation_accuracy']
   total = exp.composed_total(eps)  # beside the run's own epsilon, when composed
@@ -467,9 +492,32 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
            f'{summary["wall_time_sec_last_segment"]:.0f}s)'
            if clock.num_segments > 1 else '')
         + f'; run files in {workdir}', flush=True)
+  for warning in warnings:
+    print(f'warning: {warning}', flush=True)
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   return summary
+
+
+def _epoch(step: int, plan) -> float:
+  """Passes over the training data after ``step`` steps, in expectation: step x B / N
+  (metrics.jsonl's ``epoch``)."""
+  return round(step * plan.expected_batch_size / plan.dataset_size, 4)
+
+
+def _stop_after_the_last_step(step: int, total_steps: int, metrics, tracker,
+                              unwritten: str) -> None:
+  """A signal after the final checkpoint and export: stop before ``unwritten`` (the
+  evaluation, the run files), which the same command then writes without training."""
+  try:
+    run_control.stop_if_requested(
+        f'after the last step ({step} of {total_steps})',
+        f'the final checkpoint and export/ are saved, {unwritten} not yet: the same '
+        'command writes them without training', step, total_steps)
+  except run_control.Stopped:
+    metrics.close()
+    tracker.close()
+    raise
 
 
 def _total_text(exp: Experiment, total: dict) -> str:

@@ -4,12 +4,14 @@ time, and count the wall time of every segment of a resumed run.
 ``RunControl`` is what the training loop holds while it steps:
 
 * SIGINT (Ctrl-C) and SIGTERM (what schedulers and ``kill`` send) no longer kill the
-  process mid-step. The first one sets a flag; the loop finishes the step it is in,
-  saves a checkpoint, writes the run files it has and raises ``Stopped``, which
-  launch.py turns into a message saying how to resume and exit status 128 + the
-  signal's number (130 for Ctrl-C, 143 for SIGTERM), so that a script can tell a
-  stopped run from a finished one. A second Ctrl-C stops at once (KeyboardInterrupt),
-  losing the steps since the last checkpoint.
+  process mid-step (image_classification/stop_signals.py records them). After a signal
+  the loop finishes the step it is in, saves a checkpoint, writes the run files it has
+  and raises ``Stopped``, which launch.py turns into a message saying how to resume
+  and exit status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), so
+  that a script can tell a stopped run from a finished one. A signal that came before
+  the steps (while the data loaded, during the imports) is acted on the same way at
+  the first safe point: ``stop_if_requested``. A second Ctrl-C stops at once
+  (KeyboardInterrupt), losing the steps since the last checkpoint.
 * ``checkpoint_due()`` is true every ``config.training.checkpoint_every_minutes`` of
   wall time, so a killed run (SIGKILL, a power cut, a preempted machine that sends no
   signal) loses at most that much work.
@@ -25,11 +27,9 @@ Several processes: the decision to checkpoint or stop must be the same on every
 process (a checkpoint is a collective write), so it is taken on process 0 and
 broadcast at every step when ``jax.process_count() > 1``.
 """
+import contextlib
 import math
-import shlex
 import signal
-import sys
-import threading
 import time
 
 import jax
@@ -37,6 +37,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from image_classification import run_files
+from image_classification import stop_signals
 
 
 
@@ -66,10 +67,7 @@ class Stopped(BaseException):
 
 def resume_command() -> str:
   """The command line of this process, to paste again to resume."""
-  argv = list(sys.argv)
-  if argv and argv[0].endswith('.py'):
-    argv.insert(0, 'python')
-  return ' '.join(shlex.quote(a) for a in argv)
+  return stop_signals.command_line()
 
 
 class WallClock:
@@ -134,37 +132,24 @@ class RunControl:
         if control.stop_requested(): raise control.stopped(step, total, where)
   """
 
-  SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
   def __init__(self, checkpoint_every_minutes: float = 0.0):
     minutes = float(checkpoint_every_minutes or 0.0)
     self.interval = minutes * 60.0 if minutes > 0 else math.inf
     self._last_checkpoint = _now()
-    self.signum = None
-    self._previous = {}
+    self._signals = contextlib.ExitStack()
 
   # ------------------------------------------------------------------ signals
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in self.SIGNALS:
-        self._previous[signum] = signal.signal(signum, self._handle)
+    self._signals.enter_context(stop_signals.deferred())
     return self
 
   def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous = {}
-    return False
+    return self._signals.__exit__(*exc)
 
-  def _handle(self, signum, frame):
-    del frame
-    if self.signum is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # second Ctrl-C: stop now
-    if self.signum is None:
-      self.signum = signum
-      print(f'\nreceived {signal.Signals(signum).name}: stopping after this step '
-            'with a checkpoint (Ctrl-C again stops at once and loses the steps since '
-            'the last checkpoint)', file=sys.stderr, flush=True)
+  @property
+  def signum(self) -> int | None:
+    """The signal that asked for the stop (None: none yet)."""
+    return stop_signals.received()
 
   def stop_requested(self) -> bool:
     return _agree(self.signum is not None)
@@ -185,6 +170,24 @@ class RunControl:
 
   def checkpoint_saved(self) -> None:
     self._last_checkpoint = _now()
+
+
+def stop_if_requested(when: str, saved: str, step: int = 0,
+                      total_steps: int = 0) -> None:
+  """At a safe point outside the steps (before the first, after the last): raises
+  ``Stopped`` when a SIGINT / SIGTERM has come. The message reads 'stopped by SIGINT
+  {when}; {saved}. To go on, run the same command again: ...', e.g. when='before the
+  first step', saved='nothing was trained in this attempt, so nothing was saved'.
+
+  Every process of a job calls it at the same points (process 0's signal decides).
+  """
+  signum = stop_signals.received()
+  if not _agree(signum is not None):
+    return
+  signum = signum or signal.SIGTERM
+  raise Stopped(signum, step, total_steps,
+                f'stopped by {signal.Signals(signum).name} {when}; {saved}. To go '
+                f'on, run the same command again:\n  {resume_command()}')
 
 
 def _agree(flag: bool) -> bool:

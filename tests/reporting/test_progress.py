@@ -56,6 +56,20 @@ def test_without_a_terminal_only_periodic_lines():
   assert list(progress.iterate(range(3), 3, 'x', stream=stream)) == [0, 1, 2]
 
 
+def test_the_epoch_is_shown_beside_the_step():
+  """B / N per step: 512 of 1438 examples per step is epoch 7.12 at step 20."""
+  stream = io.StringIO()
+  bar = progress.Progress(200, stream=stream, epochs_per_step=512 / 1438)
+  bar.start(0)
+  bar.log(20, 1.234, 0.8719, 38731.0)
+  assert stream.getvalue().startswith('step  20/200 | epoch 7.12 | eps 1.234 | ')
+  live = FakeTerminal()
+  with progress.Progress(200, stream=live, epochs_per_step=0.5) as bar:
+    bar.start(0)
+    bar.log(20, 1.0, 0.5, 100.0)
+    assert 'epoch 10.00 | eps 1.000' in live.getvalue()
+
+
 def test_library_chatter_is_hidden_and_other_warnings_are_not():
   stream = io.StringIO()
   handler = logging.StreamHandler(stream)

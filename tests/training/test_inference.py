@@ -244,6 +244,9 @@ def test_a_workdir_from_before_the_export_is_evaluated_from_its_config(workdir,
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert 'rebuilt it from its config.json' in proc.stdout
   assert 'no export/params.msgpack' in proc.stdout  # parameters from the checkpoint
+  # A complete run whose export/ was deleted is not called unfinished (issue 28).
+  assert 'the run is complete, but that file is missing' in proc.stdout
+  assert 'not finished' not in proc.stdout
   result = run_files.read_json(old, run_files.EVALUATION)
   assert result['top1'] == run_files.read_json(old, run_files.SUMMARY)['test_accuracy']
   assert inference.read_card(old) == inference.read_card(workdir)

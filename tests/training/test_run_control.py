@@ -12,6 +12,7 @@ import pytest
 
 from configs import quickstart
 from image_classification import run_files
+from image_classification import stop_signals
 from image_classification.training import checkpoint_store
 from image_classification.training import evaluation
 from image_classification.training import loop
@@ -216,18 +217,30 @@ def test_timer_is_due_after_the_interval_and_off_at_zero(monkeypatch):
 
 
 def test_signals_set_a_flag_inside_and_are_restored_outside():
-  before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-  with run_control.RunControl() as control:
-    assert not control.stop_requested()
-    os.kill(os.getpid(), signal.SIGINT)  # handled: no KeyboardInterrupt
-    time.sleep(0.01)
-    assert control.stop_requested() and control.signum == signal.SIGINT
-    stopped = control.stopped(7, 10, '/some/checkpoints')
-    assert stopped.exit_code == 130 and 'at step 7 of 10' in stopped.message
-    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
-      os.kill(os.getpid(), signal.SIGINT)
+  def handlers():
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+  before = handlers()
+  with pytest.raises(run_control.Stopped):
+    with run_control.RunControl() as control:
+      assert not control.stop_requested()
+      os.kill(os.getpid(), signal.SIGINT)  # recorded: no KeyboardInterrupt
       time.sleep(0.01)
-  assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+      assert control.stop_requested() and control.signum == signal.SIGINT
+      stopped = control.stopped(7, 10, '/some/checkpoints')
+      assert stopped.exit_code == 130 and 'at step 7 of 10' in stopped.message
+      with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+      raise stopped
+  assert handlers() == before
+  assert stop_signals.received() is None  # acted on: the next run starts clean
+  # A signal that nothing acted on before the block ended is not lost.
+  with pytest.raises(KeyboardInterrupt, match='SIGTERM'):
+    with run_control.RunControl():
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.01)
+  assert handlers() == before and stop_signals.received() is None
   assert not issubclass(run_control.Stopped, Exception)  # sweeps must not swallow it
 
 
