@@ -9,7 +9,7 @@
   python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_batch_sizes=64,256]
   python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
   python launch.py --evaluate=WORKDIR [--config.data.path=...]
-  python launch.py --predict=WORKDIR --images=DIR_OR_FILES
+  python launch.py --predict=WORKDIR --images=DIR_OR_FILES [--output=PATH.csv]
   python launch.py --privacy_calculator --dataset_size=N --batch_size=B --steps=T
       --noise_multiplier=SIGMA   (or --epochs, --target_epsilon; docs/privacy_calculator.md)
   Ctrl-C or SIGTERM at any moment: a checkpoint (or nothing to save), a line saying
@@ -134,8 +134,13 @@ _EVALUATE = flags.DEFINE_string(
     "workdir's config; --config.data.path=... and other overrides apply to it.")
 _PREDICT = flags.DEFINE_string(
     'predict', None, "Classify --images with a training run's final parameters and "
-    "the run's preprocessing and class names; prints and writes "
-    'WORKDIR/predictions.csv (file, class, probability).')
+    "the run's preprocessing and class names; prints and writes a CSV (file, class, "
+    'probability, warning, error): --output, else WORKDIR/predictions.csv or, if that '
+    'exists, the next free predictions-2.csv, ... (never overwritten). An unreadable '
+    'file gets a row with its error; a file whose aspect ratio or channels differ '
+    'from the training images gets a warning (docs/predict.md).')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'With --predict: the CSV file to write (replaced if it exists).')
 _IMAGES = flags.DEFINE_list(
     'images', None, 'With --predict: image files and/or folders (searched '
     'recursively), comma-separated.')
@@ -291,11 +296,10 @@ def _use_a_trained_model(config) -> None:
   if _PREDICT.value:
     if not _IMAGES.value:
       raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
-    rows = inference.predict(_PREDICT.value, _IMAGES.value, config=config)
-    for row in rows:
-      print(f'{row["file"]}\t{row["class"]}\t{row["probability"]:.4f}')
-    print(f'wrote {os.path.join(_PREDICT.value, run_files.PREDICTIONS)} '
-          f'({len(rows)} images)', flush=True)
+    output = _OUTPUT.value or inference.new_predictions_path(_PREDICT.value)
+    rows = inference.predict(_PREDICT.value, _IMAGES.value, out_path=output,
+                             config=config)
+    inference.print_predictions(rows, output)  # errors and warnings on stderr
 
 
 def _join_distributed_job() -> None:
@@ -346,6 +350,9 @@ def main(argv):
   del argv
   if _missing_flag():
     _fail(_missing_flag())
+  if _OUTPUT.value and not _PREDICT.value:
+    _fail('--output is for --predict only (the CSV of predictions); a training run '
+          'writes into --workdir')
   try:
     _split_host_into_devices(_HOST_DEVICES.value)
     _enable_compilation_cache(_compilation_cache_dir(_COMPILATION_CACHE_DIR.value))

@@ -134,6 +134,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Also checkpoint every this many minutes of wall time (0: never by time), so that
   # a killed run loses at most this much work. Ctrl-C / SIGTERM always checkpoint.
   config.training.checkpoint_every_minutes = 10.0
+  # With a validation split (data.validation_fraction > 0) and evaluations
+  # (eval_every_steps > 0): export the parameters of the evaluation with the best
+  # validation accuracy instead of the last (training/selection.py). Free for the
+  # training data (post-processing); the validation accuracy is computed without noise.
+  config.training.select_on_validation = False
 
   # ---------------------------------------------------------------- audit
   config.audit = ml_collections.ConfigDict()

@@ -33,8 +33,10 @@ def _fail(field: str, value, why: str):
 def validate(config: ml_collections.ConfigDict, num_devices: int,
              dry_run: bool = False) -> None:
   m = config.model
-  if m.name not in registry.available():
-    _fail('model.name', m.name, f'unknown model; choose one of {registry.available()}')
+  try:  # a registered name, or the user's own model that imports (models/custom.py)
+    registry.check_name(m.name)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   norm = m.kwargs.get('normalization', None)
   if norm is not None and 'batch' in str(norm).lower():
     _fail('model.kwargs.normalization', norm,
@@ -140,6 +142,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
     _fail('data.validation_fraction', fraction,
           'must be in [0, 1): the fraction of the training split held out for model '
           'selection (0: none)')
+  if t.get('select_on_validation', False):
+    if not fraction > 0:
+      _fail('training.select_on_validation', True,
+            'needs a validation split to select on: set data.validation_fraction > 0 '
+            '(e.g. 0.1, held out of training) or leave select_on_validation False')
+    if not t.eval_every_steps > 0:
+      _fail('training.select_on_validation', True,
+            'needs evaluations to choose among: set training.eval_every_steps > 0 (the '
+            'final step is evaluated too)')
   if config.wandb.mode not in WANDB_MODES:
     _fail('wandb.mode', config.wandb.mode, f'choose one of {WANDB_MODES}')
   if config.audit.enabled:

@@ -15,6 +15,8 @@ The one place that names them; every writer and reader uses these constants.
   benchmark.json       --benchmark's timings
   evaluation.json, confusion_matrix.png, predictions.csv   --evaluate / --predict
   export/              model.json, params.msgpack, params.json: the trained model
+  selection/           training.select_on_validation: the best evaluation's
+                       parameters so far (training/selection.py); removed at the end
   sweep.json, sweep.csv, sweep.md, sweep.png   a sweep folder; a failed point keeps
                        its traceback in <point>/sweep_error.txt
   sweep_jobs.json, submitit/   a sweep run by a scheduler: its points' jobs, and
@@ -28,6 +30,7 @@ leaves half a file behind; infinite or NaN numbers are written as null.
 import json
 import math
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -47,6 +50,7 @@ EVALUATION = 'evaluation.json'
 CONFUSION_PNG = 'confusion_matrix.png'
 PREDICTIONS = 'predictions.csv'
 CHECKPOINTS = 'checkpoints'      # a sub-folder: orbax checkpoints (training/checkpoint_store.py)
+SELECTION = 'selection'          # a sub-folder while select_on_validation runs
 EXPORT = 'export'                # a sub-folder holding the three files below
 MODEL_CARD = 'model.json'
 PARAMS = 'params.msgpack'
@@ -92,6 +96,10 @@ def json_safe(value):
   return value
 
 
+# write_json's temporary file: tempfile.mkstemp(prefix=f'.{name}.') adds 8 characters.
+_WRITE_JSON_TMP = re.compile(r'\..+\.json\.[A-Za-z0-9_]{8}')
+
+
 def write_json(workdir: str, name: str, data: dict) -> str:
   """Writes ``data`` to workdir/name atomically; returns the path."""
   os.makedirs(workdir, exist_ok=True)
@@ -102,6 +110,22 @@ def write_json(workdir: str, name: str, data: dict) -> str:
     f.write('\n')
   os.replace(tmp, path)
   return path
+
+
+def remove_temporary(folder: str) -> list[str]:
+  """Removes the temporary copies that unfinished writes leave in ``folder``
+  (write_json's `.NAME.json.XXXXXXXX`, and `*.tmp` files written then renamed);
+  returns their paths. Complete files are never touched."""
+  removed = []
+  if not os.path.isdir(folder):
+    return removed
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name)
+    if os.path.isfile(path) and (_WRITE_JSON_TMP.fullmatch(name)
+                                 or name.endswith('.tmp')):
+      os.remove(path)
+      removed.append(path)
+  return removed
 
 
 def read_json(workdir: str, name: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ LAYERS = (
     ('image_classification.training',),
     ('image_classification.audit',),
     ('image_classification.sweeps',),
+    ('image_classification.api',),
     ('launch',),
 )
 

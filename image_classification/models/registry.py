@@ -9,6 +9,9 @@ Mixed precision: every family has a ``dtype`` field, the computation dtype of it
 layers and activations (parameters stay float32 and the logits are float32). It is
 set from ``config.training.compute_dtype`` through ``build(compute_dtype=...)``, not
 through ``config.model.kwargs``.
+
+A name with a colon is the user's own model, outside the package
+('my_package.my_module:MyModel' or 'path/to/file.py:MyModel'; models/custom.py).
 """
 import dataclasses
 from typing import Callable
@@ -17,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from image_classification import registry as registry_lib
+from image_classification.models import custom
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -35,24 +39,37 @@ def available() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def build(name: str, num_classes: int, compute_dtype: str = 'float32',
-          **kwargs) -> nn.Module:
-  """Builds the model registered as ``name``; raises ValueError naming the choices.
-
-  ``compute_dtype`` (a key of COMPUTE_DTYPES) sets the model's ``dtype``; 'float32'
-  leaves the family's default (float32), so a family without the field still builds.
-  """
+def check_name(name: str) -> None:
+  """Raises ValueError unless ``name`` is a registered model or the user's own
+  model that can be imported (models/custom.py)."""
+  if custom.is_custom(name):
+    custom.factory(name)
+    return
   _import_families()
   if name not in _REGISTRY:
     raise ValueError(
         f'config.model.name={name!r} is not a known model; choose one of '
-        f'{sorted(_REGISTRY)}')
+        f'{sorted(_REGISTRY)}, or {custom.HOW}')
+
+
+def build(name: str, num_classes: int, compute_dtype: str = 'float32',
+          **kwargs) -> nn.Module:
+  """Builds the model registered as ``name`` (or the user's own, models/custom.py);
+  raises ValueError naming the choices.
+
+  ``compute_dtype`` (a key of COMPUTE_DTYPES) sets the model's ``dtype``; 'float32'
+  leaves the family's default (float32), so a family without the field still builds.
+  """
+  check_name(name)
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f'config.training.compute_dtype={compute_dtype!r} is not known; '
                      f'choose one of {list(COMPUTE_DTYPES)}')
   if 'dtype' in kwargs:
     raise ValueError('config.model.kwargs.dtype is not a model option; set '
                      "config.training.compute_dtype ('float32' or 'bfloat16')")
+  if custom.is_custom(name):
+    return custom.build(name, num_classes, None if compute_dtype == 'float32'
+                        else COMPUTE_DTYPES[compute_dtype], **kwargs)
   if compute_dtype != 'float32':
     kwargs['dtype'] = COMPUTE_DTYPES[compute_dtype]
   try:
@@ -63,6 +80,8 @@ def build(name: str, num_classes: int, compute_dtype: str = 'float32',
 
 def keyword_arguments(name: str) -> list[str]:
   """The names ``config.model.kwargs`` may set for model ``name``."""
+  if custom.is_custom(name):
+    return custom.keyword_arguments(name)
   _import_families()
   module = _REGISTRY[name](num_classes=2)
   return sorted(f.name for f in dataclasses.fields(module)

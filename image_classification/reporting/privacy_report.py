@@ -75,6 +75,18 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
         f"own): epsilon = {_fmt(p['total_epsilon_with_pretrained'])}, delta = "
         f"{_delta(p.get('total_delta_with_pretrained'))}. This total, not the run's "
         'own epsilon, is the guarantee for that data.')
+  selected = p.get('selected_on_validation')
+  if selected:
+    lines.append(
+        f"- Exported parameters: those of step {selected['step']} (of "
+        f"{selected.get('final_step', p.get('steps_taken'))}), the evaluation with the "
+        'best validation accuracy (training.select_on_validation). For the training '
+        'data this choice is post-processing of the noisy iterates, which the '
+        'accountant charges as if every one were released: it costs no privacy and '
+        'the epsilon above covers the exported parameters. '
+        'The validation accuracy that made the choice is computed on private '
+        'held-out data WITHOUT noise: the choice, the selected step and that accuracy '
+        'are not covered by the guarantee for the validation records.')
   lines += [
       '- Computed from private data WITHOUT noise (not covered by the guarantee): '
       + ', '.join(p.get('computed_without_noise', [])) + '.',

@@ -31,6 +31,9 @@ _HIDDEN = (
     ('failed to converge', 'Excluding this order'),  # dp-accounting, RDP orders
     ("Unable to initialize backend 'tpu'",),           # jax on machines without TPU
     ('libtpu.so',),
+    # orbax's background threads log the exception that the failed save raises in the
+    # main thread (reported there as one line, e.g. a full disk).
+    ('_SignalingThread.run() raised an exception',),
 )
 
 

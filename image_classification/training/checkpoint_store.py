@@ -23,6 +23,7 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ SKIPPED = 'checkpoints_skipped'
 KEEP = 2  # at least 2, so that a corrupt latest checkpoint has a fallback
 
 _TMP_MARKER = '.orbax-checkpoint-tmp'
+# How long a failed save waits for each of orbax's writer threads to finish.
+_WRITER_JOIN_SECONDS = 60.0
 
 
 class CheckpointError(config_lib.ConfigError):
@@ -89,6 +92,31 @@ def state_checksum(tree) -> str:
   return h.hexdigest()
 
 
+# ---------------------------------------------------------------------- folders
+def remove_incomplete(workdir: str) -> list[str]:
+  """Deletes orbax's temporary folders in WORKDIR/checkpoints (checkpoints whose
+  writing never finished: a kill, a full disk); returns their paths."""
+  directory = os.path.join(workdir, CHECKPOINTS)
+  removed = []
+  if os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      if _TMP_MARKER in name:
+        path = os.path.join(directory, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+  return removed
+
+
+def completed_steps(workdir: str) -> list[int]:
+  """The steps of WORKDIR/checkpoints' complete checkpoint folders (unverified;
+  read without orbax, e.g. for a message)."""
+  directory = os.path.join(workdir, CHECKPOINTS)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory)
+                if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
 # ---------------------------------------------------------------------- manager
 class Checkpoints:
   """The checkpoints of one workdir: WORKDIR/checkpoints/<step>/{state,metadata}."""
@@ -116,13 +144,10 @@ class Checkpoints:
 
   def _remove_incomplete(self) -> None:
     """Deletes orbax's temporary folders: checkpoints a killed run was writing."""
-    if os.path.isdir(self.directory) and jax.process_index() == 0:
-      for name in sorted(os.listdir(self.directory)):
-        if _TMP_MARKER in name:
-          path = os.path.join(self.directory, name)
-          _say(f'checkpoint: removing {path}, a checkpoint the previous attempt was '
-               'stopped while writing (never complete, never used)')
-          shutil.rmtree(path, ignore_errors=True)
+    if jax.process_index() == 0:
+      for path in remove_incomplete(self.workdir):
+        _say(f'checkpoint: removing {path}, a checkpoint the previous attempt was '
+             'stopped while writing (never complete, never used)')
     _sync('checkpoint_remove_incomplete')
 
   def steps(self) -> list[int]:
@@ -135,9 +160,15 @@ class Checkpoints:
     if int(jax.device_get(state.step)) != step:
       raise ValueError(f'metadata step {step} != state.step {int(state.step)}')
     metadata = {**metadata, 'sha256': state_checksum(state)}
-    with _quiet_orbax():
-      saved = self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)))
+    try:
+      with _quiet_orbax():
+        saved = self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)))
+    except BaseException:
+      # A failed write (a full disk, Ctrl-C): let orbax's threads finish, then
+      # remove the unfinished folder; the previous checkpoints stay as they were.
+      self._abandon()
+      raise
     if not saved:
       raise RuntimeError(f'orbax refused to save step {step} in {self.directory} '
                          f'(it holds steps {self.steps()})')
@@ -208,6 +239,24 @@ class Checkpoints:
         _say(f'checkpoint: moved the unusable checkpoint of step {step} to {dest}')
     _sync('checkpoint_move_aside')
     self.close()
+    self._manager = self._make_manager()
+
+  def _abandon(self) -> None:
+    """After a failed save: closes the manager, waits for orbax's writer threads
+    (they go on writing into the temporary folder after the error), removes the
+    unfinished folder and opens a new manager."""
+    _ignore_closed_loop_reports()
+    with _quiet_orbax():
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except  (the save's error is raised)
+        pass
+      for thread in threading.enumerate():
+        if (thread is not threading.current_thread()
+            and type(thread).__module__.startswith('orbax')):
+          thread.join(timeout=_WRITER_JOIN_SECONDS)
+    if jax.process_index() == 0:
+      remove_incomplete(self.workdir)
     self._manager = self._make_manager()
 
   def close(self) -> None:

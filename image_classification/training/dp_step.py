@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from image_classification.data import augmentation
 from image_classification.privacy import clipped_sums
+from image_classification.privacy.clipped_sums import coverage
 from image_classification.privacy import noise
 from image_classification.privacy import privatizers
 from image_classification.training import canary_slots
@@ -70,6 +71,33 @@ def step_config(config: ml_collections.ConfigDict, *, clipping_norm: float,
       std=tuple(std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
   fields.update(overrides)
   return StepConfig(**fields)
+
+
+def covered_implementation(apply_fn: Callable, params, image_shape: tuple, name: str,
+                           augmult: int = 1) -> tuple[str, str]:
+  """The clipped-sum implementation to train a model with, and a line saying why.
+
+  ``name`` when it covers the model (privacy/clipped_sums/coverage.py: traced on two
+  abstract examples, nothing compiled): its per-layer rules where the layers have one,
+  the generic per-example rule elsewhere. Otherwise 'vmap', the reference, which is
+  exact for any model. ``params`` may be jax.ShapeDtypeStructs.
+  """
+  def loss(p, views, label, key):
+    logits = apply_fn({'params': p}, views, is_training=True, rngs={'dropout': key})
+    return jnp.mean(cross_entropy(logits, jnp.broadcast_to(label, views.shape[:1])))
+
+  batch = 2
+  found = coverage.check(
+      name, loss, params,
+      jax.ShapeDtypeStruct((batch, augmult) + tuple(image_shape), jnp.float32),
+      jax.ShapeDtypeStruct((batch,), jnp.int32),
+      jax.ShapeDtypeStruct((batch, 2), jnp.uint32),
+      jax.ShapeDtypeStruct((batch,), jnp.bool_), 1.0)
+  if found.problem is None:
+    return name, (f'per-example gradients: {name!r}'
+                  + (f' with layer rules {found.describe()}' if found.rules else ''))
+  return 'vmap', (f"per-example gradients: 'vmap' instead of {name!r}, which does not "
+                  f'cover this model: {found.problem}')
 
 
 def cross_entropy(logits, labels):

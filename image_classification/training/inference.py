@@ -15,6 +15,7 @@ Loading them in Python::
   from image_classification.training import inference
   model = inference.load('/tmp/run1')        # TrainedModel
   probs = model.probabilities(images)        # uint8 [n, H, W, C] -> [n, classes]
+                                             # (anything else: InferenceError)
   model.params, model.class_names            # the raw pytree, the names
 
 or with Flax alone: ``flax.serialization.msgpack_restore(open(path, 'rb').read())``
@@ -36,6 +37,7 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 
 import flax.serialization
 import jax
@@ -48,6 +50,7 @@ from image_classification.data import local_files
 from image_classification.data import sources
 from image_classification.data import tfds_source
 from image_classification.data import validation
+from image_classification.models import custom as custom_models
 from image_classification.models import registry
 from image_classification.reporting import progress
 from image_classification import run_files
@@ -64,7 +67,8 @@ class InferenceError(ValueError):
 def model_card(config, splits, image_shape) -> dict:
   """What it takes to rebuild the model and feed it an image (no parameters)."""
   return {
-      'model': config.model.name,
+      # The user's own model from a file: its absolute path (models/custom.py).
+      'model': custom_models.canonical_name(config.model.name),
       'model_kwargs': config.model.kwargs.to_dict(),
       'num_classes': int(splits.num_classes),
       'class_names': class_names_lib.for_dataset(config.data, splits),
@@ -75,6 +79,11 @@ def model_card(config, splits, image_shape) -> dict:
       # On-disk datasets (ImageNet) are evaluated on a centre crop; in-memory ones
       # are resized whole.
       'center_crop': sources.reads_on_disk(config.data),
+      # Whether the training images were resized to image_shape from sizes of their
+      # own (an image folder with data.image_size): then they had no one aspect ratio
+      # and --predict does not warn about a file's. A flag only: no statistic of the
+      # private images is recorded.
+      'resized_from_any_shape': bool(config.data.get('image_size', 0)),
       'ema': config.training.ema.decay > 0,
   }
 
@@ -95,11 +104,15 @@ def _to_host(tree):
 
 def export_params(workdir: str, params, *, step: int, epsilon: float,
                   delta: float, total_epsilon_with_pretrained: float | None = None,
-                  total_delta_with_pretrained: float | None = None) -> str | None:
+                  total_delta_with_pretrained: float | None = None,
+                  selected_on_validation: dict | None = None) -> str | None:
   """Writes export/params.msgpack (atomically) and params.json; process 0 only.
 
-  params.json: step, the run's own epsilon and delta, and, when the run composes
-  with earlier runs on the same data (training/pretrained.py), the total.
+  params.json: step (of the parameters), the run's own epsilon and delta, and, when
+  the run composes with earlier runs on the same data (training/pretrained.py), the
+  total. ``selected_on_validation`` (training/selection.py): the parameters are the
+  step with the best validation accuracy, not the last; the epsilon is still the
+  whole run's, since the choice looked at every evaluation.
   """
   host = _to_host(params)
   if jax.process_index() != 0:
@@ -115,6 +128,8 @@ def export_params(workdir: str, params, *, step: int, epsilon: float,
   if total_epsilon_with_pretrained is not None:
     info.update(total_epsilon_with_pretrained=total_epsilon_with_pretrained,
                 total_delta_with_pretrained=total_delta_with_pretrained)
+  if selected_on_validation is not None:
+    info['selected_on_validation'] = selected_on_validation
   run_files.write_json(folder, run_files.PARAMS_INFO, info)
   return path
 
@@ -144,8 +159,37 @@ class TrainedModel:
   def class_names(self) -> list[str]:
     return list(self.card['class_names'])
 
-  def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+  def check_images(self, images) -> np.ndarray:
+    """``images`` as a numpy array if it is what the model takes: uint8 [N, H, W, C]
+    in the trained shape, values 0..255 as read from image files (the model scales
+    them to [0, 1] and standardises them with the training mean and std itself).
+    Raises InferenceError saying what was expected, what came, and the fix."""
+    height, width, channels = (int(d) for d in self.card['image_shape'])
     images = np.asarray(images)
+    expected = (f'expected uint8 images of shape [N, {height}, {width}, {channels}] '
+                'with values 0..255 (the scale of the image files; the model '
+                'standardises them with the training mean and std itself)')
+    if images.ndim != 4 or tuple(images.shape[1:]) != (height, width, channels):
+      if images.shape == (height, width, channels):
+        fix = 'one image: add a batch axis, images[None]'
+      elif images.ndim == 3 and images.shape[1:] == (height, width) and channels == 1:
+        fix = 'add the channel axis, images[..., None]'
+      else:
+        fix = (f'the model was trained on {height}x{width}x{channels} images: resize '
+               'them (inference.read_image does it for image files, as --predict)')
+      raise InferenceError(f'{expected}, got shape {list(images.shape)}: {fix}')
+    if images.dtype != np.uint8:
+      if np.issubdtype(images.dtype, np.floating):
+        fix = ('floats in [0, 1]: (images * 255).round().astype(np.uint8); floats in '
+               '0..255: images.round().astype(np.uint8); do not standardise them')
+      else:
+        fix = 'convert values 0..255 with images.astype(np.uint8)'
+      raise InferenceError(f'{expected}, got dtype {images.dtype}: {fix}')
+    return images
+
+  def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """uint8 [N, H, W, C] (see ``check_images``) -> float32 logits [N, classes]."""
+    images = self.check_images(images)
     out = [np.asarray(self._logits(self.params, images[i:i + batch_size]))
            for i in range(0, len(images), max(batch_size, 1))]
     return (np.concatenate(out) if out else
@@ -360,16 +404,55 @@ def image_files(paths: list[str]) -> list[str]:
   return files
 
 
-def read_image(path: str, card: dict) -> np.ndarray:
-  """One image file as the model's input: uint8 [H, W, C] in the trained shape.
+# A file whose width / height differs from the training images' by more than this
+# fraction (either way) is distorted by the resize, and --predict warns about it.
+ASPECT_TOLERANCE = 0.1
+
+PREDICTION_COLUMNS = ('file', 'class', 'probability', 'warning', 'error')
+
+
+def _file_channels(picture) -> tuple[int, str]:
+  """(number of channels, words) of a file as stored: palette images are colour."""
+  if picture.mode in ('P', 'PA'):
+    alpha = picture.mode == 'PA' or 'transparency' in picture.info
+    return (4, 'palette colour with transparency') if alpha else (3, 'palette colour')
+  bands = picture.getbands()
+  return len(bands), picture.mode
+
+
+def _warnings(picture, card: dict) -> list[str]:
+  """How a file differs from the images the model was trained on, in words."""
+  height, width, channels = card['image_shape']
+  out = []
+  w, h = picture.size
+  if not card.get('center_crop') and not card.get('resized_from_any_shape') and w and h:
+    ratio = (w / h) / (width / height)
+    if max(ratio, 1 / ratio) > 1 + ASPECT_TOLERANCE:
+      out.append(f'aspect ratio {w}x{h} (width x height) differs from the training '
+                 f"images' {width}x{height}: resized to {width}x{height}, the image is "
+                 'distorted; crop it to their proportions first')
+  file_channels, words = _file_channels(picture)
+  if file_channels != channels:
+    target = 'grey (1 channel)' if channels == 1 else f'RGB ({channels} channels)'
+    out.append(f'{file_channels} channel(s) ({words}) converted to the training '
+               f"images' {target}")
+  return out
+
+
+def read_image_and_warnings(path: str, card: dict) -> tuple[np.ndarray, list[str]]:
+  """One image file as the model's input (uint8 [H, W, C] in the trained shape) and
+  the ways the file differs from the training images (aspect ratio beyond
+  ASPECT_TOLERANCE, channel count), in words.
 
   Gray or colour as the model was trained; a centre crop for ImageNet models; other
   sizes are resized (bilinear) to the trained size, as image folders are.
+  Raises InferenceError naming the file when it cannot be read.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   height, width, channels = card['image_shape']
   try:
     with Image.open(path) as picture:
+      warnings = _warnings(picture, card)
       # 16-bit grey is scaled to 0..255 (PIL's convert would clip it to 255).
       picture = local_files.convert_picture(
           picture, 'L' if channels == 1 else 'RGB', path)
@@ -387,24 +470,98 @@ def read_image(path: str, card: dict) -> np.ndarray:
     array = np.asarray(picture, np.uint8)
   if array.ndim == 2:
     array = array[..., None]
-  return array
+  return array, warnings
+
+
+def read_image(path: str, card: dict) -> np.ndarray:
+  """``read_image_and_warnings`` without the warnings."""
+  return read_image_and_warnings(path, card)[0]
 
 
 def predict(workdir: str, paths: list[str], out_path: str | None = None,
-            config=None) -> list[dict]:
-  """Classifies image files; writes WORKDIR/predictions.csv (file, class,
-  probability) and returns its rows. ``config``: see ``load``."""
+            config=None, batch_size: int = 1000) -> list[dict]:
+  """Classifies image files; returns one row per file, in order, with the columns
+  PREDICTION_COLUMNS, and writes them as CSV to ``out_path`` when given (replacing
+  that file). ``config``: see ``load``.
+
+  A file that cannot be read gets a row with its ``error`` (no class) and the others
+  are still classified; a file whose aspect ratio or channel count differs from the
+  training images gets a ``warning`` (several joined by '; ') and is classified
+  after the conversion the warning describes. Raises InferenceError only for a
+  path that is neither a file nor a folder, or for no image file at all.
+  """
   model = load(workdir, config)
   files = image_files(paths)
-  images = np.stack([read_image(f, model.card) for f in files])
-  probs = model.probabilities(images)
-  best = np.argmax(probs, -1)
-  names = model.class_names
-  rows = [{'file': f, 'class': names[int(b)], 'probability': float(p[int(b)])}
-          for f, b, p in zip(files, best, probs)]
-  out_path = out_path or os.path.join(workdir, run_files.PREDICTIONS)
-  with open(out_path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=['file', 'class', 'probability'])
-    writer.writeheader()
-    writer.writerows({**r, 'probability': f'{r["probability"]:.6f}'} for r in rows)
+  rows, images, readable = [], [], []
+  for i, path in enumerate(files):
+    row = dict.fromkeys(PREDICTION_COLUMNS, '')
+    row.update(file=path, probability=None)
+    try:
+      array, warnings = read_image_and_warnings(path, model.card)
+    except InferenceError as e:
+      row['error'] = str(e)
+    else:
+      row['warning'] = '; '.join(warnings)
+      images.append(array)
+      readable.append(i)
+    rows.append(row)
+  if images:
+    probs = model.probabilities(np.stack(images), batch_size)
+    names = model.class_names
+    for i, p in zip(readable, probs):
+      best = int(np.argmax(p))
+      rows[i].update({'class': names[best], 'probability': float(p[best])})
+  if out_path:
+    write_predictions(rows, out_path)
   return rows
+
+
+def write_predictions(rows: list[dict], path: str) -> str:
+  """Writes the rows of ``predict`` as CSV (atomically: a failed write leaves any
+  earlier file whole); returns the path."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(PREDICTION_COLUMNS))
+    writer.writeheader()
+    writer.writerows(
+        {**r, 'probability': ('' if r['probability'] is None
+                              else f'{r["probability"]:.6f}')} for r in rows)
+  os.replace(tmp, path)
+  return path
+
+
+def new_predictions_path(workdir: str) -> str:
+  """Where --predict writes without --output: WORKDIR/predictions.csv, or, when that
+  exists, the first free predictions-2.csv, predictions-3.csv, ... (earlier
+  predictions are never overwritten)."""
+  stem, ext = os.path.splitext(run_files.PREDICTIONS)
+  path, n = os.path.join(workdir, run_files.PREDICTIONS), 1
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(workdir, f'{stem}-{n}{ext}')
+  return path
+
+
+def print_predictions(rows: list[dict], path: str) -> None:
+  """The console's view of ``predict``: one line per classified file (file, class,
+  probability) on stdout; a file's warnings and a file that could not be read on
+  stderr; then where the CSV is. Raises InferenceError when no file could be read."""
+  for row in rows:
+    if row['error']:
+      print(f'warning: {row["file"]}: not classified: {row["error"]}', file=sys.stderr)
+      continue
+    if row['warning']:
+      print(f'warning: {row["file"]}: {row["warning"]}', file=sys.stderr)
+    print(f'{row["file"]}\t{row["class"]}\t{row["probability"]:.4f}')
+  failed = sum(bool(r['error']) for r in rows)
+  warned = sum(bool(r['warning']) for r in rows)
+  if failed == len(rows):
+    which = ('the one file could not' if len(rows) == 1
+             else f'none of the {len(rows)} files could')
+    raise InferenceError(f'{which} be read as an image (the reasons are in {path} and '
+                         'above)')
+  print(f'wrote {path} ({len(rows)} files: {len(rows) - failed} classified'
+        + (f', {failed} unreadable' if failed else '')
+        + (f', {warned} with warnings' if warned else '') + ')', flush=True)

@@ -30,6 +30,8 @@ from image_classification.data import input_pipeline
 from image_classification.data import prefetch
 from image_classification.data import sources
 from image_classification.data import validation
+from image_classification.models import checks
+from image_classification.models import custom as custom_models
 from image_classification.models import registry
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
@@ -49,9 +51,11 @@ from image_classification.training import evaluation
 from image_classification.training import inference
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import pretrained
+from image_classification.training import resources
 from image_classification.training import resume
 from image_classification.training import run_control
 from image_classification.training import secret_file
+from image_classification.training import selection as selection_lib
 
 _INIT_STREAM = 0x1417
 
@@ -97,17 +101,23 @@ class Experiment:
           config.model.name, self.data.num_classes,
           compute_dtype=config.training.get('compute_dtype', 'float32'),
           **config.model.kwargs.to_dict())
-      abstract = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
+      # BatchNorm or other cross-example state refused, naming the layer.
+      abstract = checks.inspect(self.model, self.image_shape, self.data.num_classes,
+                                config.model.name)
+    except checks.ModelError as e:
+      raise config_lib.ConfigError(str(e)) from e
     except (TypeError, ValueError) as e:
       raise config_lib.ConfigError(
           f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
           f'{config.model.name!r} for images {self.image_shape}: {e}') from e
-    extra = sorted(set(abstract) - {'params'})
-    if extra:
-      raise config_lib.ConfigError(
-          f'config.model.name={config.model.name!r} keeps state {extra} besides '
-          "'params' (e.g. BatchNorm's batch_stats): statistics across examples break "
-          "per-example sensitivity; use GroupNorm or a normaliser-free model")
+    # The user's own model: the fast paths' layer rules where they cover it, else
+    # the reference 'vmap' (the package's models are covered; tests check them).
+    self.per_example_grads, self.clipping_note = config.training.per_example_grads, None
+    if custom_models.is_custom(config.model.name):
+      self.per_example_grads, self.clipping_note = dp_step.covered_implementation(
+          self.model.apply, abstract['params'], self.image_shape,
+          self.per_example_grads, config.data.augmult)
+    self.abstract_params = abstract['params']
     self.num_params = int(sum(np.prod(x.shape) for x in
                               jax.tree_util.tree_leaves(abstract['params'])))
     if audit is not None:  # e.g. the gradient audit's canaries need model coordinates
@@ -133,6 +143,9 @@ class Experiment:
     d['lineage'] = (self.pretrained or {}).get('lineage', [])
     if self.pretrained is not None:
       d['pretrained'] = {k: v for k, v in self.pretrained.items() if k != 'lineage'}
+    if self.clipping_note:  # the user's own model: which clipped-sum path trains it
+      d['per_example_grads'] = self.per_example_grads
+      d['per_example_grads_note'] = self.clipping_note
     if self.validation is not None:  # held out of N, evaluated without noise
       d['validation_size'] = self.validation.num_examples
       d['computed_without_noise'] = d['computed_without_noise'] + ['validation_accuracy']
@@ -169,6 +182,7 @@ def _stats_row(stats: dict) -> dict:
           'nonfinite_gradients': int(stats['num_nonfinite'])}
 
 
+@resources.translate_errors  # out of memory or disk: one line naming the fix
 @stop_signals.deferring  # a signal is acted on at the safe points (run_control.py)
 def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False,
           dataset=None, audit=None) -> dict:
@@ -207,10 +221,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   run_control.stop_if_requested(  # the data may have taken long to load
       'during the dry run' if dry_run else 'before training started',
       'nothing was trained or written in this attempt (the workdir is as it was)')
+  if exp.clipping_note and writer:
+    print(exp.clipping_note, flush=True)
   # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
   exp.plan = plan = exp.plan.with_strategy(workdir)
+  # Memory per device (advisory: a warning when it exceeds what the device has).
+  memory = resources.estimate(exp.model, exp.abstract_params, exp.image_shape, config,
+                              plan, exp.devices, exp.per_example_grads)
+  if writer and resources.memory_warning(memory, config):
+    print(f'warning: {resources.memory_warning(memory, config)}', flush=True)
   if dry_run:
-    out = exp.plan_json()
+    out = {**exp.plan_json(), 'memory_estimate': memory.to_json()}
     if writer:
       run_files.write_json(workdir, run_files.PLAN, out)
     print(f'dry run: {config.model.name} ({exp.num_params:,} parameters) on '
@@ -220,7 +241,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
           f'q={plan.sampling_rate:.4g}, sigma={plan.noise_multiplier:.4f}, '
           f'epsilon={round_up.round_up(plan.epsilon, decimals=4)} at '
           f'delta={round_up.round_up(plan.delta, 3)}; wrote '
-          f'{os.path.join(workdir, run_files.PLAN)}', flush=True)
+          f'{os.path.join(workdir, run_files.PLAN)}\n{memory.describe()}', flush=True)
     return out
 
   if writer:
@@ -255,7 +276,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       config, clipping_norm=plan.clipping_norm,
       noise_multiplier=plan.noise_multiplier,
       expected_batch_size=plan.expected_batch_size, mean=exp.data.mean,
-      std=exp.data.std)
+      std=exp.data.std, per_example_grads=exp.per_example_grads)
   # The gradient audit's canaries (training/canary_slots.py); None without that audit.
   canaries = (exp.audit.step_canaries(state.params, plan) if exp.audit is not None
               else None)
@@ -298,6 +319,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       f'nothing new to save (the checkpoint of step {start_step} is kept)' if restored
       else 'nothing was trained yet, so nothing was saved', start_step, plan.steps)
   write_privacy(start_step)
+  # training.select_on_validation: the best evaluation's parameters so far.
+  on_validation = (selection_lib.Selection(
+      workdir, start_step if restored is not None else None, writer)
+               if t.get('select_on_validation', False) else None)
   tracker = wandb_logger.WandbLogger(config, workdir, active=jax.process_index() == 0)
   tracker.log_privacy(exp.plan_json())
 
@@ -337,6 +362,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
                      resume.make_metadata(config.seed, step, epsilon_at(step), plan))
     write_privacy(step)
     control.checkpoint_saved()
+    if on_validation is not None:
+      on_validation.prune(checkpoints.steps())
     clock.update(step)
 
   def accuracies(state) -> dict:
@@ -386,6 +413,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         else:
           if evaluate_now:
             row.update(accuracies(state))
+            if on_validation is not None:
+              on_validation.offer(step, state.eval_params(use_ema), row)
           metrics.write(row)
           tracker.log_metrics(row, step)
           progress.log(step, row['epsilon'], row['train_loss'], row['images_per_sec'],
@@ -407,12 +436,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   # parameters, then evaluate and write the run files.
   input_pipeline.close(exp.data.train)  # its worker processes, if any
   checkpoints.close()
-  inference.export_params(workdir, state.eval_params(use_ema), step=step,
-                          epsilon=epsilon_at(step), delta=plan.delta,
-                          **exp.composed_total(epsilon_at(step)))
+  if on_validation is None:  # else the selected parameters are exported below
+    inference.export_params(workdir, state.eval_params(use_ema), step=step,
+                            epsilon=epsilon_at(step), delta=plan.delta,
+                            **exp.composed_total(epsilon_at(step)))
   _stop_after_the_last_step(step, plan.steps, metrics, tracker,
                             'the final evaluation and the run files')
   final_accuracies = accuracies(state)
+  selected = None
+  if on_validation is not None:  # the final evaluation competes too; the best is exported
+    on_validation.offer(step, state.eval_params(use_ema), final_accuracies)
+    selected = {**on_validation.best, 'final_step': step}
+    inference.export_params(workdir, on_validation.params() if writer else {},
+                            step=selected['step'], epsilon=epsilon_at(step),
+                            delta=plan.delta, selected_on_validation=selected,
+                            **exp.composed_total(epsilon_at(step)))
   input_pipeline.close(exp.data.test, exp.validation)
   test_accuracy = final_accuracies['test_accuracy']
   if final_row is None:  # resumed from the final checkpoint: no step ran here
@@ -443,6 +481,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
     except ValueError:
       cross[other] = None
     privacy['epsilon_rdp'], privacy['epsilon_pld'] = cross['rdp'], cross['pld']
+  if selected is not None:
+    privacy['selected_on_validation'] = selected
+    privacy['computed_without_noise'] = (privacy['computed_without_noise']
+                                         + ['selected_step'])
   if writer:
     run_files.write_json(workdir, run_files.PRIVACY, privacy)
     with open(os.path.join(workdir, run_files.PRIVACY_MD), 'w') as f:
@@ -474,11 +516,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'warnings': warnings}
   if exp.validation is not None:
     summary['validation_accuracy'] = final_accuracies['validation_accuracy']
+  if selected is not None:  # the exported parameters are the selected step's
+    summary.update(
+        selected_step=selected['step'], test_accuracy=selected['test_accuracy'],
+        validation_accuracy=selected['validation_accuracy'],
+        final_step_test_accuracy=final_accuracies['test_accuracy'],
+        final_step_validation_accuracy=final_accuracies['validation_accuracy'])
+    test_accuracy = selected['test_accuracy']
   total = exp.composed_total(eps)  # beside the run's own epsilon, when composed
   summary.update(total)
   if writer:
     run_files.write_json(workdir, run_files.SUMMARY, summary)
     secret_file.discard(workdir)  # complete: nothing will resume, nothing needs it
+  if on_validation is not None:
+    on_validation.discard()
   tracker.log_privacy(privacy)
   tracker.log_summary(summary)
   tracker.close()
@@ -491,6 +542,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
         + (f' ({clock.num_segments} segments, this one '
            f'{summary["wall_time_sec_last_segment"]:.0f}s)'
            if clock.num_segments > 1 else '')
+        + (f'; exported the parameters of step {selected["step"]}, the best '
+           f'validation accuracy {selected["validation_accuracy"]:.4f} (private data, '
+           f'no noise; the final step: test accuracy '
+           f'{final_accuracies["test_accuracy"]:.4f})' if selected else '')
         + f'; run files in {workdir}', flush=True)
   for warning in warnings:
     print(f'warning: {warning}', flush=True)

@@ -59,12 +59,17 @@ IGNORED_CONFIG_FIELDS = (
     'training.checkpoint_every_minutes',
     'data.prefetch',
     'data.num_workers',
+    # Examples per device per pass: memory only. The clipped sum, the noise and the
+    # ledger are the same (the sum's float rounding may differ), so a run that ran
+    # out of memory resumes with a smaller one (training/resources.py).
+    'training.micro_batch_size',
 )
 
 # Fields added after some workdirs were written: absent from an older config.json
 # and at this value now is no difference (the run computes the same thing).
 ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
-                       'training.compute_dtype': 'float32'}
+                       'training.compute_dtype': 'float32',
+                       'training.select_on_validation': False}
 
 # Resume fields (plan_lib.RESUME_FIELDS) absent from older checkpoints, and what
 # they meant by them (DP-SGD has no strategy).

@@ -120,7 +120,8 @@ def test_predict_writes_predictions_csv(workdir, tmp_path):
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   with open(os.path.join(workdir, run_files.PREDICTIONS)) as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ['file', 'class', 'probability']
+  assert list(rows[0]) == ['file', 'class', 'probability', 'warning', 'error']
+  assert not any(r['warning'] or r['error'] for r in rows)  # the training shape
   assert [os.path.basename(r['file']) for r in rows] == [f'{i:02d}.png'
                                                          for i in range(12)]
   for row in rows:

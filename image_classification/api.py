@@ -1,0 +1,204 @@
+"""The Python API: train, evaluate and predict from a notebook or a script.
+
+  from image_classification import api
+  config = api.config('configs/quickstart.py', overrides={'training.num_steps': 50})
+  summary = api.train(config, '/tmp/run1')       # summary.json's content
+  result = api.evaluate('/tmp/run1')             # evaluation.json's content
+  rows = api.predict('/tmp/run1', ['a.png', 'folder/'])   # one row per image file
+  probs = api.load('/tmp/run1').probabilities(images)     # uint8 [N, H, W, C] arrays
+
+Each function runs what the matching launch.py command runs and writes the same run
+files (docs/python_api.md). A bad input raises ``api.Error`` whose message is the
+command line's `error:` line without the prefix (the original exception is its
+__cause__); nothing here exits the process. Running out of memory or disk raises
+``api.Error`` too, with the fix (training/resources.py). Ctrl-C during training
+checkpoints and raises run_control.Stopped, as on the command line.
+
+Privacy: a run trained here is the same mechanism, with the same secret randomness
+(WORKDIR/mechanism_secret.json) and the same reports, as one started with launch.py;
+``config.seed`` still drives only initialisation and augmentation.
+"""
+import functools
+import importlib.util
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from image_classification import config as config_lib
+from image_classification import workdir_config
+from image_classification.audit import hook as audit_hook
+from image_classification.data import base as data_base
+from image_classification.privacy import mechanism_secret
+from image_classification.reporting import progress
+from image_classification.sweeps import overrides as overrides_lib
+from image_classification.sweeps import points as sweep_points
+from image_classification.training import distributed
+from image_classification.training import inference
+
+# Where configs/ lives: a config path that does not exist from the current folder is
+# looked up there too, and it goes on sys.path so that `from configs import base`
+# works from a notebook anywhere.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The exceptions whose message is a complete `error:` line on the command line.
+_USER_ERRORS = (config_lib.ConfigError, data_base.DataError, sweep_points.SweepError,
+                mechanism_secret.SecretError, distributed.DistributedError,
+                inference.InferenceError)
+
+
+class Error(ValueError):
+  """A bad config, workdir, dataset or image, or a run out of memory or disk: the
+  message names the field or file and the fix (the command line's `error:` line)."""
+
+
+def _user_errors(function):
+  """Re-raises the platform's user errors as api.Error, keeping the message."""
+  @functools.wraps(function)
+  def wrapper(*args, **kwargs):
+    try:
+      return function(*args, **kwargs)
+    except _USER_ERRORS as e:
+      raise Error(str(e)) from e
+  return wrapper
+
+
+# ------------------------------------------------------------------------ config
+def _config_file(path: str) -> str:
+  for candidate in (path, os.path.join(REPOSITORY, path)):
+    if os.path.isfile(candidate):
+      return candidate
+  if os.path.isdir(path):
+    raise Error(f'config file {path!r} is a folder; give a config file, e.g. '
+                'configs/quickstart.py')
+  raise Error(f'config file {path!r} does not exist (also not under {REPOSITORY}); '
+              'give a config file, e.g. configs/quickstart.py')
+
+
+def _load_config_file(path: str, argument: str | None) -> ml_collections.ConfigDict:
+  file = _config_file(path)
+  if REPOSITORY not in sys.path:
+    sys.path.append(REPOSITORY)
+  spec = importlib.util.spec_from_file_location(
+      f'_api_config_{abs(hash(os.path.abspath(file)))}', file)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (the user's file)
+    raise Error(f'config file {path!r} cannot be loaded: {type(e).__name__}: {e}') from e
+  if not hasattr(module, 'get_config'):
+    raise Error(f'config file {path!r} defines no get_config()')
+  try:
+    return module.get_config(argument) if argument is not None else module.get_config()
+  except (TypeError, ValueError) as e:
+    raise Error(f'config file {path!r}' + (f' with argument {argument!r}' if argument
+                                           else '') + f': {e}') from e
+
+
+def config(path_or_config: str | ml_collections.ConfigDict,
+           overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """A config file's config ('configs/quickstart.py', or with its argument
+  'configs/cifar10_wrn_16_4.py:eps=1'), or a copy of a ConfigDict, with
+  ``overrides`` ({'training.num_steps': 10, ...}) applied as --config.a.b=v would be:
+  only fields the config defines, of a type the field holds; 'model.kwargs' alone
+  may be a whole dict (the model's keyword arguments, e.g. for your own model:
+  {'model.name': 'my_model.py:MyModel', 'model.kwargs': {'width': 8}}). The result is
+  locked:
+  setting a field it does not have (a typo) raises instead of adding one.
+  Raises api.Error naming the file or the field (with the closest names).
+  """
+  if isinstance(path_or_config, ml_collections.ConfigDict):
+    base = path_or_config
+  elif isinstance(path_or_config, str):
+    path, _, argument = path_or_config.partition(':')
+    base = _load_config_file(path, argument or None)
+  else:
+    raise Error(f'api.config takes a config file path or an ml_collections '
+                f'ConfigDict, not {type(path_or_config).__name__}')
+  if not isinstance(base, ml_collections.ConfigDict):
+    raise Error(f'{path_or_config!r}: get_config() returned a '
+                f'{type(base).__name__}, not an ml_collections ConfigDict')
+  overrides = dict(overrides or {})
+  kwargs = overrides.pop('model.kwargs', None)
+  try:
+    result = overrides_lib.apply_overrides(base, overrides)
+  except sweep_points.SweepError as e:
+    raise Error(f'overrides: {e}') from e
+  if kwargs is not None:  # the model's constructor arguments, checked when it is built
+    if not isinstance(kwargs, Mapping):
+      raise Error(f"overrides: 'model.kwargs' takes a dict of the model's keyword "
+                  f'arguments, not {type(kwargs).__name__}')
+    result.model.kwargs = ml_collections.ConfigDict(dict(kwargs))
+  result.lock()
+  return result
+
+
+_config = config  # for the functions below whose argument is called config
+
+
+# ------------------------------------------------------------------------ train
+@_user_errors
+def train(config: ml_collections.ConfigDict | str, workdir: str,
+          dry_run: bool = False) -> dict:
+  """Trains (or resumes, or reports a finished run in) ``workdir``, exactly as
+  ``launch.py --config=... --workdir=...``; returns summary.json's content, or with
+  ``dry_run`` plan.json's (nothing trained). ``config``: a ConfigDict (see
+  ``api.config``) or a config file path. The audit the config asks for runs too."""
+  if isinstance(config, str):
+    config = _config(config)
+  config_lib.check_workdir(workdir)
+  progress.quiet_library_logs()
+  return audit_hook.train(config, workdir, dry_run=dry_run)
+
+
+# ------------------------------------------------------------------------ use
+def _workdir_config(workdir: str,
+                    overrides: Mapping[str, Any] | None) -> ml_collections.ConfigDict:
+  try:
+    saved = workdir_config.get_config(workdir)
+  except FileNotFoundError as e:
+    raise Error(f'{workdir!r} holds no config.json: it is not the workdir of a '
+                'training run (api.train(config, workdir) writes it)') from e
+  return _config(saved, overrides)
+
+
+@_user_errors
+def evaluate(workdir: str, overrides: Mapping[str, Any] | None = None) -> dict:
+  """Evaluates the run's exported parameters on the test split of its dataset, as
+  ``launch.py --evaluate=WORKDIR``; ``overrides`` apply to the run's own config
+  (e.g. {'data.path': ...}). Writes evaluation.json and confusion_matrix.png and
+  returns evaluation.json's content (top1, top5, per_class_accuracy, ...)."""
+  return inference.evaluate_workdir(workdir, _workdir_config(workdir, overrides))
+
+
+@_user_errors
+def load(workdir: str) -> inference.TrainedModel:
+  """The run's trained model: ``.probabilities(images)`` / ``.logits(images)`` on
+  uint8 [N, H, W, C] arrays in the trained shape, ``.class_names``, ``.params``."""
+  return inference.load(workdir, _workdir_config(workdir, None))
+
+
+@_user_errors
+def predict(workdir: str, images: str | Sequence[str] | np.ndarray,
+            output: str | None = None) -> list[dict]:
+  """Classifies images with the run's model.
+
+  ``images``: image files and/or folders (a path or a list of paths), as
+  ``launch.py --predict``: one row per file with file, class, probability, warning
+  (aspect ratio or channels differ from the training images) and error (the file
+  could not be read; the others are still classified), written as CSV to
+  ``output`` when given. Or an array of uint8 images [N, H, W, C] in the trained
+  shape: one row per image with index, class and probability (``output`` not used).
+  """
+  if isinstance(images, np.ndarray) or (
+      hasattr(images, 'shape') and hasattr(images, 'dtype')):
+    model = load.__wrapped__(workdir)
+    probs = model.probabilities(images)
+    names = model.class_names
+    return [{'index': i, 'class': names[int(np.argmax(p))],
+             'probability': float(np.max(p))} for i, p in enumerate(probs)]
+  paths = [images] if isinstance(images, str) else list(images)
+  return inference.predict(workdir, paths, out_path=output,
+                           config=_workdir_config(workdir, None))
