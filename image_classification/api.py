@@ -18,6 +18,7 @@ Privacy: a run trained here is the same mechanism, with the same secret randomne
 (WORKDIR/mechanism_secret.json) and the same reports, as one started with launch.py;
 ``config.seed`` still drives only initialisation and augmentation.
 """
+import csv
 import functools
 import importlib.util
 import os
@@ -190,15 +191,22 @@ def predict(workdir: str, images: str | Sequence[str] | np.ndarray,
   (aspect ratio or channels differ from the training images) and error (the file
   could not be read; the others are still classified), written as CSV to
   ``output`` when given. Or an array of uint8 images [N, H, W, C] in the trained
-  shape: one row per image with index, class and probability (``output`` not used).
+  shape: one row per image with index, class and probability (also written to
+  ``output`` when given).
   """
   if isinstance(images, np.ndarray) or (
       hasattr(images, 'shape') and hasattr(images, 'dtype')):
     model = load.__wrapped__(workdir)
     probs = model.probabilities(images)
     names = model.class_names
-    return [{'index': i, 'class': names[int(np.argmax(p))],
+    rows = [{'index': i, 'class': names[int(np.argmax(p))],
              'probability': float(np.max(p))} for i, p in enumerate(probs)]
+    if output:
+      with open(output, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['index', 'class', 'probability'])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
   paths = [images] if isinstance(images, str) else list(images)
   return inference.predict(workdir, paths, out_path=output,
                            config=_workdir_config(workdir, None))

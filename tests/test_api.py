@@ -74,7 +74,8 @@ def test_predict_and_load(run, tmp_path):
   images, labels = digits.load().test.get(np.arange(20))
   model = api.load(workdir)
   probs = model.probabilities(images)
-  rows = api.predict(workdir, images)
+  rows = api.predict(workdir, images, output=str(tmp_path / 'arrays.csv'))
+  assert len(open(tmp_path / 'arrays.csv').read().splitlines()) == 1 + len(images)
   assert [r['class'] for r in rows] == [model.class_names[i] for i in probs.argmax(-1)]
   np.testing.assert_allclose([r['probability'] for r in rows], probs.max(-1), rtol=1e-6)
   assert np.mean(probs.argmax(-1) == labels) > 0.5
