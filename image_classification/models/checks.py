@@ -11,9 +11,11 @@ and records every layer it calls. It refuses, naming the layer:
   across steps that the privatised update does not produce;
 - logits that are not [batch, num_classes].
 """
+import functools
 from typing import Any
 
 import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 
@@ -68,7 +70,8 @@ def inspect(model: nn.Module, image_shape: tuple, num_classes: int,
         'LayerNorm or a normaliser-free model')
   for is_training in (False, True):
     try:
-      logits = jax.eval_shape(apply, abstract, key, is_training)
+      logits = jax.eval_shape(  # is_training static: models branch on it in Python
+          functools.partial(apply, is_training=is_training), abstract, key)
     finally:
       _refuse_cross_example_layers(layers, name)
     if getattr(logits, 'shape', None) != (2, num_classes):
