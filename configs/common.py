@@ -128,7 +128,7 @@ def tramer_boneh(experiment: str, dataset: str, batch_size: int, learning_rate: 
   cnns.py): their tanh CNN (about 26k params) with their PyTorch initialisation, SGD
   momentum 0.9, clipping norm 0.1, 40 epochs, at (3, 1e-5). The noise multiplier is
   left None: calibrated so that the 40 epochs spend exactly epsilon=3 (the target
-  they calibrated to; see configs/mnist_eps3.py on their looser conversion)."""
+  they calibrated to; see configs/mnist_eps3_end_to_end.py on their looser conversion)."""
   config = base.get_config()
   config.experiment = experiment
   config.data.name = dataset

@@ -15,9 +15,9 @@ the same calibration with the classic, looser RDP-to-(epsilon, delta) conversion
 eps = RDP(alpha) + log(1/delta) / (alpha - 1); dp-accounting credits sigma=2.15 with
 epsilon 2.59 only. The target they calibrated to is epsilon=3.
 
-  python launch.py --config=configs/fashion_mnist_eps3.py --workdir=DIR
+  python launch.py --config=configs/fashion_mnist_eps3_end_to_end.py --workdir=DIR
   # the original IDX files instead of tfds:
-  python launch.py --config=configs/fashion_mnist_eps3.py \
+  python launch.py --config=configs/fashion_mnist_eps3_end_to_end.py \
       --config.data.path=/path/to/fashion_mnist --workdir=DIR
 """
 from configs import common

@@ -69,8 +69,8 @@ def model_card(config, splits, image_shape) -> dict:
       'model_kwargs': config.model.kwargs.to_dict(),
       # A fixed extractor the images go through before the model ('' none).
       'features': config.model.get('features', '') or '',
-      'features_kwargs': config.model.get('features_kwargs', {}) and
-                         config.model.features_kwargs.to_dict(),
+      'features_kwargs': (config.model.features_kwargs.to_dict()
+                          if 'features_kwargs' in config.model else {}),
       'num_classes': int(splits.num_classes),
       'class_names': class_names_lib.for_dataset(config.data, splits),
       'image_shape': [int(d) for d in image_shape],
