@@ -10,4 +10,4 @@ from configs import common
 
 
 def get_config():
-  return common.scatternet('fashion_mnist_eps3', 'fashion_mnist')
+  return common.scatternet('fashion_mnist_eps3', 'fashion_mnist', ema=0.99)
