@@ -55,6 +55,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = 'cnn'
   config.model.kwargs = ml_collections.ConfigDict()
+  # A fixed, public feature extractor applied to every image before the model
+  # (models/features.py): '' none, 'scattering' (ScatterNet, kwargs J and L). The
+  # features are computed once before training; the model (e.g. 'feature_linear',
+  # 'feature_cnn') is DP-trained on them. No augmentation with features.
+  config.model.features = ''
+  config.model.features_kwargs = ml_collections.ConfigDict()
   # Fine-tuning: restore parameters from this checkpoint, replace the head.
   config.model.pretrained_path = ''
   config.model.train_only_head = False

@@ -1,6 +1,6 @@
 """MNIST, end-to-end tanh CNN, BandMF at (epsilon=3, delta=1e-5).
 
-configs/mnist_eps3.py (DP-SGD, 98.07%) with banded matrix factorisation instead of
+configs/mnist_eps3_end_to_end.py (DP-SGD, 98.07%) with banded matrix factorisation instead of
 independent noise (Choquette-Choo et al. 2023, "(Amplified) Banded Matrix
 Factorization"): the noise of each step is correlated with the previous b-1 steps' so
 that much of it cancels in the model, and cyclic Poisson sampling (b groups of about
@@ -23,11 +23,11 @@ every difference inside the run-to-run spread. b can be at most N / batch = 58 h
   python launch.py --config=configs/mnist_eps3_bandmf.py --workdir=/tmp/mnist_bandmf
 """
 from configs import common
-from configs import mnist_eps3
+from configs import mnist_eps3_end_to_end
 
 
 def get_config():
-  config = common.bandmf(mnist_eps3.get_config(), 'mnist_eps3_bandmf', num_bands=8)
+  config = common.bandmf(mnist_eps3_end_to_end.get_config(), 'mnist_eps3_bandmf', num_bands=8)
   # b must divide the number of steps: 2400, not 40 epochs (see above).
   config.training.num_epochs = 0.0
   config.training.num_steps = 2400

@@ -12,6 +12,7 @@ import ml_collections
 from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import datasets
+from image_classification.models import features
 from image_classification.models import registry
 from image_classification.privacy import clipped_sums
 
@@ -49,6 +50,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int,
           'fine-tuning) or leave it empty to train from scratch')
 
   d = config.data
+  _validate_features(m, d)
   if d.name not in datasets.names():
     _fail('data.name', d.name, f'unknown dataset; choose one of {list(datasets.names())}')
   if d.path and not os.path.exists(d.path):
@@ -180,6 +182,29 @@ def _validate_audit_mode(config: ml_collections.ConfigDict) -> None:
     _fail('privacy.sampling', config.privacy.sampling,
           "audit.mode='gradient' needs sampling='poisson': the audit tests add/remove "
           'of one canary, which fixed-size (replace-one) batches are not accounted for')
+
+
+def _validate_features(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
+  """config.model.features: a known extractor, and no augmentation (the features are
+  computed once from the un-augmented images)."""
+  name = m.get('features', '') or ''
+  if not name:
+    if m.get('features_kwargs', None):
+      _fail('model.features_kwargs', m.features_kwargs.to_dict(),
+            "set only with config.model.features (e.g. 'scattering')")
+    return
+  if name not in features.available():
+    _fail('model.features', name,
+          f"unknown feature extractor; choose one of {features.available()} or '' (none)")
+  for field in ('random_crop', 'random_flip', 'random_resized_crop'):
+    if d.get(field, False):
+      _fail(f'data.{field}', d[field],
+            f'config.model.features={name!r} computes the features once from the '
+            'un-augmented images, so augmentation cannot be applied; set it False')
+  if d.augmult != 1:
+    _fail('data.augmult', d.augmult,
+          f'config.model.features={name!r} takes no augmentation, so every view would '
+          'be the same example; set 1')
 
 
 def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:

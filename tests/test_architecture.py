@@ -35,7 +35,7 @@ LAYERS = (
 # Heavy or optional third-party modules that may be imported lazily, inside the one
 # function that needs them, so that the core imports fast without them.
 LAZY_ALLOWED = ('tensorflow', 'tensorflow_datasets', 'wandb', 'matplotlib', 'PIL',
-                'sklearn', 'orbax', 'jax_privacy', 'tqdm', 'importlib')
+                'sklearn', 'orbax', 'jax_privacy', 'tqdm', 'importlib', 'kymatio')
 
 # What the DP core must not know about.
 CORE_FORBIDDEN = ('ml_collections', 'image_classification.models',

@@ -38,13 +38,15 @@ CONFIG_NAMES = sorted(
 # NF-ResNet-26 / NFNet-F0 (wall time, CPU shared). These configs share their code
 # path with a representative that runs by default (cifar100_wrn_28_10_eps1_finetune
 # for every WRN config: from-scratch and fine-tuning, augmult, crop/flip; mnist_eps3
-# for fashion_mnist_eps3), or are genuinely slow (ImageNet NF models), so their
+# for fashion_mnist_eps3, mnist_eps3_end_to_end for fashion_mnist_eps3_end_to_end), or
+# are genuinely slow (ImageNet NF models), so their
 # training test is marked slow: `pytest -m slow tests/test_configs.py`.
 SLOW_TRAINING = (
     'cifar10_wrn_16_4_eps1', 'cifar10_wrn_16_4_eps2', 'cifar10_wrn_16_4_eps4',
     'cifar10_wrn_16_4_eps8', 'cifar10_wrn_40_4_eps8',
     'cifar10_wrn_28_10_eps1_finetune', 'cifar10_wrn_28_10_eps8_finetune',
     'cifar100_wrn_28_10_eps8_finetune', 'fashion_mnist_eps3',
+    'fashion_mnist_eps3_end_to_end',
     'imagenet_nf_resnet_50_eps8', 'imagenet_nfnet_f3_eps1_finetune',
     'imagenet_nfnet_f3_eps8_finetune',
 )

@@ -92,7 +92,7 @@ def _import_families() -> None:
   """Imports every family module so that its @register calls run."""
   # pylint: disable=g-import-not-at-top,unused-import
   import importlib
-  for module in ('cnn', 'wide_resnet', 'nf_resnet', 'nfnet'):
+  for module in ('cnn', 'feature_heads', 'wide_resnet', 'nf_resnet', 'nfnet'):
     try:
       importlib.import_module(f'image_classification.models.{module}')
     except ModuleNotFoundError as e:

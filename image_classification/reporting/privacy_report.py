@@ -23,6 +23,12 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
               'training examples outright. It ran only because '
               'privacy.allow_large_delta=True.**', '']
   lines += _fine_tuning(p)
+  if p.get('public_prior'):
+    lines.append(f"- Public prior: {p['public_prior']}. Every image (training, "
+                 'validation and test) is replaced by these features before training; '
+                 'each example\'s features depend on that example alone, so computing '
+                 'them spends no privacy, and the model trained on them is clipped '
+                 'per example as usual.')
   bandmf = []
   if p.get('mechanism_name') == 'bandmf':
     coefs = ', '.join(f'{c:.4g}' for c in p.get('strategy_coefs', []))

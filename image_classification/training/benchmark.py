@@ -47,6 +47,7 @@ from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.data import sources
 from image_classification.models import registry
+from image_classification.models import features
 from image_classification.privacy import clipped_sums
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
@@ -74,6 +75,12 @@ def _input_spec(config: ml_collections.ConfigDict):
     shape = shape or tuple(data.train.image_shape)
     num_classes = num_classes or data.num_classes
     mean, std = data.mean, data.std
+  if config.model.get('features', ''):  # the model is timed on the features it sees
+    extractor = features.build(config.model.features, shape,
+                               **config.model.features_kwargs.to_dict())
+    shape = tuple(extractor.output_shape)
+    mean = (features.PASS_THROUGH_MEAN,) * shape[-1]
+    std = (features.PASS_THROUGH_STD,) * shape[-1]
   channels = shape[-1]
   mean = tuple(mean) if mean is not None else (0.5,) * channels
   std = tuple(std) if std is not None else (0.5,) * channels

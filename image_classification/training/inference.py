@@ -51,6 +51,7 @@ from image_classification.data import sources
 from image_classification.data import tfds_source
 from image_classification.data import validation
 from image_classification.models import custom as custom_models
+from image_classification.models import features
 from image_classification.models import registry
 from image_classification.reporting import progress
 from image_classification import run_files
@@ -70,6 +71,10 @@ def model_card(config, splits, image_shape) -> dict:
       # The user's own model from a file: its absolute path (models/custom.py).
       'model': custom_models.canonical_name(config.model.name),
       'model_kwargs': config.model.kwargs.to_dict(),
+      # A fixed extractor the images go through before the model ('' none).
+      'features': config.model.get('features', '') or '',
+      'features_kwargs': (config.model.features_kwargs.to_dict()
+                          if 'features_kwargs' in config.model else {}),
       'num_classes': int(splits.num_classes),
       'class_names': class_names_lib.for_dataset(config.data, splits),
       'image_shape': [int(d) for d in image_shape],
@@ -147,10 +152,14 @@ class TrainedModel:
     self.module = registry.build(self.card['model'], self.card['num_classes'],
                                  **_tuples(self.card['model_kwargs']))
     mean, std = tuple(self.card['mean']), tuple(self.card['std'])
+    # The fixed extractor the model was trained behind (config.model.features).
+    extract = (features.build(self.card['features'], self.card['image_shape'],
+                              **(self.card.get('features_kwargs') or {}))
+               if self.card.get('features') else (lambda x: x))
 
     @jax.jit
     def logits(params, images):
-      x = augmentation.standardise(images, mean, std)
+      x = extract(augmentation.standardise(images, mean, std))
       return self.module.apply({'params': params}, x, is_training=False)
 
     self._logits = logits

@@ -32,6 +32,7 @@ from image_classification.data import sources
 from image_classification.data import validation
 from image_classification.models import checks
 from image_classification.models import custom as custom_models
+from image_classification.models import features as features_lib
 from image_classification.models import registry
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
@@ -85,6 +86,13 @@ class Experiment:
     self.audit = audit
     if audit is not None:
       self.data = audit.prepare(self.data)
+    # A fixed public feature extractor (config.model.features): every image, the
+    # held-out ones too, replaced by its features once, before the first step.
+    self.features = self._feature_extractor(config)
+    self.images = self.data  # what the model card describes: the images, not features
+    if self.features is not None:
+      self.data, self.validation = features_lib.precompute(
+          self.data, self.validation, self.features, compute=not dry_run)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     try:
@@ -123,6 +131,18 @@ class Experiment:
     if audit is not None:  # e.g. the gradient audit's canaries need model coordinates
       audit.check_model(abstract['params'])
 
+  def _feature_extractor(self, config):
+    name = config.model.get('features', '') or ''
+    if not name:
+      return None
+    kwargs = config.model.get('features_kwargs', ml_collections.ConfigDict()).to_dict()
+    try:
+      return features_lib.build(name, self.data.train.image_shape, **kwargs)
+    except ValueError as e:
+      raise config_lib.ConfigError(
+          f'config.model.features={name!r} with features_kwargs={kwargs} does not '
+          f'build for images {tuple(self.data.train.image_shape)}: {e}') from e
+
   def _init_variables(self, key):
     dummy = jnp.zeros((1,) + self.image_shape, jnp.float32)
     return self.model.init({'params': key, 'dropout': key}, dummy, is_training=False)
@@ -135,6 +155,9 @@ class Experiment:
              class_names=list(self.data.class_names) or None,
              pretrained_path=self.config.model.pretrained_path or None,
              large_delta=self.plan.large_delta)
+    if self.features is not None:  # what the model sees instead of the images
+      d['features'] = self.config.model.features
+      d['public_prior'] = self.features.describe()
     if self.data.private_evaluation_note:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
@@ -255,8 +278,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()))
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
-  inference.write_model_card(workdir, inference.model_card(config, exp.data,
-                                                           exp.image_shape))
+  inference.write_model_card(workdir, inference.model_card(
+      config, exp.images, tuple(exp.images.train.image_shape)))
 
   t = config.training
   base_key = jax.random.PRNGKey(config.seed)  # public: initialisation and augmentation

@@ -1,0 +1,105 @@
+"""Fixed feature extractors chosen by ``config.model.features`` (e.g. 'scattering').
+
+An extractor is a public, parameter-free function of one image: built from its
+configuration and the image shape alone (no data), applied to each example on its
+own. The trainer computes the features of every image once, before the first step
+(``precompute``), and the model (``config.model.name``, e.g. 'feature_linear') is
+trained on them with DP-SGD as on images.
+
+Privacy: since each example's features depend on that example alone and nothing in
+the extractor was fitted to data, precomputing them spends no privacy; the DP step
+clips the per-example gradients of the model on top, so the sensitivity is still C.
+Augmentation would have to be applied to the images before the extractor, so it is
+refused with features (config validation); standardisation uses the dataset's public
+constants only.
+
+An extractor has ``output_shape`` ([H', W', C'] of one example's features),
+``describe()`` (the public prior, printed in privacy.md) and ``__call__`` (float
+images [B, H, W, C] standardised -> features [B, H', W', C']).
+"""
+import dataclasses
+import importlib
+
+import jax
+import numpy as np
+
+from image_classification import registry as registry_lib
+from image_classification.data import augmentation
+from image_classification.data import base
+from image_classification.data import catalog
+
+_REGISTRY = registry_lib.Registry('feature extractor')
+
+# Decorator that registers an extractor factory(image_shape, **kwargs) under a name.
+register = _REGISTRY.register
+
+# The features are stored as float32 and go through augmentation.standardise like
+# images do, which divides by 255: (x / 255 - 0) / (1 / 255) gives them back unchanged.
+PASS_THROUGH_MEAN = 0.0
+PASS_THROUGH_STD = 1.0 / 255.0
+
+
+def available() -> list[str]:
+  _import_extractors()
+  return sorted(_REGISTRY)
+
+
+def build(name: str, image_shape, **kwargs):
+  """The extractor ``name`` for images of ``image_shape``; ValueError names the fix."""
+  _import_extractors()
+  if name not in _REGISTRY:
+    raise ValueError(f'config.model.features={name!r} is not a known feature extractor; '
+                     f"choose one of {sorted(_REGISTRY)} or '' (none)")
+  try:
+    return _REGISTRY[name](tuple(image_shape), **kwargs)
+  except TypeError as e:
+    raise ValueError(f'config.model.features_kwargs do not fit feature extractor '
+                     f'{name!r}: {e}') from e
+
+
+def precompute(splits: base.DatasetSplits, validation, extractor,
+               batch_size: int = 1024, compute: bool = True):
+  """(splits, validation) with every image replaced by its features.
+
+  The labels, class names, record ids and evaluation note are kept; mean and std
+  become the pass-through constants. ``compute=False`` (a dry run) gives shape-only
+  stand-ins instead of computing anything.
+  """
+  shape = tuple(extractor.output_shape)
+  channels = shape[-1]
+  fn = jax.jit(lambda images: extractor(
+      augmentation.standardise(images, splits.mean, splits.std)))
+
+  def convert(source, what):
+    if source is None:
+      return None
+    if not compute or getattr(source, 'holds_no_images', False):
+      return catalog.ShapeOnlySource(splits.name, source.num_examples, shape)
+    return _features_of(source, fn, shape, batch_size, what, extractor)
+
+  new = dataclasses.replace(
+      splits, train=convert(splits.train, 'training'), test=convert(splits.test, 'test'),
+      mean=(PASS_THROUGH_MEAN,) * channels, std=(PASS_THROUGH_STD,) * channels)
+  return new, convert(validation, 'validation')
+
+
+def _features_of(source, fn, shape, batch_size, what, extractor) -> base.ArraySource:
+  n = source.num_examples
+  out = np.zeros((n,) + shape, np.float32)
+  labels = np.zeros((n,), np.int32)
+  print(f'computing {extractor.describe().split(" fixed")[0]} features of {n:,} '
+        f'{what} images', flush=True)
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
+    images, labels[idx] = source.get(idx)
+    padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
+    padded[:len(idx)] = images  # one shape: one compilation
+    out[idx] = np.asarray(fn(padded))[:len(idx)]
+  ids = getattr(source, 'record_ids', None)
+  return base.ArraySource(out, labels, ids if isinstance(ids, np.ndarray) else None)
+
+
+def _import_extractors() -> None:
+  """Imports every extractor module so that its @register calls run."""
+  for module in ('scattering',):
+    importlib.import_module(f'image_classification.models.{module}')

@@ -1,0 +1,121 @@
+"""A run on ScatterNet features end to end (8x8 digits, a few steps): the features are
+computed once, only the model on top is trained, privacy.md names the public prior,
+the exported model classifies raw images through the same extractor, and the configs
+that would augment features are refused before anything is computed."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import fashion_mnist_eps3
+from configs import mnist_eps3
+from configs import quickstart
+from image_classification import config as config_lib
+from image_classification import run_files
+from image_classification.data import digits
+from image_classification.training import inference
+from image_classification.training import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PRIOR = 'ScatterNet (J=2, L=8) fixed wavelet features, no data used to build them'
+
+
+def _config():
+  """configs/mnist_eps3.py's recipe on the bundled 8x8 digits, shortened."""
+  config = mnist_eps3.get_config()
+  config.data.name = 'digits'
+  config.data.validation_fraction = 0.2
+  config.privacy.target_epsilon = 8.0
+  config.training.batch_size = 256
+  config.training.num_epochs = 0.0
+  config.training.num_steps = 12
+  config.training.optimizer.learning_rate = 2.0
+  config.training.log_every_steps = 6
+  config.training.eval_every_steps = 0
+  config.training.checkpoint_every_minutes = 0.0
+  config.wandb.mode = 'disabled'
+  return config
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('features') / 'run')
+  return workdir, loop.train(_config(), workdir)
+
+
+def test_privacy_report_names_the_public_prior(run):
+  workdir, summary = run
+  with open(os.path.join(workdir, run_files.PRIVACY_MD)) as f:
+    report = f.read()
+  assert f'Public prior: {PRIOR}.' in report
+  privacy = run_files.read_json(workdir, run_files.PRIVACY)
+  assert privacy['public_prior'] == PRIOR and privacy['features'] == 'scattering'
+  assert summary['epsilon'] <= 8.0 + 1e-9
+
+
+def test_only_the_model_on_the_features_is_trained(run):
+  _, summary = run
+  # 8x8 digits -> 2x2x81 features -> a 10-class linear model: nothing else has weights.
+  assert summary['num_params'] == 2 * 2 * 81 * 10 + 10
+  assert summary['image_shape'] == [2, 2, 81]
+  assert summary['test_accuracy'] > 0.5  # it learns from the features
+
+
+def test_exported_model_classifies_raw_images_through_the_extractor(run):
+  workdir, summary = run
+  model = inference.load(workdir)
+  assert model.card['features'] == 'scattering'
+  assert model.card['image_shape'] == [8, 8, 1]  # the images, not the features
+  test = digits.load().test
+  images, labels = test.get(np.arange(test.num_examples))
+  predicted = np.argmax(model.probabilities(images), axis=-1)
+  assert np.mean(predicted == labels) == pytest.approx(summary['test_accuracy'],
+                                                       abs=1e-9)
+
+
+def test_mnist_and_fashion_mnist_records_share_one_recipe():
+  mnist, fashion = mnist_eps3.get_config().to_dict(), fashion_mnist_eps3.get_config()
+  fashion = fashion.to_dict()
+  for config in (mnist, fashion):
+    config.pop('experiment')
+    config['data'].pop('name')
+  assert mnist == fashion
+  assert mnist['model']['features'] == 'scattering'
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('data.random_crop', True, 'config.data.random_crop=True'),
+    ('data.random_flip', True, 'config.data.random_flip=True'),
+    ('data.augmult', 4, 'config.data.augmult=4'),
+    ('model.features', 'wavelets', "config.model.features='wavelets'"),
+])
+def test_augmenting_or_unknown_features_are_refused(field, value, message):
+  config = _config()
+  group, name = field.split('.')
+  config[group][name] = value
+  with pytest.raises(config_lib.ConfigError, match=message.replace('(', r'\(')):
+    config_lib.validate(config, 1)
+
+
+def test_features_kwargs_without_features_are_refused():
+  config = quickstart.get_config()
+  config.model.features_kwargs.J = 2
+  with pytest.raises(config_lib.ConfigError, match='config.model.features_kwargs'):
+    config_lib.validate(config, 1)
+
+
+def test_extractor_that_does_not_fit_the_images_ends_in_one_error_line(tmp_path):
+  # J=4 needs sides divisible by 16, the digits are 8x8: refused while building the
+  # experiment, before any feature is computed.
+  proc = subprocess.run(
+      [sys.executable, 'launch.py', '--config=configs/mnist_eps3.py',
+       '--config.data.name=digits', '--config.model.features_kwargs.J=4',
+       f'--workdir={tmp_path / "run"}', '--dry_run'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu', WANDB_MODE='disabled'),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith('error: ') and 'divisible by 2^J=16' in lines[-1]
+  assert 'Traceback' not in proc.stderr
