@@ -18,30 +18,30 @@ Privacy: a run trained here is the same mechanism, with the same secret randomne
 (WORKDIR/mechanism_secret.json) and the same reports, as one started with launch.py;
 ``config.seed`` still drives only initialisation and augmentation.
 """
+import copy
 import csv
 import functools
-import importlib.util
 import os
-import sys
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+from ml_collections.config_flags import config_path
 import numpy as np
 
+from configs import base as base_config
 from image_classification import config as config_lib
+from image_classification import config_file
 from image_classification import workdir_config
 from image_classification.audit import hook as audit_hook
 from image_classification.data import base as data_base
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import progress
-from image_classification.sweeps import overrides as overrides_lib
 from image_classification.sweeps import points as sweep_points
 from image_classification.training import distributed
 from image_classification.training import inference
 
 # Where configs/ lives: a config path that does not exist from the current folder is
-# looked up there too, and it goes on sys.path so that `from configs import base`
-# works from a notebook anywhere.
+# looked up there too.
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The exceptions whose message is a complete `error:` line on the command line.
@@ -67,71 +67,72 @@ def _user_errors(function):
 
 
 # ------------------------------------------------------------------------ config
-def _config_file(path: str) -> str:
-  for candidate in (path, os.path.join(REPOSITORY, path)):
-    if os.path.isfile(candidate):
-      return candidate
-  if os.path.isdir(path):
-    raise Error(f'config file {path!r} is a folder; give a config file, e.g. '
-                'configs/quickstart.py')
-  raise Error(f'config file {path!r} does not exist (also not under {REPOSITORY}); '
-              'give a config file, e.g. configs/quickstart.py')
+def _resolve(spec: str) -> str:
+  """'FILE[:ARG]' with FILE looked up in the repository when it is not found here."""
+  path, sep, arg = spec.partition(':')
+  here = os.path.exists(path) or os.path.isdir(os.path.dirname(path) or '.')
+  there = os.path.join(REPOSITORY, path)
+  if not os.path.isabs(path) and not os.path.exists(path) and (
+      os.path.exists(there) or not here):
+    return there + sep + arg
+  return spec
 
 
-def _load_config_file(path: str, argument: str | None) -> ml_collections.ConfigDict:
-  file = _config_file(path)
-  if REPOSITORY not in sys.path:
-    sys.path.append(REPOSITORY)
-  spec = importlib.util.spec_from_file_location(
-      f'_api_config_{abs(hash(os.path.abspath(file)))}', file)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-  except Exception as e:  # pylint: disable=broad-except  (the user's file)
-    raise Error(f'config file {path!r} cannot be loaded: {type(e).__name__}: {e}') from e
-  if not hasattr(module, 'get_config'):
-    raise Error(f'config file {path!r} defines no get_config()')
-  try:
-    return module.get_config(argument) if argument is not None else module.get_config()
-  except (TypeError, ValueError) as e:
-    raise Error(f'config file {path!r}' + (f' with argument {argument!r}' if argument
-                                           else '') + f': {e}') from e
+def _under_open_group(path: str) -> bool:
+  return any(path == g or path.startswith(g + '.') for g in base_config.OPEN_GROUPS)
+
+
+def _apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
+           spec: str) -> None:
+  """Sets each dotted field as --config.PATH=VALUE would, with the same messages."""
+  for path, value in overrides.items():
+    if not isinstance(path, str) or not path:
+      raise Error(f'overrides: field names are dotted strings, got {path!r}')
+    if config_file.missing_field(config, path) is not None:
+      if not _under_open_group(path):
+        raise Error(config_file.override_error(config, spec, path))
+      parent, _, key = path.rpartition('.')
+      config_path.get_value(parent, config)[key] = value  # a new model kwarg
+      continue
+    current = config_path.get_value(path, config)
+    if isinstance(current, ml_collections.ConfigDict):
+      if not (_under_open_group(path) and isinstance(value, Mapping)):
+        raise Error(f'--config.{path}: a group of fields; set its fields one by one')
+      value = ml_collections.ConfigDict(dict(value))
+    try:
+      config_path.set_value(path, config, value)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+      raise Error(f'--config.{path}={value!r}: {e}') from e
 
 
 def config(path_or_config: str | ml_collections.ConfigDict,
            overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """A config file's config ('configs/quickstart.py', or with its argument
-  'configs/cifar10_wrn_16_4.py:eps=1'), or a copy of a ConfigDict, with
+  """A config file's config, loaded and checked as ``launch.py --config=`` loads it
+  ('configs/quickstart.py', or with its argument 'configs/cifar10_wrn_16_4.py:eps=1';
+  it may set only configs/base.py's fields), or a copy of a ConfigDict, with
   ``overrides`` ({'training.num_steps': 10, ...}) applied as --config.a.b=v would be:
-  only fields the config defines, of a type the field holds; 'model.kwargs' alone
-  may be a whole dict (the model's keyword arguments, e.g. for your own model:
-  {'model.name': 'my_model.py:MyModel', 'model.kwargs': {'width': 8}}). The result is
-  locked:
-  setting a field it does not have (a typo) raises instead of adding one.
-  Raises api.Error naming the file or the field (with the closest names).
+  only fields the config defines, of the type the field holds. Under model.kwargs
+  (the model's keyword arguments, configs/base.py's OPEN_GROUPS) any field may be set,
+  and 'model.kwargs' itself may be a whole dict, e.g. for your own model:
+  {'model.name': 'my_model.py:MyModel', 'model.kwargs': {'width': 8}}. The result is
+  locked: setting a field it does not have (a typo) raises instead of adding one.
+  Raises api.Error with the command line's message (the file, the field, the closest
+  names).
   """
   if isinstance(path_or_config, ml_collections.ConfigDict):
-    base = path_or_config
+    result, spec = copy.deepcopy(path_or_config), 'the config'
   elif isinstance(path_or_config, str):
-    path, _, argument = path_or_config.partition(':')
-    base = _load_config_file(path, argument or None)
+    spec = path_or_config
+    try:
+      result = config_file.load(_resolve(spec), base_config.get_config(),
+                                base_config.OPEN_GROUPS)
+    except config_file.ConfigFileError as e:
+      raise Error(str(e)) from e
   else:
     raise Error(f'api.config takes a config file path or an ml_collections '
                 f'ConfigDict, not {type(path_or_config).__name__}')
-  if not isinstance(base, ml_collections.ConfigDict):
-    raise Error(f'{path_or_config!r}: get_config() returned a '
-                f'{type(base).__name__}, not an ml_collections ConfigDict')
-  overrides = dict(overrides or {})
-  kwargs = overrides.pop('model.kwargs', None)
-  try:
-    result = overrides_lib.apply_overrides(base, overrides)
-  except sweep_points.SweepError as e:
-    raise Error(f'overrides: {e}') from e
-  if kwargs is not None:  # the model's constructor arguments, checked when it is built
-    if not isinstance(kwargs, Mapping):
-      raise Error(f"overrides: 'model.kwargs' takes a dict of the model's keyword "
-                  f'arguments, not {type(kwargs).__name__}')
-    result.model.kwargs = ml_collections.ConfigDict(dict(kwargs))
+  result.unlock()
+  _apply(result, dict(overrides or {}), spec)
   result.lock()
   return result
 
