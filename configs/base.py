@@ -6,9 +6,10 @@ import ml_collections
 
 # A config file may set only the fields defined below (launch.py refuses any other, so
 # that a misspelt field is not kept beside the real one), except inside these groups,
-# which are open on purpose: model.kwargs holds the keyword arguments of the model's
-# constructor, which differ from model to model.
-OPEN_GROUPS = ('model.kwargs',)
+# which are open on purpose: model.kwargs and model.features_kwargs hold the keyword
+# arguments of the model's and the feature extractor's constructors, which differ from
+# one to the other.
+OPEN_GROUPS = ('model.kwargs', 'model.features_kwargs')
 
 
 def get_config() -> ml_collections.ConfigDict:
