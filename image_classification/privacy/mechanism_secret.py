@@ -19,7 +19,7 @@ need not be secret (an example's contribution is clipped whatever its augmentati
 The noise key is a 128-bit key of the Threefry-4x32-20 generator (four uint32 words;
 privacy/noise_generator.py): the 256-bit secret is hashed (SHA-256, domain-separated)
 down to it, and every step's Gaussian draws are a function of all 128 bits
-(privacy/noise.py says how; docs/privacy.md, invariant 16). Rebuilding a step's noise
+(privacy/noise.py says how; docs/privacy.md, invariant 17). Rebuilding a step's noise
 from released checkpoints therefore means searching 2^128 keys. (Until 2026-12-06 the
 key was JAX's default threefry2x32 key, 64 bits: a search of 2^64 keys, each tested
 against a hundred released coordinates, is within reach of a well-funded attacker.) The batch-selection seed keeps all 256 bits (numpy's SeedSequence takes them

@@ -7,7 +7,7 @@ the run's secret base noise key (privacy/mechanism_secret.py: OS entropy, never
 config.seed) and the step number, so it never repeats across steps or runs and is
 independent of the keys that order the data.
 
-How every draw depends on 128 secret bits (docs/privacy.md, invariant 16). The base
+How every draw depends on 128 secret bits (docs/privacy.md, invariant 17). The base
 key from a secret is four uint32 words, a key of the Threefry-4x32-20 generator
 (privacy/noise_generator.py: Random123's block function, whose key is 128 bits). Step
 t's key is ``fold_in(fold_in(base, stream), t)``, and the step's N(0, 1) draws for all

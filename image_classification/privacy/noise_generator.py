@@ -1,6 +1,6 @@
 """The generator of a secret's noise: Threefry-4x32-20, a 128-bit key, as a JAX PRNG.
 
-Why 128 bits (docs/privacy.md, invariant 16): JAX's default generator, threefry2x32,
+Why 128 bits (docs/privacy.md, invariant 17): JAX's default generator, threefry2x32,
 has a 64-bit key. Whoever holds two consecutive checkpoints can test a candidate key
 against a hundred coordinates of the released update, and a search of 2^64 keys is
 within reach of a well-funded attacker; the key found gives back every step's noise.

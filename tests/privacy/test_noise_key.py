@@ -1,5 +1,5 @@
 """Every noise draw depends on 128 secret bits (privacy/noise.py; docs/privacy.md,
-invariant 16).
+invariant 17).
 
 - A secret's noise key is four uint32 words of Threefry-4x32-20
   (privacy/noise_generator.py): Random123's known-answer vector, the same bits as JAX's
