@@ -150,6 +150,11 @@ def num_steps(training: ml_collections.ConfigDict, dataset_size: int) -> int:
   return int(math.ceil(training.num_epochs * dataset_size / training.batch_size))
 
 
+def seeded_noise(config: ml_collections.ConfigDict) -> bool:
+  """privacy.insecure_seeded_noise: the testing switch (privacy/mechanism_secret.py)."""
+  return bool(config.privacy.get('insecure_seeded_noise', False))
+
+
 def composes_with_pretrained_run(config: ml_collections.ConfigDict) -> bool:
   """privacy.compose_with_pretrained_run: report the total with the earlier run."""
   return bool(config.privacy.compose_with_pretrained_run)

@@ -73,6 +73,7 @@ import grain
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.data import record_split
 
 # config.data.num_workers = -1: one worker per core of this host, at most this many.
@@ -422,6 +423,10 @@ class ParallelSource:
   def record_ids(self, count: int | None = None):
     """The source's record ids (data/record_split.py): read in this process."""
     return record_split.source_ids(self.source, count)
+
+  def fingerprint(self) -> fingerprint_lib.Fingerprint:
+    """The source's (data/fingerprint.py), computed in this process."""
+    return fingerprint_lib.of(self.source)
 
   def _start(self) -> None:
     _prepare_grain()

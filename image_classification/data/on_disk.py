@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import fingerprint as fingerprint_lib
 
 # Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
 # (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
@@ -173,6 +174,12 @@ class ImageFolderSource:
     to the dataset root (no file is read)."""
     sep = os.sep.encode()
     return [self.id_prefix + bytes(f).replace(sep, b'/') for f in self.files[:count]]
+
+  def fingerprint(self) -> fingerprint_lib.Fingerprint:
+    """N, the labels and the files' paths relative to the dataset root, in index
+    order (data/fingerprint.py; no file is read)."""
+    return fingerprint_lib.of_ids(self.num_examples, self.labels, self.record_ids(),
+                                  'file paths')
 
   def file(self, index: int) -> str:
     return os.path.join(self.root, os.fsdecode(self.files[index]))

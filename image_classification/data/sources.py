@@ -33,6 +33,7 @@ import numpy as np
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
+from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.data import input_pipeline
 from image_classification.data import local_files
 from image_classification.data import record_split
@@ -224,6 +225,11 @@ class _Head:
   def record_ids(self, count: int | None = None):
     """The ids of the first ``count`` records (data/record_split.py)."""
     return record_split.source_ids(self.source, min(count or self.limit, self.limit))
+
+  def fingerprint(self) -> fingerprint_lib.Fingerprint:
+    """The source's fingerprint and the limit (data/fingerprint.py)."""
+    return fingerprint_lib.of(self.source).view(self.limit, np.asarray([self.limit]),
+                                                'head')
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices)

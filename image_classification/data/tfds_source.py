@@ -14,12 +14,14 @@ are then read through TensorFlow when it is installed.
 tensorflow_datasets is imported inside functions only, so importing this module (and
 ``image_classification``) stays light.
 """
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from image_classification.data import base
 from image_classification.data import datasets
+from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.data import on_disk
 from image_classification.data import record_split
 
@@ -273,6 +275,27 @@ class CroppingSource:
           ids.append(record_split.content_id(np.asarray(record['image']),
                                              record['label']))
     return ids
+
+  def fingerprint(self) -> fingerprint_lib.Fingerprint:
+    """N and the split's array_record files (name, size, the examples taken from
+    each), where the records are a tfds data source: no record is read (reading them
+    all would be a pass over the dataset). Other records (a list): their ids."""
+    try:
+      info, split = self.records.dataset_info, self.records.split
+      instructions = info.splits[split].file_instructions
+    except (AttributeError, KeyError, TypeError, ValueError):
+      return fingerprint_lib.of_ids(self.num_examples, None, self.record_ids(),
+                                    'record ids (file name or content)')
+    parts = [f'{info.full_name}|{split}'.encode()]
+    for f in instructions:
+      try:
+        size = os.path.getsize(f.filename)
+      except OSError:
+        size = -1
+      parts.append(f'{os.path.basename(f.filename)}|{size}|{f.skip}|{f.take}|'
+                   f'{f.examples_in_shard}'.encode())
+    return fingerprint_lib.Fingerprint(self.num_examples, '', fingerprint_lib.digest(parts),
+                                       'tfds files (name, size, examples)')
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from image_classification.data import base
+from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.data import record_split
 
 
@@ -41,6 +42,10 @@ class Subset:
     """The source's ids of the first ``count`` records (data/record_split.py)."""
     ids = record_split.source_ids(self.source)
     return [ids[i] for i in self.indices[:count]]
+
+  def fingerprint(self) -> fingerprint_lib.Fingerprint:
+    """The source's fingerprint and the indices kept (data/fingerprint.py)."""
+    return fingerprint_lib.of(self.source).view(self.num_examples, self.indices, 'subset')
 
   def get(self, indices: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     # kwargs (e.g. the step of a source with random host-side reads) pass through.

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from image_classification.privacy import batch_selection
+from image_classification.privacy import noise
 from image_classification.privacy import privatizers
 
 PyTree = Any
@@ -42,12 +43,10 @@ OPTIMIZER_STEPS = 250
 
 
 def _draws(tree: PyTree, key: jax.Array, stddev: float) -> PyTree:
-  """stddev * N(0, I) shaped like ``tree``: the same keys and draws as noise.add_noise."""
+  """stddev * N(0, I) shaped like ``tree``: the same draws as noise.add_noise."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  keys = jax.random.split(key, len(leaves))
   return jax.tree_util.tree_unflatten(
-      treedef, [stddev * jax.random.normal(k, x.shape, x.dtype)
-                for x, k in zip(leaves, keys)])
+      treedef, [stddev * z for z in noise.standard_normals(leaves, key)])
 
 
 @privatizers.register('bandmf')

@@ -49,6 +49,8 @@ from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.models import features
 from image_classification.privacy import clipped_sums
+from image_classification.privacy import mechanism_secret
+from image_classification.privacy import noise
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -310,6 +312,12 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   clipping_norm, noise_multiplier = plan_lib.timing_parameters(config)
   optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
   base_key = jax.random.PRNGKey(config.seed)
+  # The noise generator a run of this config draws from (privacy/noise.py): the 128-bit
+  # key of a secret, or the seeded 64-bit key of the testing switch. The key itself is
+  # public here: a benchmark on random data releases nothing private.
+  noise_key = (mechanism_secret.from_seed(config.seed) if plan_lib.seeded_noise(config)
+               else mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES))
+               ).noise_key()
   # Float32 parameters, the same for every compute dtype (the dtype is not a parameter).
   params = jax.jit(model.init)(
       {'params': base_key, 'dropout': base_key},
@@ -368,8 +376,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
             # Random data and a fixed public key: a benchmark releases nothing private.
             step = dp_step.DPStep(model.apply, optimizer,
                                   dataclasses.replace(cfg, per_example_grads=impl),
-                                  mesh, base_key,
-                                  noise_key=np.asarray(jax.random.fold_in(base_key, 1)))
+                                  mesh, base_key, noise_key=noise_key)
             state = fresh_state()
             t0 = time.perf_counter()
             compiled = step.step.lower(state, images, labels, mask,
@@ -423,6 +430,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'clipping_norm': clipping_norm,
       'noise_multiplier': float(noise_multiplier),
       'micro_batch_size': int(t.micro_batch_size or 0),
+      'noise_generator': noise.generator(len(noise_key)),
       'jax_version': jax.__version__,
       'reps': reps, 'warmup_steps': warmup,
       'timing': 'median over reps of wall-clock seconds per step, after compilation '
@@ -459,7 +467,9 @@ def format_table(result: dict) -> str:
   """The rows as a markdown table."""
   lines = [
       f"{result['model']} ({result['num_params']:,} params) on {result['device']}, "
-      f"jax {result['jax_version']}",
+      f"jax {result['jax_version']}"
+      + (f", noise from {result['noise_generator']}" if result.get('noise_generator')
+         else ''),
       '| batch | augmult | per-example grads | compute dtype | DP img/s | '
       'non-private img/s | DP/non-private time | peak memory MiB | '
       'XLA buffers MiB (DP / non-private) |',

@@ -22,25 +22,36 @@ holds the few things the trainer must add:
   by process 0 alone and broadcast to the others over the collectives; it never
   reaches a published file.
 - ``check_same``: a value that must be equal on every process (the config) is compared.
+- ``check_same_data``: before the first step, every process's training data (its size
+  N, its labels and its record list: data/fingerprint.py) and its privacy plan
+  (plan.json) are compared with process 0's; a process that read another copy of the
+  data stops the job with one line naming it and what differs.
 
 Privacy (docs/privacy.md, invariant 12): every process draws the same global batch indices
 (a batch selection's ``indices(step)`` depends only on the step and the shared secret
 sampling seed) and passes the same noise key to the step; each loads only its slice;
 the step adds the noise once, after the global sum. Nothing about the guarantee depends on the
-number of processes.
+number of processes. That holds only if the processes hold the same data: with other
+copies each would calibrate its own sigma and q from its own N, one index would name
+different records on different hosts (a record could fill two slots: sensitivity
+2C), and the noise would no longer be the same everywhere; ``check_same_data``
+refuses such a job before anything is compiled.
 """
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import socket
 import sys
 import threading
+from typing import Callable
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.privacy import mechanism_secret
 from image_classification.training import secret_file
 
@@ -297,25 +308,90 @@ def check_same(value: str, what: str) -> None:
         'process of a job must get the same --config and --config.* overrides')
 
 
+def data_row(fingerprint: fingerprint_lib.Fingerprint, plan: dict) -> np.ndarray:
+  """N (8 bytes), then the labels', the records' and plan.json's SHA-256 (32 each)."""
+  def digest32(hexdigest: str) -> bytes:
+    return bytes.fromhex(hexdigest) if hexdigest else bytes(32)
+  plan_digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode())
+  return np.frombuffer(
+      int(fingerprint.num_examples).to_bytes(8, 'little') + digest32(fingerprint.labels)
+      + digest32(fingerprint.records) + plan_digest.digest(), np.uint8)
+
+
+def _data_differences(rows: np.ndarray, process: int, records_by: str) -> list[str]:
+  """What differs between ``process``'s row and process 0's (see ``data_row``)."""
+  mine, first = rows[process], rows[0]
+  out = []
+  n0, n = (int.from_bytes(bytes(r[:8]), 'little') for r in (first, mine))
+  if n0 != n:
+    out.append(f'N {n0} vs {n}')
+  if not np.array_equal(mine[8:40], first[8:40]):
+    out.append('the labels differ')
+  if not np.array_equal(mine[40:72], first[40:72]):
+    out.append(f'the record list differs (by {records_by})')
+  if not np.array_equal(mine[72:], first[72:]):
+    out.append('the privacy plan (plan.json) differs')
+  return out
+
+
+def data_mismatch(rows: np.ndarray, records_by: str) -> str | None:
+  """The error of a job whose processes' ``data_row``s are ``rows`` (in process
+  order), naming the first process that differs from process 0 and what differs;
+  None when all agree."""
+  differ = [i for i in range(1, len(rows)) if not np.array_equal(rows[i], rows[0])]
+  if not differ:
+    return None
+  first = differ[0]
+  found = _data_differences(rows, first, records_by)
+  others = (f' (so do process(es) {", ".join(map(str, differ[1:]))})'
+            if len(differ) > 1 else '')
+  if found == ['the privacy plan (plan.json) differs']:
+    return (f"process {first}'s privacy plan (plan.json) differs from process 0's "
+            f'although their training data agree{others}: every process must run the '
+            'same code and package versions (the plan is computed from the config and N)')
+  return (f"process {first}'s training data differs from process 0's: "
+          f"{'; '.join(found)}{others}. Every process must read the same dataset (the "
+          'same files at config.data.path, or the same tfds_data_dir, on every host): '
+          'each would otherwise calibrate its own noise and sampling rate and draw '
+          'other records')
+
+
+def check_same_data(fingerprint: Callable[[], fingerprint_lib.Fingerprint],
+                    plan_json: Callable[[], dict]) -> None:
+  """Raises DistributedError on every process unless each holds process 0's training
+  data (``fingerprint()``: N, labels, records) and privacy plan (``plan_json()``).
+
+  Called before the first step and before anything long is compiled; nothing is
+  computed with one process.
+  """
+  if jax.process_count() == 1:
+    return
+  mine = fingerprint()
+  message = data_mismatch(_allgather(data_row(mine, plan_json())), mine.records_by)
+  if message is not None:
+    raise DistributedError(message)
+
+
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
 
 
 # ---------------------------------------------------------------------- the secret
-def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool
-                      ) -> mechanism_secret.MechanismRandomness:
+def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool,
+                      released_rows: int = 0) -> mechanism_secret.MechanismRandomness:
   """``secret_file.for_run`` with several processes: process 0 reads or creates the
   workdir's private file alone and broadcasts the 32 secret bytes; every process then
   derives the same noise key and sampling seed. A failure on process 0 (a missing file
-  for a resume) stops every process, with process 0 naming the file."""
+  for a resume) stops every process, with process 0 naming the file.
+  ``resuming``, ``released_rows``: secret_file.read_or_create's (process 0's)."""
   if jax.process_count() == 1 or insecure:
-    return secret_file.for_run(workdir, seed, insecure, resuming)
+    return secret_file.for_run(workdir, seed, insecure, resuming, released_rows)
   message = np.zeros(1 + mechanism_secret.SECRET_BYTES, np.uint8)
   error = None
   if is_writer():
     try:
-      secret = secret_file.read_or_create(workdir, resuming)
+      secret = secret_file.read_or_create(workdir, resuming, released_rows)
       message[0] = 1
       message[1:] = np.frombuffer(secret, np.uint8)
     except mechanism_secret.SecretError as e:

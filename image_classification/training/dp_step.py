@@ -133,7 +133,9 @@ class DPStep:
                cfg: StepConfig, mesh, base_key, noise_key, privatizer=None,
                canaries: canary_slots.GradientCanaries | None = None):
     """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
-    secret base noise key (raw uint32[2]), step t's noise uses fold-ins of t.
+    secret base noise key as raw uint32 words (privacy/noise.py: four, a 128-bit
+    threefry4x32 key; two, the insecure seeded threefry2x32 key), step t's noise uses
+    fold-ins of t.
     ``privatizer`` (privacy/privatizers.py): how the noise is added; DP-SGD's Gaussian
     noise N(0, (sigma C)^2) by default. ``canaries``: the gradient audit's canaries
     (training/canary_slots.py); None (the default) leaves the step as it always was."""

@@ -26,6 +26,7 @@ from image_classification import config as config_lib
 from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import catalog
+from image_classification.data import fingerprint
 from image_classification.data import input_pipeline
 from image_classification.data import prefetch
 from image_classification.data import sources
@@ -246,6 +247,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
       'nothing was trained or written in this attempt (the workdir is as it was)')
   if exp.clipping_note and writer:
     print(exp.clipping_note, flush=True)
+  if not dry_run:  # several processes: the same data and plan everywhere, checked now
+    # The records as read (before any feature extractor): the same bytes on every host.
+    distributed.check_same_data(lambda: fingerprint.of(exp.images.train), exp.plan_json)
   # BandMF: the strategy, optimised for the plan's steps and b (cached in the workdir).
   exp.plan = plan = exp.plan.with_strategy(workdir)
   # Memory per device (advisory: a warning when it exceeds what the device has).
@@ -274,8 +278,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   # (drawn from OS entropy for a new run); never derived from config.seed unless the
   # insecure testing switch is on. With several processes, process 0 reads or creates
   # the file and broadcasts the secret: every process draws the same batches and noise.
+  # Without the file, an earlier attempt's metrics rows (no checkpoint) refuse a new one.
   randomness = distributed.shared_randomness(
-      workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()))
+      workdir, config.seed, plan.insecure_seeded_noise, resuming=bool(checkpoints.steps()),
+      released_rows=len(run_files.read_metrics(workdir)[0]) if writer else 0)
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
   inference.write_model_card(workdir, inference.model_card(

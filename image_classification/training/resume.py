@@ -11,7 +11,11 @@ What a resumed run needs, and why restoring the step is enough:
   of (the run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
   t)``, a pure function of (the run's secret noise key, t). Both secrets live in
   WORKDIR/mechanism_secret.json (training/secret_file.py), which a resume reads;
-  neither is in the checkpoint or its metadata.
+  neither is in the checkpoint or its metadata. The metadata names the noise
+  generator (``noise_generator``: threefry4x32 for a secret's 128-bit key), and a
+  resume with another one is refused: a checkpoint of a version that drew the noise
+  from a 64-bit threefry2x32 key (absent field) would otherwise continue with another
+  noise stream, and BandMF would rebuild a noise state that never ran.
 - The augmentation and dropout keys of step t are ``dp_step.example_keys(base_key, t,
   ...)``, where base_key is PRNGKey(config.seed): public, pure functions of (seed, t).
 - The privacy ledger is ``plan.ledger().epsilon(t)``, a pure function of
@@ -46,6 +50,8 @@ import ml_collections
 
 from image_classification import plan as plan_lib
 from image_classification import run_files
+from image_classification.privacy import mechanism_secret
+from image_classification.privacy import noise
 from image_classification.training import checkpoint_store
 
 # Config fields (dotted prefixes) that do not change what a run computes: a workdir
@@ -75,6 +81,16 @@ ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
 # they meant by them (DP-SGD has no strategy).
 _PLAN_DEFAULTS = {'mechanism_name': 'dpsgd', 'num_bands': 1}
 
+# The noise generator of checkpoints written before the metadata named it: every run
+# then drew its noise from a 64-bit threefry2x32 key (privacy/noise.py).
+_LEGACY_NOISE_GENERATOR = 'threefry2x32'
+
+
+def noise_generator(plan) -> str:
+  """The generator the plan's run draws its noise from (privacy/noise.py)."""
+  return noise.generator(2 if plan.insecure_seeded_noise
+                         else mechanism_secret.NOISE_KEY_WORDS)
+
 
 # ---------------------------------------------------------------------- metadata
 def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
@@ -82,6 +98,7 @@ def make_metadata(seed: int, step: int, epsilon: float, plan) -> dict:
   plan_json = plan.to_json()
   return {'seed': int(seed), 'step': int(step), 'epsilon': _number(epsilon),
           'noise_multiplier': float(plan.noise_multiplier),
+          'noise_generator': noise_generator(plan),
           'plan': {k: plan_json[k] for k in plan_lib.RESUME_FIELDS if k in plan_json},
           'time': time.strftime('%Y-%m-%d %H:%M:%S')}
 
@@ -116,6 +133,12 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
   problems = []
   if metadata.get('seed') != seed:
     problems.append(f'seed: {metadata.get("seed")} in the checkpoint, {seed} now')
+  generator = metadata.get('noise_generator', _LEGACY_NOISE_GENERATOR)
+  if generator != noise_generator(plan):
+    problems.append(f'noise generator: {generator} in the checkpoint (written by an '
+                    f'earlier version), {noise_generator(plan)} now (the noise stream '
+                    'would change halfway; finish the run with the version that '
+                    'started it)')
   new_plan = plan.to_json()
   for k in plan_lib.RESUME_FIELDS:
     old = metadata.get('plan', {}).get(k, _PLAN_DEFAULTS.get(k))

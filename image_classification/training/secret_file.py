@@ -8,6 +8,10 @@ Privacy semantics:
   cannot be replaced halfway;
 - a resume reads it back, and a resume without it is refused: a new secret would
   silently change the mechanism's noise and batches in the middle of the run;
+- a restart without it is refused too when an earlier attempt in the workdir already
+  released metrics rows (metrics.jsonl) but left no checkpoint: those figures came
+  from the noisy parameters of the lost secret, and a fresh secret would start a
+  second, independent mechanism on the same data whose ledger does not count them;
 - it is deleted once the run is complete (nothing will resume); it is never copied
   into a published file.
 """
@@ -65,11 +69,14 @@ def read(workdir: str) -> bytes:
   return secret
 
 
-def read_or_create(workdir: str, resuming: bool) -> bytes:
+def read_or_create(workdir: str, resuming: bool, released_rows: int = 0) -> bytes:
   """The workdir's secret, drawn and written first for a new run.
 
   ``resuming``: the workdir holds a checkpoint, so the secret must already be there (a
   new secret would silently change the mechanism's randomness halfway).
+  ``released_rows``: the metrics rows an earlier attempt in the workdir wrote (it left
+  no checkpoint). Without the secret they cannot be continued: a new secret would be a
+  second mechanism on the same data that the ledger does not count, so it is refused.
   """
   if os.path.exists(path(workdir)):
     return read(workdir)
@@ -78,16 +85,25 @@ def read_or_create(workdir: str, resuming: bool) -> bytes:
         f'{path(workdir)} is missing, but the workdir holds checkpoints: the secret '
         'noise and batch randomness of the run are needed to resume it exactly. Restore '
         'the file, or use a new --workdir to train again from scratch')
+  if released_rows:
+    raise mechanism_secret.SecretError(
+        f'{path(workdir)} is missing, but an earlier attempt in this workdir already '
+        f'released {released_rows} metrics row(s) ({run_files.METRICS}) computed from '
+        'the noisy parameters of that secret, before its first checkpoint. A fresh '
+        'secret would start a second mechanism on the same data, and its ledger would '
+        'not count what the earlier attempt released. Restore the file, or start a new '
+        '--workdir (and count the earlier attempt\'s figures as released)')
   return create(workdir)
 
 
-def for_run(workdir: str, seed: int, insecure: bool, resuming: bool
-            ) -> mechanism_secret.MechanismRandomness:
+def for_run(workdir: str, seed: int, insecure: bool, resuming: bool,
+            released_rows: int = 0) -> mechanism_secret.MechanismRandomness:
   """The run's randomness: from the workdir's secret, or (INSECURE, testing switch)
-  from ``seed``, in which case no file is read or written."""
+  from ``seed``, in which case no file is read or written. ``resuming`` and
+  ``released_rows``: see ``read_or_create``."""
   if insecure:
     return mechanism_secret.from_seed(seed)
-  return mechanism_secret.from_secret(read_or_create(workdir, resuming))
+  return mechanism_secret.from_secret(read_or_create(workdir, resuming, released_rows))
 
 
 def discard(workdir: str) -> None:

@@ -92,13 +92,15 @@ def test_noise_covariance_and_marginal_scale_match_the_strategy():
   assert np.var(z.sum(axis=0)) < 0.8 * STEPS * stddev**2
 
 
-def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out():
+@pytest.mark.parametrize('key', [np.array([5, 9, 2, 7], np.uint32),  # a secret's
+                                 np.array([5, 9], np.uint32)],  # the seeded switch's
+                         ids=['128-bit', 'seeded'])
+def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out(key):
   """Checkpoints hold the secret noise state zeroed; ``replay`` re-derives it from the
   key, equal to the state of the run, so the next step's noise is the same."""
   plan = _bandmf_plan()
   privatizer = plan.privatizer()
   params = {'w': jnp.zeros((6, 4)), 'b': jnp.zeros((4,))}
-  key = np.array([5, 9], np.uint32)
   state = privatizer.init(params)
   update = jax.jit(privatizer.update)
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -112,7 +114,7 @@ def test_replay_rebuilds_the_noise_state_that_checkpoints_leave_out():
   np.testing.assert_allclose(update(zeros, rebuilt, next_key)[0]['w'],
                              update(zeros, state, next_key)[0]['w'], rtol=1e-6, atol=1e-7)
   # Another key gives another state: the replay really depends on the secret.
-  other = privatizers.replay(privatizer, params, np.array([5, 10], np.uint32), 7)
+  other = privatizers.replay(privatizer, params, key ^ np.uint32(1), 7)
   floats = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)  # pylint: disable=g-long-lambda
                                         if jnp.issubdtype(x.dtype, jnp.floating)])
   assert not np.allclose(floats(other), floats(state))

@@ -24,8 +24,9 @@ def test_noise_and_sampling_are_independent_derivations_of_the_secret():
   assert r.sampling_seed != other.sampling_seed
   assert r.sampling_seed.bit_length() > 200  # all 256 bits reach the sampler
   words = r.noise_key_words
-  assert int.from_bytes(words[0].to_bytes(4, 'little') + words[1].to_bytes(4, 'little'),
-                        'little') != r.sampling_seed % 2**64
+  assert len(words) == 4  # a 128-bit noise key (tests/privacy/test_noise_key.py)
+  as_int = int.from_bytes(b''.join(w.to_bytes(4, 'little') for w in words), 'little')
+  assert as_int != r.sampling_seed % 2**128
 
 
 def test_the_testing_switch_reproduces_the_seeded_keys():
@@ -46,7 +47,7 @@ def test_the_noise_key_is_not_compiled_into_the_step():
                            expected_batch_size=4.0, micro_batch_size=0,
                            per_example_grads='vmap')
   mesh = mesh_lib.make_mesh()
-  words = (0x9E3779B9, 0x7F4A7C15)
+  words = mechanism_secret.from_secret(bytes(range(7, 39))).noise_key_words
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),
                         noise_key=np.asarray(words, np.uint32))
   state = dp_step.init_state(params, optimizer, False)
@@ -58,7 +59,7 @@ def test_the_noise_key_is_not_compiled_into_the_step():
     assert str(w) not in text and f'{w:x}' not in text.lower()
   # And the key given is the key used: two keys, two different updates.
   other = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),
-                         noise_key=np.asarray((1, 2), np.uint32))
+                         noise_key=np.asarray((1, 2, 3, 4), np.uint32))
   batch = (images, np.zeros(4, np.int32), np.ones(4, bool))
   fresh = lambda: dp_step.init_state(jax.tree_util.tree_map(np.array, params),  # pylint: disable=g-long-lambda
                                      optimizer, False)

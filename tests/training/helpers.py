@@ -19,7 +19,10 @@ def tiny_batch(n=16, seed=0, size=6):
 
 
 def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
-              expected_batch_size=8.0, clipping_norm=0.5, seed=0, random_flip=False):
+              expected_batch_size=8.0, clipping_norm=0.5, seed=0, random_flip=False,
+              noise_key=None):
+  """A DPStep of a small CNN; ``noise_key``: raw uint32 words (default: the seeded
+  two-word key PRNGKey(seed + 2))."""
   model = registry.build('cnn', 3, channels=(32,))
   params = model.init(jax.random.PRNGKey(seed), np.zeros((1, 6, 6, 1), np.float32))['params']
   optimizer = optax.sgd(1.0)  # params_new = params - privatised gradient
@@ -29,7 +32,8 @@ def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
       augmult=augmult, random_flip=random_flip, per_example_grads='vmap')
   mesh = mesh_lib.make_mesh(devices)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1),
-                        noise_key=jax.random.PRNGKey(seed + 2))
+                        noise_key=(jax.random.PRNGKey(seed + 2) if noise_key is None
+                                   else noise_key))
   state = jax.device_put(dp_step.init_state(params, optimizer, False),
                          mesh_lib.replicated(mesh))
   return step, state, mesh

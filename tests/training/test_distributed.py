@@ -1,9 +1,11 @@
 """training/distributed.py in one process (the multi-process runs are in
-test_multiprocess.py): flag checks, host-local rows and global batches, the secret."""
+test_multiprocess.py): flag checks, host-local rows and global batches, the secret,
+the message of processes whose data differ."""
 import jax
 import numpy as np
 import pytest
 
+from image_classification.data import fingerprint
 from image_classification.privacy import mechanism_secret
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
@@ -63,3 +65,35 @@ def test_shared_randomness_with_one_process_is_the_workdir_secret(tmp_path):
 
 def test_check_same_is_free_with_one_process():
   distributed.check_same('anything', 'config')
+
+
+def test_a_data_mismatch_names_the_process_and_what_differs():
+  """The line every process prints when the processes' training data or plans differ
+  (the two-process run is test_multiprocess.py's)."""
+  base = fingerprint.Fingerprint(1438, 'aa' * 32, 'bb' * 32, 'image content')
+  plan = {'noise_multiplier': 1.2, 'dataset_size': 1438}
+  row = lambda f=base, p=plan: distributed.data_row(f, p)  # pylint: disable=unnecessary-lambda-assignment
+  assert distributed.data_mismatch(np.stack([row(), row(), row()]), 'image content') is None
+  fewer = fingerprint.Fingerprint(1437, 'ab' * 32, 'bc' * 32, 'image content')
+  other_plan = {'noise_multiplier': 1.3, 'dataset_size': 1437}
+  message = distributed.data_mismatch(
+      np.stack([row(), row(), row(fewer, other_plan), row(fewer, other_plan)]),
+      'image content')
+  assert message.startswith(
+      "process 2's training data differs from process 0's: N 1438 vs 1437; the labels "
+      'differ; the record list differs (by image content); the privacy plan (plan.json) '
+      'differs (so do process(es) 3). Every process must read the same dataset')
+  assert '\n' not in message
+  one_record = fingerprint.Fingerprint(1438, 'aa' * 32, 'cc' * 32, 'file paths')
+  assert "process 1's training data differs from process 0's: the record list differs " \
+         '(by file paths).' in distributed.data_mismatch(
+             np.stack([row(), row(one_record)]), 'file paths')
+  plan_only = distributed.data_mismatch(np.stack([row(), row(base, other_plan)]), '')
+  assert plan_only.startswith("process 1's privacy plan (plan.json) differs from "
+                              "process 0's although their training data agree")
+
+
+def test_check_same_data_reads_nothing_with_one_process():
+  def fail():
+    raise AssertionError('computed with one process')
+  distributed.check_same_data(fail, fail)

@@ -72,8 +72,10 @@ def test_noise_is_drawn_once_with_std_sigma_c_over_b():
 
 
 def test_noise_keys_never_repeat_across_steps():
-  base = jax.random.PRNGKey(0)
-  keys = {tuple(np.asarray(noise.step_noise_key(base, s)).tolist()) for s in range(2000)}
+  base = jax.random.PRNGKey(0)  # the seeded switch's key (the 128-bit key's own test
+  # is tests/privacy/test_noise_key.py)
+  keys = {tuple(np.asarray(jax.random.key_data(noise.step_noise_key(base, s))).tolist())
+          for s in range(2000)}
   assert len(keys) == 2000
 
 
@@ -132,9 +134,10 @@ from tests.training import helpers
 images, labels = helpers.tiny_batch(16)
 mask = np.ones(16, bool); mask[5] = False
 out = {{}}
-for n in (1, 4):
+for n in (1, 4):  # a secret's 128-bit noise key, the same on every device
   step, state, _ = helpers.make_step(2.0, micro_batch_size=2, augmult=2, random_flip=True,
-                                     devices=jax.devices()[:n])
+                                     devices=jax.devices()[:n],
+                                     noise_key=np.arange(11, 15, dtype=np.uint32))
   g, stats = helpers.privatised_gradient(step, state, images, labels, mask)
   out[n] = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)]).tolist()
 print(json.dumps({{'ndev': len(jax.devices()), 'one': out[1], 'four': out[4]}}))

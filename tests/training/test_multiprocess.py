@@ -5,8 +5,14 @@ devices each (jax.distributed, gloo collectives, the coordinator on localhost).
   parameters (float tolerance: the cross-process sum adds in another order), the same
   metrics rows and epsilon; only process 0 writes (the workdir holds exactly the files
   of a one-process run) and prints.
-- A two-process run whose process 1 is SIGKILLed stops (process 0 too, within the
-  bounded time) and the same commands resume it exactly.
+- A two-process run with the default secret (not the seeded switch) whose process 1 is
+  SIGKILLed stops (process 0 too, within the bounded time), and the same commands
+  resume it to exactly what one process with that secret computes uninterrupted:
+  process 0 alone drew and wrote the secret (one owner-only file), both processes
+  used it (their noise and batches are the reference's), and the resume continued the
+  same noise stream; the file is deleted once the run completes.
+- A host whose copy of the data differs by one record is refused before training:
+  one error line naming the process and what differs, exit status 2, nothing written.
 - An unreachable coordinator and a mismatched --num_processes give one clear error
   line within the bounded time.
 
@@ -20,6 +26,7 @@ added once. The accountant's epsilon is compared exactly.
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -28,7 +35,9 @@ import numpy as np
 import pytest
 
 from image_classification import run_files
+from image_classification.data import digits
 from image_classification.training import checkpoint_store
+from image_classification.training import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -189,9 +198,10 @@ def test_two_processes_match_one_process(tmp_path, env, overrides):
 
 
 def test_killed_process_stops_the_job_and_the_same_commands_resume(tmp_path, env):
+  """With the run's secret, drawn by process 0 (the default: no seeded noise)."""
   reference, resumed = str(tmp_path / 'reference'), str(tmp_path / 'resumed')
-  overrides = {'training.checkpoint_every_steps': 3, 'training.eval_every_steps': 0}
-  run_one(reference, env, overrides)
+  overrides = {'training.checkpoint_every_steps': 3, 'training.eval_every_steps': 0,
+               'privacy.insecure_seeded_noise': False}
   procs = start_job(resumed, env, overrides, extra=['--distributed_timeout=15'])
   try:
     folder = os.path.join(resumed, checkpoint_store.CHECKPOINTS)
@@ -217,10 +227,20 @@ def test_killed_process_stops_the_job_and_the_same_commands_resume(tmp_path, env
   # plain fatal error, so only the bounded, non-zero stop is asserted.
   assert err0, 'process 0 stopped without saying why'
   assert not os.path.exists(os.path.join(resumed, run_files.SUMMARY))
+  # Process 0 drew the secret and wrote it, owner-only, once; no other secret file.
+  assert stat.S_IMODE(os.stat(secret_file.path(resumed)).st_mode) == 0o600
+  assert [n for n in os.listdir(resumed) if 'secret' in n] == [secret_file.SECRET_FILE]
+  secret = secret_file.read(resumed)
+  # One process, four devices, the same secret, uninterrupted: the reference.
+  secret_file.write(reference, secret)
+  run_one(reference, env, overrides)
   outs = run_job(resumed, env, overrides)
   assert 'resuming from the checkpoint of step' in outs[0][1]
+  # Both processes drew the noise and batches of that secret, before and after the
+  # resume (sigma = 2: another secret on either process moves the parameters far).
   assert_same_run(reference, resumed, whole_rows=False)
   assert 0 < run_files.read_json(resumed, run_files.SUMMARY)['resumed_from_step'] < 24
+  assert not os.path.exists(secret_file.path(resumed))  # complete: deleted
 
 
 def test_unreachable_coordinator_is_a_clear_error_within_the_timeout(tmp_path, env):
@@ -248,3 +268,42 @@ def test_mismatched_num_processes_is_a_clear_error(tmp_path, env):
     assert rc == 2, err[-2000:]
     assert 'process(es) 1 (--num_processes=3) were told otherwise' in err
   assert not os.path.exists(tmp_path / 'w' / run_files.CONFIG)
+
+
+def test_a_host_with_another_copy_of_the_data_is_refused_before_training(tmp_path, env):
+  """Each process reads config.data.path relative to its own folder, as two hosts
+  read their own copies: process 1's copy differs from process 0's in one pixel of
+  one training image (same N, same labels)."""
+  data = digits.load()
+  overrides = {**OVERRIDES, 'data.name': 'npz', 'data.path': 'data.npz',
+               'data.num_classes': 10, 'privacy.insecure_seeded_noise': False}
+  workdir, port = str(tmp_path / 'w'), free_port()
+  procs = []
+  for i in range(2):
+    host = tmp_path / f'host{i}'
+    host.mkdir()
+    images = data.train.images[..., 0].copy()
+    if i == 1:
+      images[123, 4, 4] ^= 1
+    np.savez(host / 'data.npz', x_train=images, y_train=data.train.labels,
+             x_test=data.test.images[..., 0], y_test=data.test.labels)
+    cmd = [sys.executable, os.path.join(ROOT, 'launch.py'),
+           f'--config={os.path.join(ROOT, "configs", "quickstart.py")}',
+           *[f'--config.{k}={v}' for k, v in overrides.items()],
+           f'--workdir={workdir}', '--host_devices=1', f'--coordinator_address=localhost:{port}',
+           '--num_processes=2', f'--process_id={i}', '--distributed_timeout=60']
+    procs.append(subprocess.Popen(cmd, cwd=host, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  outs = finish(procs, timeout=240)
+  for i, (rc, _, err) in enumerate(outs):
+    assert rc == 2, f'process {i}: {err[-3000:]}'
+    errors = [line for line in err.splitlines() if line.startswith('error:')]
+    assert errors == [f"error: process {i} of 2: process 1's training data differs from "
+                      "process 0's: the record list differs (by image content). Every "
+                      'process must read the same dataset (the same files at '
+                      'config.data.path, or the same tfds_data_dir, on every host): each '
+                      'would otherwise calibrate its own noise and sampling rate and draw '
+                      'other records'], err[-3000:]
+    assert 'Traceback' not in err
+  # Refused before training: nothing written, not even the secret or config.json.
+  assert not os.path.exists(workdir) or os.listdir(workdir) == []

@@ -3,6 +3,7 @@ again with the same command ends where an uninterrupted run ends (same parameter
 accuracy, same epsilon), and the ledger continues rather than restarting. And the
 policy (training/resume.py): a workdir whose config, seed or privacy plan differs is
 refused, naming what differs; a finished run is recognised."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -209,6 +210,26 @@ def test_different_plan_or_seed_is_refused():
     resume.check_resume(metadata, 1, plan, same_ledger)
   with pytest.raises(checkpoint_store.CheckpointError, match='epsilon after 6 steps'):
     resume.check_resume(metadata, 0, plan, lambda step: 0.2 * step)
+
+
+def test_a_checkpoint_of_the_64_bit_noise_key_is_not_resumed_with_the_128_bit_one():
+  """Checkpoints written before the metadata named the noise generator drew from a
+  64-bit threefry2x32 key: resuming one with a secret's 128-bit key would change the
+  noise stream halfway (and BandMF's replayed state would not be the one that ran)."""
+  plan = helpers.privacy_plan()
+  same_ledger = lambda step: 0.1 * step
+  metadata = resume.make_metadata(0, 6, 0.6, plan)
+  assert metadata['noise_generator'] == 'threefry4x32'
+  resume.check_resume(metadata, 0, plan, same_ledger)
+  legacy = {k: v for k, v in metadata.items() if k != 'noise_generator'}
+  with pytest.raises(checkpoint_store.CheckpointError,
+                     match='noise generator: threefry2x32 in the checkpoint .* '
+                           'threefry4x32 now'):
+    resume.check_resume(legacy, 0, plan, same_ledger)
+  # The seeded testing switch keeps the 64-bit key: its old checkpoints resume.
+  seeded = dataclasses.replace(plan, insecure_seeded_noise=True)
+  resume.check_resume(legacy, 0, seeded, same_ledger)
+  assert resume.make_metadata(0, 6, 0.6, seeded)['noise_generator'] == 'threefry2x32'
 
 
 def test_non_private_metadata_round_trips(tmp_path):

@@ -45,6 +45,47 @@ def test_a_resume_without_the_secret_is_refused_naming_the_file(tmp_path):
     secret_file.for_run(str(tmp_path), seed=0, insecure=False, resuming=True)
 
 
+def test_a_fresh_secret_after_released_metrics_is_refused(tmp_path):
+  """secret_file: no checkpoint, no secret, but an earlier attempt's metrics rows."""
+  workdir = str(tmp_path)
+  with pytest.raises(mechanism_secret.SecretError,
+                     match=r'already released 3 metrics row\(s\).*new --workdir'):
+    secret_file.for_run(workdir, seed=0, insecure=False, resuming=False, released_rows=3)
+  assert not os.path.exists(secret_file.path(workdir))  # none drawn
+  # With the file, the same restart continues that secret; without rows, a new run
+  # draws one; the seeded switch reads nothing.
+  drawn = secret_file.for_run(workdir, seed=0, insecure=False, resuming=False)
+  assert secret_file.for_run(workdir, seed=0, insecure=False, resuming=False,
+                             released_rows=3) == drawn
+  assert secret_file.for_run(str(tmp_path / 'seeded'), seed=0, insecure=True,
+                             resuming=False, released_rows=3).insecure
+
+
+def test_a_restart_whose_secret_is_gone_after_it_released_metrics_is_refused(tmp_path):
+  """The trainer: an earlier attempt wrote metrics rows and stopped before its first
+  checkpoint, then its secret file was lost. Its figures came from that secret's
+  noise; a fresh secret would be a second mechanism the ledger does not count."""
+  workdir = str(tmp_path / 'run')
+  config = _config()
+  run_files.write_json(workdir, run_files.CONFIG, config.to_dict())
+  rows = [{'step': 1, 'epsilon': 0.5, 'train_loss': 2.2},
+          {'step': 2, 'epsilon': 0.7, 'train_loss': 2.1, 'test_accuracy': 0.3}]
+  writer = run_files.MetricsWriter(workdir, truncate_after_step=2)
+  for row in rows:
+    writer.write(row)
+  writer.close()
+  with open(os.path.join(workdir, run_files.METRICS)) as f:
+    before = f.read()
+  with pytest.raises(mechanism_secret.SecretError,
+                     match=f'{secret_file.SECRET_FILE} is missing, but an earlier attempt'):
+    loop.train(config, workdir, dataset=digits.load())
+  assert not os.path.exists(secret_file.path(workdir))  # no fresh secret drawn
+  with open(os.path.join(workdir, run_files.METRICS)) as f:
+    assert f.read() == before  # the released rows are kept
+  folder = os.path.join(workdir, checkpoint_store.CHECKPOINTS)
+  assert not os.path.exists(folder) or not os.listdir(folder)  # no step was taken
+
+
 def _config(**privacy):
   config = quickstart.get_config()
   config.training.num_steps = 4
@@ -120,9 +161,11 @@ def test_the_testing_switch_reproduces_seeded_runs_and_says_so(tmp_path, capsys)
 
 def _needles(secret: bytes) -> tuple[list[str], list[bytes]]:
   r = mechanism_secret.from_secret(secret)
-  w0, w1 = r.noise_key_words
-  texts = [secret.hex(), str(r.sampling_seed), f'{r.sampling_seed:x}', str(w0), str(w1),
-           f'{w0:08x}', f'{w1:08x}', str((w0 << 32) | w1)]
+  words = r.noise_key_words
+  assert len(words) == 4
+  texts = [secret.hex(), str(r.sampling_seed), f'{r.sampling_seed:x}',
+           *(str(w) for w in words), *(f'{w:08x}' for w in words),
+           str((words[0] << 32) | words[1]), str((words[2] << 32) | words[3])]
   raw = [secret, r.sampling_seed.to_bytes(32, 'little'),
          r.sampling_seed.to_bytes(32, 'big'), np.asarray(r.noise_key_words,
                                                          '<u4').tobytes(),

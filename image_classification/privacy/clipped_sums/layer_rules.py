@@ -18,6 +18,9 @@ factors (docs/privacy.md, invariant 11: no norm from a difference of large sums)
 Mixed precision: the recorded inputs and output gradients may be bfloat16; every
 per-example piece is computed with float32 results (``preferred_element_type``) or
 cast to float32 before anything reads it, so norms, clip factors and sums are float32.
+Every product here asks for full float32 precision (``per_example.HIGHEST``): an
+accelerator's default TF32 or bfloat16 passes would round the operands of the ghost
+sum's batch matmul, so it could add more than C for an example (per_example.py).
 """
 import dataclasses
 from typing import Any, Callable, Optional
@@ -152,9 +155,11 @@ def _rows(x):
 def _dense_grads(call, params, inputs, dy) -> dict:
   del params
   x, dy = _rows(inputs[0]), _rows(dy)
-  out = {'kernel': jnp.einsum('bno,bni->bio', dy, x, preferred_element_type=jnp.float32)}
+  out = {'kernel': jnp.einsum('bno,bni->bio', dy, x, preferred_element_type=jnp.float32,
+                              precision=per_example.HIGHEST)}
   if 'bias' in call.own:
-    out['bias'] = jnp.einsum('bno->bo', dy, preferred_element_type=jnp.float32)
+    out['bias'] = jnp.einsum('bno->bo', dy, preferred_element_type=jnp.float32,
+                             precision=per_example.HIGHEST)
   return out
 
 
@@ -185,9 +190,11 @@ def _dense_ghost_sum(call, inputs, dy, factors) -> dict:
   x, dy = _rows(inputs[0]), _rows(dy)
   scaled = dy.astype(jnp.float32) * factors.reshape(-1, 1, 1).astype(jnp.float32)
   out = {'kernel': jnp.einsum('bno,bni->io', scaled, x,
-                              preferred_element_type=jnp.float32)}
+                              preferred_element_type=jnp.float32,
+                              precision=per_example.HIGHEST)}
   if 'bias' in call.own:
-    out['bias'] = jnp.einsum('bno->o', scaled, preferred_element_type=jnp.float32)
+    out['bias'] = jnp.einsum('bno->o', scaled, preferred_element_type=jnp.float32,
+                             precision=per_example.HIGHEST)
   return out
 
 
@@ -267,9 +274,11 @@ def _conv_pieces(x, dy, geometry) -> list:
   if cg < IM2COL_MAX_CHANNELS:
     cols = jnp.stack(taps, axis=-2).reshape(b, -1, len(taps), g, cg)
     return [jnp.einsum('btgo,btkgc->bgokc', dyr, cols,
-                       preferred_element_type=jnp.float32)]
+                       preferred_element_type=jnp.float32,
+                       precision=per_example.HIGHEST)]
   return [jnp.einsum('btgo,btgc->bgoc', dyr, tap.reshape(b, -1, g, cg),
-                     preferred_element_type=jnp.float32)[:, :, :, None]
+                     preferred_element_type=jnp.float32,
+                     precision=per_example.HIGHEST)[:, :, :, None]
           for tap in taps]
 
 
@@ -325,7 +334,8 @@ def conv_rule(name: str, geometry: Callable[[nn.Module], Optional[dict]],
       out = {'kernel': grad}
     if 'bias' in call.own:
       out['bias'] = jnp.einsum('bno->bo', dy.reshape(dy.shape[0], -1, dy.shape[-1]),
-                               preferred_element_type=jnp.float32)
+                               preferred_element_type=jnp.float32,
+                               precision=per_example.HIGHEST)
     return out
 
   def parts(call, params, inputs, dy) -> LayerParts:

@@ -7,6 +7,15 @@ norm gets factor 0 and, where its values may be non-finite, is replaced by zeros
 the sum (a NaN times zero is still NaN). Norms, factors and sums are float32 (at least),
 whatever the dtype the model computes in: a narrower sum, or narrower factors, could add
 more than C for an example.
+
+Precision: on accelerators a float32 contraction may run in TF32 or bfloat16 passes by
+default (a 10- or 8-bit mantissa for its operands), so the sum would add a rounded
+copy of an example's vector, whose norm can exceed the one that set its clip factor.
+Every contraction that forms a per-example piece or the clipped sum (``weighted_sum``
+here, the layer rules' products for 'fast' and 'ghost') asks for ``HIGHEST``: full
+float32 (docs/privacy.md, invariant 11; tests/privacy/clipped_sums/test_precision.py
+reads it from the lowered program). Squared norms are elementwise products and sums,
+always float32.
 """
 from typing import Any, Optional
 
@@ -14,6 +23,9 @@ import jax
 import jax.numpy as jnp
 
 PyTree = Any
+
+# The precision of every contraction of the clipping arithmetic: full float32.
+HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def sq_norms(x: jax.Array) -> jax.Array:
@@ -49,11 +61,12 @@ def zero_invalid(x: jax.Array, valid: jax.Array) -> jax.Array:
 
 def weighted_sum(factors: jax.Array, x: jax.Array,
                  valid: Optional[jax.Array] = None) -> jax.Array:
-  """sum_i factors_i * x_i over the leading axis, in x's dtype (float32 here); with
-  ``valid``, the invalid examples are zeroed first."""
+  """sum_i factors_i * x_i over the leading axis, in x's dtype (float32 here) at full
+  precision (HIGHEST, never TF32); with ``valid``, the invalid examples are zeroed
+  first."""
   if valid is not None:
     x = zero_invalid(x, valid)
-  return jnp.tensordot(factors.astype(x.dtype), x, axes=1)
+  return jnp.tensordot(factors.astype(x.dtype), x, axes=1, precision=HIGHEST)
 
 
 def clipped_tree_sum(per_example_tree: PyTree, mask: jax.Array, clipping_norm: float,
