@@ -33,11 +33,11 @@ from ml_collections import config_flags
 
 from configs import base as base_config
 from image_classification import config_file
-from image_classification import run_files
+from image_classification.workdir import run_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               'image_classification', 'workdir_config.py')
+                               'image_classification', 'workdir', 'saved_config.py')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, FILE.py or FILE.py:ARG; it may set only '
     'the fields of configs/base.py (docs/configs.md).', lock_config=True)
@@ -257,7 +257,7 @@ _WORKDIR_FLAG = {}
 def _use_workdir_config(argv: list[str]) -> list[str]:
   """With --evaluate/--predict=WORKDIR and no --config: the workdir's own config.
 
-  Inserted as --config=image_classification/workdir_config.py:WORKDIR, so that
+  Inserted as --config=image_classification/workdir/saved_config.py:WORKDIR, so that
   --config.data.path=... overrides apply to the config the run was trained with.
   """
   workdir = flag = None
@@ -276,7 +276,7 @@ def _use_workdir_config(argv: list[str]) -> list[str]:
 
 def _use_a_trained_model(config) -> None:
   """--evaluate and --predict."""
-  from image_classification.training import inference  # pylint: disable=g-import-not-at-top
+  from image_classification.trained import inference  # pylint: disable=g-import-not-at-top
   for workdir in filter(None, (_EVALUATE.value, _PREDICT.value)):
     if not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
       raise inference.InferenceError(
@@ -367,8 +367,8 @@ def main(argv):
   from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
   from image_classification import sweeps  # pylint: disable=g-import-not-at-top
   from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
-  from image_classification.training import inference  # pylint: disable=g-import-not-at-top
-  from image_classification.training import run_control  # pylint: disable=g-import-not-at-top
+  from image_classification.trained import inference  # pylint: disable=g-import-not-at-top
+  from image_classification.workdir import run_control  # pylint: disable=g-import-not-at-top
   progress.quiet_library_logs()
   _stop_if_signalled()
   # From here a signal outside training stops at once (training defers it to its
@@ -434,13 +434,13 @@ def _command() -> None:
   # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
   from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
   if _BENCHMARK_INPUT.value:
-    from image_classification.data import input_benchmark  # pylint: disable=g-import-not-at-top
+    from image_classification.tools import input_benchmark  # pylint: disable=g-import-not-at-top
     input_benchmark.run_input_benchmark(  # prints the rates, writes the json
         _CONFIG.value, _WORKDIR.value,
         input_benchmark.parse_workers(_BENCHMARK_WORKERS.value))
     return
   if _BENCHMARK.value:
-    from image_classification.training import benchmark  # pylint: disable=g-import-not-at-top
+    from image_classification.tools import benchmark  # pylint: disable=g-import-not-at-top
     batch_sizes, augmults, implementations = benchmark.parse_flags(
         _BENCHMARK_BATCH_SIZES.value, _BENCHMARK_AUGMULTS.value,
         _BENCHMARK_IMPLEMENTATIONS.value)

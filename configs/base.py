@@ -46,9 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_fraction = 0.0
   # Batches read (and put on the devices) in the background, this many steps ahead of
   # the step being computed; 0 reads each batch when its step starts. The batches are
-  # the same either way (data/prefetch.py).
+  # the same either way (input/prefetch.py).
   config.data.prefetch = 2
-  # Processes that decode on-disk images (data/input_pipeline.py; the same batches for
+  # Processes that decode on-disk images (input/input_pipeline.py; the same batches for
   # any count): -1 one per core (at most 32), 0 none (the loading thread decodes).
   config.data.num_workers = -1
 

@@ -13,7 +13,7 @@ reset_classifier=True, train_only_layer=None.
 
 config.model.pretrained_path is a placeholder: point it at the pre-trained
 parameters (an orbax folder of this platform, or a .npz / .msgpack params dict;
-see image_classification/training/pretrained.py). A dry run works without it.
+see image_classification/trained/pretrained.py). A dry run works without it.
 
 Arguments (after ':'): eps, 1 or 8 (required); dataset, cifar10 (default) or cifar100.
 

@@ -21,7 +21,7 @@ Replace them with the paper's table when at hand.
 
 config.model.pretrained_path is a placeholder for the pre-trained parameters (an
 orbax folder of this platform, or a .npz / .msgpack params dict; see
-image_classification/training/pretrained.py). A dry run works without it.
+image_classification/trained/pretrained.py). A dry run works without it.
 
 Arguments (after ':'): eps, 1 or 8 (required).
 

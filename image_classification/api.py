@@ -31,14 +31,14 @@ import numpy as np
 from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification import config_file
-from image_classification import workdir_config
+from image_classification.workdir import saved_config as workdir_config
 from image_classification.audit import hook as audit_hook
 from image_classification.data import base as data_base
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import progress
 from image_classification.sweeps import points as sweep_points
 from image_classification.training import distributed
-from image_classification.training import inference
+from image_classification.trained import inference
 
 # Where configs/ lives: a config path that does not exist from the current folder is
 # looked up there too.

@@ -15,6 +15,7 @@ from image_classification.data import datasets
 from image_classification.models import features
 from image_classification.models import registry
 from image_classification.privacy import clipped_sums
+from image_classification import errors
 
 WANDB_MODES = ('disabled', 'offline', 'online')
 # config.audit.mode and, for mode 'gradient', its analysis and score (docs/audit.md).
@@ -23,7 +24,7 @@ AUDIT_ANALYSES = ('fdp', 'fdp_gaussian', 'one_run')
 AUDIT_SCORES = ('llr', 'sum', 'last_iterate')
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError):
   """A config field is invalid; the message names it and says what would fix it."""
 
 

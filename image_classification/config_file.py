@@ -243,7 +243,7 @@ class FlagParser(flags.ArgumentParser):
   (an override cannot add a field). ``loaded``: the last config it returned.
 
   ``unchecked``: config files read without the schema (a workdir's own config.json
-  through image_classification/workdir_config.py: a run of an older version may lack
+  through image_classification/workdir/saved_config.py: a run of an older version may lack
   a field added since).
   """
 

@@ -25,6 +25,7 @@ from image_classification.privacy import batch_selection as selection_lib
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
 from image_classification.reporting import round_up
+from image_classification import errors
 
 # Figures the trainer logs that are computed from private data WITHOUT noise: they are
 # not covered by the (epsilon, delta) guarantee and must not be published as such.
@@ -34,7 +35,7 @@ NON_PRIVATE_FIGURES = ('train_loss', 'clip_fraction', 'realized_batch_size',
 STRATEGY_FILE = 'bandmf_strategy.json'
 
 # A plan field with this metadata is part of the mechanism: a resume must find it
-# unchanged (training/resume.py).
+# unchanged (workdir/resume.py).
 _RESUME = {'resume': True}
 
 
@@ -42,7 +43,7 @@ def _resume_field(default=dataclasses.MISSING):
   return dataclasses.field(default=default, metadata=_RESUME)
 
 
-class PlanError(ValueError):
+class PlanError(errors.UserError):
   """No plan meets the config's privacy target, or a privacy field is invalid; the
   message names the fields."""
 

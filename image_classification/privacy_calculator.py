@@ -35,6 +35,7 @@ import ml_collections
 from image_classification import plan as plan_lib
 from image_classification.privacy import accounting
 from image_classification.privacy import batch_selection
+from image_classification import errors
 
 # The arguments, as the flags that will carry them (launch.py --privacy_calculator).
 FLAGS = ('dataset_size', 'batch_size', 'steps', 'epochs', 'noise_multiplier',
@@ -72,7 +73,7 @@ e.g. (De et al. 2022, CIFAR-10 at epsilon 1; prints epsilon 0.9878 under RDP):
       --steps=875 --noise_multiplier=10 --delta=1e-5"""
 
 
-class CalculatorError(ValueError):
+class CalculatorError(errors.UserError):
   """A bad argument; the message names its flag and the fix (one line)."""
 
 

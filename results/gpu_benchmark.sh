@@ -83,7 +83,7 @@ stage environment
 "$PY" - > "$LOG/imports.json" 2> "$LOG/imports.stderr" <<'EOF'
 import json, sys
 import launch  # noqa: F401  the training path, as launch.py imports it
-from image_classification.training import benchmark, loop  # noqa: F401
+from image_classification.tools import benchmark, loop  # noqa: F401
 import jax
 heavy = [m for m in ('tensorflow', 'tensorflow_datasets', 'wandb') if m in sys.modules]
 print(json.dumps({'heavy_modules_imported': heavy, 'jax': jax.__version__,

@@ -16,9 +16,9 @@ from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.data import local_files
-from image_classification.training import inference
+from image_classification.trained import inference
 
 
 def main():

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from image_classification.data import base  # pylint: disable=g-import-not-at-top,wrong-import-position
-from image_classification.data import input_benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position
-from image_classification.data import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from image_classification.tools import input_benchmark  # pylint: disable=g-import-not-at-top,wrong-import-position
+from image_classification.input import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class ConstantSource:

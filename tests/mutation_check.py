@@ -191,12 +191,12 @@ MUTATIONS = {
         'return jnp.sum(correct), mask.shape[0]',
         [EV + '::test_evaluation_uses_ema_params_and_ignores_padding_on_four_devices']),
     'augmult_no_flip': (
-        'image_classification/data/augmentation.py',
+        'image_classification/input/augmentation.py',
         'image = jnp.where(flip, image[:, ::-1, :], image)',
         'image = jnp.where(flip, image, image)',
         [EV + '::test_augmult_views_are_random_crops_and_flips_of_the_example']),
     'augmult_same_crop_for_all_views': (
-        'image_classification/data/augmentation.py',
+        'image_classification/input/augmentation.py',
         'view_keys = jax.random.split(key, augmult)',
         'view_keys = jnp.stack([key] * augmult)',
         [EV + '::test_augmult_views_are_random_crops_and_flips_of_the_example']),

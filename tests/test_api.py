@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from image_classification import api
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.data import digits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

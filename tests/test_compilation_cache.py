@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from image_classification.privacy import mechanism_secret
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

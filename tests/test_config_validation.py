@@ -169,7 +169,7 @@ def test_unwritable_workdir(tmp_path, monkeypatch):
 
 
 def test_dry_run_refuses_a_workdir_of_another_config(tmp_path):
-  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.workdir import run_files  # pylint: disable=g-import-not-at-top
   run_files.write_json(str(tmp_path), run_files.CONFIG, _config().to_dict())
   run_files.write_json(str(tmp_path), run_files.SUMMARY, {'status': 'complete'})
   with pytest.raises(config_lib.ConfigError,

@@ -19,8 +19,8 @@ from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.models import registry
 from image_classification.training import loop
-from image_classification.training import pretrained
-from image_classification.training import resume
+from image_classification.trained import pretrained
+from image_classification.workdir import resume
 from tests.training import wiring_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,7 +261,7 @@ def _reference_epsilon(plan):
 
 
 def test_loop_restores_the_pretrained_backbone(tmp_path):
-  """config.model.pretrained_path goes through training/pretrained.py: a checkpoint
+  """config.model.pretrained_path goes through trained/pretrained.py: a checkpoint
   of another width is refused, naming the file and the first mismatching param."""
   config = shrink(get_config('quickstart'))
   data = fake_splits(config)

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import stop_signals
-from image_classification.training import inference
+from image_classification.trained import inference
 from image_classification.training import loop
-from image_classification.training import run_control
+from image_classification.workdir import run_control
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The Q with 300 steps, smaller to keep the test short.

@@ -53,7 +53,7 @@ import jax
 import numpy as np
 
 from image_classification import config as config_lib
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.audit import fdp
 from image_classification.audit import gradient_canaries
 from image_classification.audit import gradient_scoring

@@ -54,7 +54,7 @@ from image_classification.audit import statistics
 from image_classification.data import base
 from image_classification.privacy import batch_selection
 from image_classification.reporting import round_up
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.training import loop
 
 CANARY_TYPES = ('mislabeled',)

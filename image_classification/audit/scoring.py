@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 
 _SCORE_BATCH = 1000
 

@@ -4,15 +4,16 @@ Random access is what Poisson subsampling needs: the sampler draws a set of indi
 each step, and the source returns exactly those examples. Images come back as uint8
 (or float32) arrays of shape [n, height, width, channels]; labels as int32 [n].
 Preprocessing that uses no private statistics (fixed normalisation constants) happens
-on device, see data/augmentation.py.
+on device, see input/augmentation.py.
 """
 import dataclasses
 from typing import Protocol
 
 import numpy as np
+from image_classification import errors
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
   """A dataset is missing or malformed; the message names the path and the layout."""
 
 

@@ -10,7 +10,7 @@ expected. Formats:
 * MNIST-family IDX files (MNIST, Fashion-MNIST), gzipped or not.
 * An image folder: ``path/train/<class>/*.png|jpg`` and optionally
   ``path/test/<class>/*.png|jpg``; read into memory, or left on disk
-  (``load_image_folder_on_disk``: each read decodes and crops, data/on_disk.py).
+  (``load_image_folder_on_disk``: each read decodes and crops, input/on_disk.py).
 * A ``.npz`` file with arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` and
   the number of classes given in the config.
 
@@ -30,7 +30,7 @@ import zlib
 import numpy as np
 
 from image_classification.data import base
-from image_classification.data import on_disk
+from image_classification.input import on_disk
 from image_classification.data import record_split
 
 
@@ -496,7 +496,7 @@ def load_image_folder_on_disk(path: str, image_size: int, seed: int = 0) -> Loca
   The layout, the classes, the held-out evaluation split (without test/) and the
   record ids are those of ``load_image_folder``. Training reads take an
   Inception-style random resized crop, evaluation reads the padded centre crop, both
-  resized (bicubic) to ``image_size`` (data/on_disk.py); images are read as RGB.
+  resized (bicubic) to ``image_size`` (input/on_disk.py); images are read as RGB.
   Nothing is decoded here: a file that cannot be decoded fails when it is read.
   """
   if image_size <= 0:

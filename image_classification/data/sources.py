@@ -14,7 +14,7 @@ Where the data comes from is the dataset's spec (datasets.py):
   left on disk and decoded and cropped when read (ImageNet-style).
 
 On-disk sources are read by ``config.data.num_workers`` worker processes
-(data/input_pipeline.py; -1: one per core); in-memory ones by the loading thread.
+(input/input_pipeline.py; -1: one per core); in-memory ones by the loading thread.
 
 ``config.data.image_size`` > 0 is honoured for every dataset: images held in memory
 (digits, IDX, CIFAR files, npz, small tfds datasets) are resized to image_size x
@@ -34,7 +34,7 @@ from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
 from image_classification.data import fingerprint as fingerprint_lib
-from image_classification.data import input_pipeline
+from image_classification.input import input_pipeline
 from image_classification.data import local_files
 from image_classification.data import record_split
 from image_classification.data import tfds_source
@@ -86,7 +86,7 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   # brings (and digits' split) have their labels checked too.
   check_classes(splits, data_config.get('num_classes', 0) or 0,
                 check_labels=spec.builtin or bool(path))
-  # On-disk splits are decoded by worker processes (data/input_pipeline.py).
+  # On-disk splits are decoded by worker processes (input/input_pipeline.py).
   splits = dataclasses.replace(
       splits, train=input_pipeline.parallel(splits.train, num_workers),
       test=input_pipeline.parallel(splits.test, num_workers))

@@ -22,7 +22,7 @@ import numpy as np
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import fingerprint as fingerprint_lib
-from image_classification.data import on_disk
+from image_classification.input import on_disk
 from image_classification.data import record_split
 
 CROP_PADDING = on_disk.CROP_PADDING
@@ -208,7 +208,7 @@ class CroppingSource:
   randomness, never the data, so it does not change the privacy analysis (each
   example still enters a batch at most once per step), and a resumed run recomputes a
   step with exactly the crops the interrupted run used. ``read_one`` reads a single
-  record (what a worker process of data/input_pipeline.py calls); the records object
+  record (what a worker process of input/input_pipeline.py calls); the records object
   must then be picklable (tfds's array_record data sources are).
   """
 
@@ -307,7 +307,7 @@ class CroppingSource:
     return images, labels
 
 
-# The host crops live in data/on_disk.py (shared with image folders read on disk).
+# The host crops live in input/on_disk.py (shared with image folders read on disk).
 center_crop_box = on_disk.center_crop_box
 random_resized_crop_box = on_disk.random_resized_crop_box
 crop_and_resize = on_disk.crop_and_resize

@@ -18,8 +18,9 @@ import flax.linen as nn
 
 import jax
 import jax.numpy as jnp
+from image_classification import errors
 
-class ModelError(ValueError):
+class ModelError(errors.UserError):
   """A model DP-SGD cannot train, or a user's model that cannot be built; the
   message names the layer or the field and the fix."""
 

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from image_classification import registry as registry_lib
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.data import base
 from image_classification.data import catalog
 

@@ -7,7 +7,7 @@ while nobody knows which examples were drawn. Both therefore come from a secret:
 - 256 bits from the operating system's entropy (``fresh_secret``), drawn when a run
   starts in a fresh workdir, so every run, every sweep point and every re-run of a config
   into a new workdir has its own noise stream and its own batches;
-- kept private by the trainer (training/secret_file.py) so that a resume continues the
+- kept private by the trainer (workdir/secret_file.py) so that a resume continues the
   same streams exactly, and never written to a published file (config.json,
   metrics.jsonl, privacy.json/.md, summary.json, plan.json, checkpoint metadata, wandb,
   sweep tables, reports), nor compiled into an executable: the noise key reaches the
@@ -37,6 +37,7 @@ import secrets
 
 import jax
 import numpy as np
+from image_classification import errors
 
 INSECURE_WARNING = (
     'INSECURE: privacy.insecure_seeded_noise=True derived the noise and the batches from '
@@ -47,7 +48,7 @@ SECRET_BYTES = 32  # 256 bits
 NOISE_KEY_WORDS = 4  # the noise key: 4 uint32 words, 128 bits (threefry4x32)
 
 
-class SecretError(ValueError):
+class SecretError(errors.UserError):
   """The run's secret is missing, unreadable or malformed; the message says which."""
 
 
@@ -73,7 +74,7 @@ def describe(insecure: bool) -> str:
   """One sentence for the privacy report (it reveals nothing about the values)."""
   if insecure:
     return INSECURE_WARNING
-  # The file is training/secret_file.py's SECRET_FILE (a test keeps the two equal).
+  # The file is workdir/secret_file.py's SECRET_FILE (a test keeps the two equal).
   return ('noise and batch selection drawn from a 256-bit secret taken from the '
           "operating system's entropy at the start of the run, kept private in the "
           'workdir (mechanism_secret.json, deleted when the run completes) and never '

@@ -103,7 +103,7 @@ def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
 
 def _fine_tuning(p: dict) -> list[str]:
   """Where the initial parameters came from: every ancestor, composed or assumed
-  disjoint (training/pretrained.py)."""
+  disjoint (trained/pretrained.py)."""
   if not p.get('pretrained_path'):
     return []
   lineage = p.get('lineage')

@@ -17,13 +17,14 @@ from typing import Any, Iterator, Optional, Sequence
 
 from absl import logging
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.reporting import plots
 from image_classification.reporting import round_up
+from image_classification import errors
 
 
 
-class ReportError(ValueError):
+class ReportError(errors.UserError):
   """None of the folders given holds a run: nothing to report (one line)."""
 
 

@@ -21,7 +21,7 @@ WORKDIR/submitit.
 
 Privacy: a job holds the point's config (public), its folder and the name of the
 training function. The point's secret is drawn by the job itself, in the point's own
-folder, when it starts training (training/secret_file.py), so no two points share
+folder, when it starts training (workdir/secret_file.py), so no two points share
 one and none is ever pickled; a job returns summary.json's content. Nothing in
 WORKDIR/submitit (pickled jobs, results, logs) holds a secret or a batch's indices
 (tests/sweeps/test_cluster.py searches it after a sweep).
@@ -40,7 +40,7 @@ import jax
 import ml_collections
 import submitit
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.audit import hook as audit_hook
 from image_classification.reporting import progress
 from image_classification.reporting import report

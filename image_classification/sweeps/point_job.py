@@ -14,7 +14,7 @@ A point is resumable: running it again resumes its workdir from the last checkpo
 (training/loop.py), and a complete one is not trained again.
 
 Privacy: the point trains through ``train_fn`` in its own folder, so it draws its own
-secret there (training/secret_file.py); the job and these records hold the point's
+secret there (workdir/secret_file.py); the job and these records hold the point's
 config and folder, never the secret nor anything derived from it.
 """
 import os
@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import jax
 import ml_collections
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 

@@ -3,13 +3,14 @@ import hashlib
 import itertools
 import re
 from typing import Any, Mapping, Optional, Sequence
+from image_classification import errors
 
 Point = dict[str, Any]  # dotted config path -> value
 
 _MAX_NAME_LEN = 120
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError):
   """A sweep file or one of its points is invalid."""
 
 

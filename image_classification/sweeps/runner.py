@@ -17,7 +17,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.audit import hook as audit_hook
 from image_classification.reporting import report
 from image_classification.sweeps import point_job

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.reporting import plots
 from image_classification.reporting import report
 from image_classification.sweeps import point_job

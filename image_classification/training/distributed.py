@@ -18,7 +18,7 @@ holds the few things the trainer must add:
 - ``global_batch``: each process reads only its rows of a logical batch and the global
   array is assembled with ``jax.make_array_from_process_local_data``; no host ever
   holds the whole batch.
-- ``shared_randomness``: the run's secret (training/secret_file.py) read or created
+- ``shared_randomness``: the run's secret (workdir/secret_file.py) read or created
   by process 0 alone and broadcast to the others over the collectives; it never
   reaches a published file.
 - ``check_same``: a value that must be equal on every process (the config) is compared.
@@ -53,12 +53,13 @@ import numpy as np
 
 from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.privacy import mechanism_secret
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
+from image_classification import errors
 
 DEFAULT_TIMEOUT_S = 120
 
 
-class DistributedError(RuntimeError):
+class DistributedError(errors.UserError):
   """A multi-process job cannot start or continue; the message names the cause."""
 
 

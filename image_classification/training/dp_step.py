@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.privacy import clipped_sums
 from image_classification.privacy.clipped_sums import coverage
 from image_classification.privacy import noise

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.reporting import progress
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib

@@ -2,13 +2,13 @@
 evaluation -> run files. ``train(config, workdir)`` is what launch.py calls.
 
 Running the same command again with the same workdir resumes from the latest usable
-checkpoint (see training/resume.py for why that is exact and what it means for
+checkpoint (see workdir/resume.py for why that is exact and what it means for
 privacy); a finished run is reported, not retrained; a workdir of another config is
 refused.
 
-Long runs (training/run_control.py): checkpoints every checkpoint_every_minutes of
+Long runs (workdir/run_control.py): checkpoints every checkpoint_every_minutes of
 wall time; Ctrl-C / SIGTERM finish the step, checkpoint and raise run_control.Stopped.
-The final checkpoint and the export of the final parameters (training/inference.py)
+The final checkpoint and the export of the final parameters (trained/inference.py)
 come before the final evaluation and the run files, so nothing that fails after the
 last step loses the training: the same command then only evaluates and writes them.
 """
@@ -27,8 +27,8 @@ from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.data import catalog
 from image_classification.data import fingerprint
-from image_classification.data import input_pipeline
-from image_classification.data import prefetch
+from image_classification.input import input_pipeline
+from image_classification.input import prefetch
 from image_classification.data import sources
 from image_classification.data import validation
 from image_classification.models import checks
@@ -42,21 +42,21 @@ from image_classification.reporting import privacy_report
 from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import round_up
 from image_classification.reporting import run_checks
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import stop_signals
 from image_classification.reporting import wandb_logger
 from image_classification.training import canary_slots
-from image_classification.training import checkpoint_store
+from image_classification.workdir import checkpoint_store
 from image_classification.training import distributed
 from image_classification.training import dp_step
 from image_classification.training import evaluation
-from image_classification.training import inference
+from image_classification.trained import inference
 from image_classification.training import mesh as mesh_lib
-from image_classification.training import pretrained
+from image_classification.trained import pretrained
 from image_classification.training import resources
-from image_classification.training import resume
-from image_classification.training import run_control
-from image_classification.training import secret_file
+from image_classification.workdir import resume
+from image_classification.workdir import run_control
+from image_classification.workdir import secret_file
 from image_classification.training import selection as selection_lib
 
 _INIT_STREAM = 0x1417
@@ -163,7 +163,7 @@ class Experiment:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']
     # Every ancestor of the pre-trained parameters, composed or assumed disjoint
-    # (training/pretrained.py); a descendant of this run reads it from here.
+    # (trained/pretrained.py); a descendant of this run reads it from here.
     d['lineage'] = (self.pretrained or {}).get('lineage', [])
     if self.pretrained is not None:
       d['pretrained'] = {k: v for k, v in self.pretrained.items() if k != 'lineage'}

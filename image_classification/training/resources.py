@@ -29,8 +29,8 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification import optimizers
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 from image_classification.training import mesh as mesh_lib
 
 GIB = 2.0 ** 30

@@ -7,7 +7,7 @@ WORKDIR/selection/step_<S>.msgpack and its accuracies to WORKDIR/selection/
 selection.json. A resume from step R forgets what came after R (those steps are
 redone, like their metrics rows); after each checkpoint, files that no restorable
 checkpoint can need are deleted. When the run completes, the best is exported
-(training/inference.py) and the folder is removed.
+(trained/inference.py) and the folder is removed.
 
 Privacy: with respect to the training split, choosing one of the iterates is
 post-processing of the noisy iterates, which the accountant charges as if every one
@@ -24,7 +24,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 
 FOLDER = run_files.SELECTION
 RECORD = 'selection.json'

@@ -8,7 +8,7 @@ import scipy.special
 from image_classification.audit import canaries
 from image_classification.audit import scoring
 from image_classification.audit import statistics
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.models import registry
 from tests.audit.canary_helpers import indexed_splits
 from tests.audit.canary_helpers import NUM_CLASSES

@@ -13,7 +13,7 @@ import pytest
 from image_classification.data import base
 from image_classification.data import digits
 from image_classification.data import fingerprint
-from image_classification.data import input_pipeline
+from image_classification.input import input_pipeline
 from image_classification.data import local_files
 from image_classification.data import sources
 from image_classification.data import validation

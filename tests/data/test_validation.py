@@ -11,10 +11,10 @@ from configs import quickstart
 from image_classification.data import base
 from image_classification.data import digits
 from image_classification.data import validation
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 from image_classification.training import loop
-from image_classification.training import resume
+from image_classification.workdir import resume
 
 
 def test_dry_run_plan_excludes_the_validation_split(tmp_path):

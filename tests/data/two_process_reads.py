@@ -15,7 +15,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from image_classification.data import input_pipeline
+from image_classification.input import input_pipeline
 from image_classification.data import local_files
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from image_classification import api
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.models import checks
 from image_classification.models import registry
 from image_classification.privacy import clipped_sums

@@ -5,7 +5,7 @@ import os
 from unittest import mock
 
 from image_classification.audit import hook as audit_hook
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
 
 SEEN_SECRETS = 'DP_TEST_SEEN_SECRETS'  # folder, outside the sweep, for the copies
 FAILING_SEED = 99

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import sweeps
 from image_classification.audit import hook as audit_hook
 from image_classification.privacy import mechanism_secret

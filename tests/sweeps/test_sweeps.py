@@ -8,10 +8,10 @@ from ml_collections import config_flags
 import pytest
 
 from configs import base
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import sweeps
 from image_classification.reporting import report
-from image_classification.training import run_control
+from image_classification.workdir import run_control
 from tests.reporting import fake_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -12,10 +12,10 @@ import pytest
 
 from configs import quickstart
 from image_classification.privacy import mechanism_secret
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 from image_classification.training import loop
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

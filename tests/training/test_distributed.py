@@ -9,7 +9,7 @@ from image_classification.data import fingerprint
 from image_classification.privacy import mechanism_secret
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
 
 
 def test_one_process_needs_no_flag_and_joins_nothing():

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -34,10 +34,10 @@ import time
 import numpy as np
 import pytest
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.data import digits
-from image_classification.training import checkpoint_store
-from image_classification.training import secret_file
+from image_classification.workdir import checkpoint_store
+from image_classification.workdir import secret_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

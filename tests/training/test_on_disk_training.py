@@ -15,7 +15,7 @@ import flax.serialization
 import numpy as np
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.training import loop
 from tests.data import image_folders
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from image_classification import api
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.training import dp_step
 from image_classification.training import resources
 

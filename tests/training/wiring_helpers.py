@@ -18,7 +18,7 @@ import numpy as np
 from configs import base
 from image_classification.data import base as data_base
 from image_classification.models import registry
-from image_classification.training import checkpoint_store
+from image_classification.workdir import checkpoint_store
 
 PROBE_MODEL = 'wiring_test_probe'
 

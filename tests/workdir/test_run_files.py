@@ -8,7 +8,7 @@ import os
 import pytest
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.data import digits
 from image_classification.training import loop
 from tests import test_configs

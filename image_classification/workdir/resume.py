@@ -2,7 +2,7 @@
 
 What a resumed run needs, and why restoring the step is enough:
 - params, frozen, opt_state (momentum, the schedule's count), ema_params and step are
-  in the checkpoint (training/checkpoint_store.py). BandMF's correlated-noise state
+  in the checkpoint (workdir/checkpoint_store.py). BandMF's correlated-noise state
   (the last b-1 steps' noise, privacy/bandmf.py) is secret and is saved ZEROED
   (``privatizers.publishable``); a resume rebuilds it from the secret noise key
   (``privatizers.replay``). The metadata records the strategy's coefficients, and a
@@ -10,7 +10,7 @@ What a resumed run needs, and why restoring the step is enough:
 - The batch of step t is ``plan.batch_selection(seed).indices(t)``, a pure function
   of (the run's secret sampling seed, t); its noise key is ``noise.step_noise_key(noise_key,
   t)``, a pure function of (the run's secret noise key, t). Both secrets live in
-  WORKDIR/mechanism_secret.json (training/secret_file.py), which a resume reads;
+  WORKDIR/mechanism_secret.json (workdir/secret_file.py), which a resume reads;
   neither is in the checkpoint or its metadata. The metadata names the noise
   generator (``noise_generator``: threefry4x32 for a secret's 128-bit key), and a
   resume with another one is refused: a checkpoint of a version that drew the noise
@@ -49,10 +49,10 @@ from typing import Callable
 import ml_collections
 
 from image_classification import plan as plan_lib
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import noise
-from image_classification.training import checkpoint_store
+from image_classification.workdir import checkpoint_store
 
 # Config fields (dotted prefixes) that do not change what a run computes: a workdir
 # may be resumed with different values for them.

@@ -1,5 +1,5 @@
-"""The on-disk input pipeline: image folders read from disk (data/on_disk.py) and the
-worker processes that decode them (data/input_pipeline.py, on grain).
+"""The on-disk input pipeline: image folders read from disk (input/on_disk.py) and the
+worker processes that decode them (input/input_pipeline.py, on grain).
 
 - The batch of (step, indices) is the same with 0, 1 and 2 workers, for repeated and
   unsorted indices, and after the workers are stopped and started again (a restart).
@@ -27,9 +27,9 @@ import pytest
 from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification.data import base
-from image_classification.data import input_pipeline
+from image_classification.input import input_pipeline
 from image_classification.data import local_files
-from image_classification.data import on_disk
+from image_classification.input import on_disk
 from image_classification.data import record_split
 from image_classification.data import sources
 from image_classification.data import validation

@@ -1,12 +1,12 @@
 """Worker processes (grain) that decode and crop the examples of on-disk datasets.
 
-``ParallelSource(source, num_workers)`` wraps an on-disk source (data/on_disk.py: an
+``ParallelSource(source, num_workers)`` wraps an on-disk source (input/on_disk.py: an
 image folder read from disk, tfds ImageNet) and is itself an ``ImageSource``:
 ``get(indices, step)`` returns exactly ``source.get(indices, step)``, but the
 examples are read, decoded, cropped and resized by ``num_workers`` worker processes
 that grain starts and drives (``MapDataset.range(...).map(read).mp_prefetch``).
 ``num_workers=0`` reads in the calling thread (the prefetch thread of the training
-loop, data/prefetch.py), as before. In-memory datasets (``ArraySource``) never use
+loop, input/prefetch.py), as before. In-memory datasets (``ArraySource``) never use
 workers: indexing an array costs less than sending the examples between processes.
 
 The trainer keeps the batch selection: it draws each step's indices, and each

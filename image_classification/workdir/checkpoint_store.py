@@ -1,12 +1,12 @@
 """The checkpoints of one workdir: the whole TrainState, written and verified with orbax.
 
 Layout: WORKDIR/checkpoints/<step>/{state,metadata}. The metadata is what the caller
-gives (training/resume.py decides what a resume checks) plus the state's checksum.
+gives (workdir/resume.py decides what a resume checks) plus the state's checksum.
 
 Privacy: a checkpoint is a release of the noisy iterate at its step, covered by the
 epsilon its metadata records. BandMF's secret noise state is zeroed by the caller
 before a save (``privatizers.publishable``); the mechanism's secret randomness is never
-part of a checkpoint (training/secret_file.py keeps it).
+part of a checkpoint (workdir/secret_file.py keeps it).
 
 Integrity: orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a killed run never leaves a half-written checkpoint under a step's name
@@ -33,7 +33,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from image_classification import config as config_lib
-from image_classification import run_files
+from image_classification.workdir import run_files
 
 CHECKPOINTS = run_files.CHECKPOINTS
 SKIPPED = 'checkpoints_skipped'

@@ -1,7 +1,7 @@
 """Resume. For real: launch.py killed with SIGKILL after its first checkpoint and run
 again with the same command ends where an uninterrupted run ends (same parameters, same
 accuracy, same epsilon), and the ledger continues rather than restarting. And the
-policy (training/resume.py): a workdir whose config, seed or privacy plan differs is
+policy (workdir/resume.py): a workdir whose config, seed or privacy plan differs is
 refused, naming what differs; a finished run is recognised."""
 import dataclasses
 import json
@@ -15,11 +15,11 @@ import pytest
 
 from configs import quickstart
 from image_classification.privacy import mechanism_secret
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 from image_classification.training import loop
-from image_classification.training import resume
-from image_classification.training import secret_file
+from image_classification.workdir import resume
+from image_classification.workdir import secret_file
 from tests.training import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from image_classification.training import checkpoint_store
-from image_classification.training import resume
+from image_classification.workdir import checkpoint_store
+from image_classification.workdir import resume
 from tests.training import helpers
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.models import registry
-from image_classification.training import inference
+from image_classification.trained import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -7,8 +7,8 @@ import pytest
 
 from configs import base
 from image_classification import config as config_lib
-from image_classification import run_files
-from image_classification.training import benchmark
+from image_classification.workdir import run_files
+from image_classification.tools import benchmark
 from tests import test_configs
 
 

@@ -18,7 +18,7 @@ Privacy semantics:
 import json
 import os
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification.privacy import mechanism_secret
 
 SECRET_FILE = run_files.MECHANISM_SECRET

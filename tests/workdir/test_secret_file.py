@@ -1,4 +1,4 @@
-"""The workdir's secret file (training/secret_file.py): fresh per workdir, owner-only,
+"""The workdir's secret file (workdir/secret_file.py): fresh per workdir, owner-only,
 read back on a resume, required by a resume, deleted when the run completes, and absent
 from every published file; the testing switch draws none."""
 import dataclasses
@@ -12,10 +12,10 @@ import pytest
 from configs import quickstart
 from image_classification.data import digits
 from image_classification.privacy import mechanism_secret
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 from image_classification.training import loop
-from image_classification.training import secret_file
+from image_classification.workdir import secret_file
 from tests.training import wiring_helpers
 
 

@@ -3,7 +3,7 @@
 An on-disk source is an ``ImageSource`` whose ``read_one(index, step)`` returns one
 example (uint8 [S, S, C], label) and whose ``get(indices, step)`` is that, in order,
 for every index; it is picklable, so that worker processes can read with it
-(data/input_pipeline.py). Two kinds:
+(input/input_pipeline.py). Two kinds:
 
 * ``ImageFolderSource``: an image folder (``path/<split>/<class>/*.jpg|png``) read file
   by file, always as RGB (no pass over the headers to find gray folders);
@@ -13,7 +13,7 @@ What a read does to the decoded image is a ``HostCrop``: an Inception-style rand
 resized crop for training (``random_resized_crop``), else the padded centre crop
 used for evaluation, then a bicubic resize to ``image_size`` x ``image_size``, and,
 when ``random_flip`` (the input benchmark), a horizontal flip. In training the flip
-stays on the device, one per augmult view (data/augmentation.py).
+stays on the device, one per augmult view (input/augmentation.py).
 
 Determinism: the random crop (and flip) of example ``index`` read at training step
 ``step`` is drawn from ``numpy.random.default_rng([seed, stream, step, index])``
@@ -131,7 +131,7 @@ def read_failure(what: str, error: Exception, private: bool) -> ReadError:
     return ReadError(
         'an example of the private training split could not be decoded '
         f'({type(error).__name__}). Which one is not said: the examples a step reads '
-        'are secret. Find it with image_classification.data.on_disk.check_decodable '
+        'are secret. Find it with image_classification.input.on_disk.check_decodable '
         '(it decodes every file, in order), then fix or remove it')
   return ReadError(f'cannot read {what}: {type(error).__name__}: {error}')
 

@@ -1,6 +1,6 @@
 """The config a workdir was trained with, as a config file for ml_collections:
 
-  python launch.py --config=image_classification/workdir_config.py:/tmp/run1 ...
+  python launch.py --config=image_classification/workdir/saved_config.py:/tmp/run1 ...
 
 reads /tmp/run1/config.json (JSON turns tuples into lists and inf into 'inf'; both
 are turned back). launch.py uses it for --evaluate and --predict, so that
@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 
 
 def _restore(value):

@@ -1,4 +1,4 @@
-"""The input benchmark (data/input_benchmark.py) and its launch.py command: the JSON's
+"""The input benchmark (tools/input_benchmark.py) and its launch.py command: the JSON's
 keys, the checks of --benchmark_workers, and datasets it cannot measure."""
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from configs import base as base_config
 from image_classification.data import base
-from image_classification.data import input_benchmark
+from image_classification.tools import input_benchmark
 from image_classification.data import local_files
 from tests.data import image_folders
 

@@ -33,6 +33,7 @@ import os
 import re
 import tempfile
 from typing import Any
+from image_classification import errors
 
 # A training run.
 CONFIG = 'config.json'
@@ -49,7 +50,7 @@ BENCHMARK = 'benchmark.json'
 EVALUATION = 'evaluation.json'
 CONFUSION_PNG = 'confusion_matrix.png'
 PREDICTIONS = 'predictions.csv'
-CHECKPOINTS = 'checkpoints'      # a sub-folder: orbax checkpoints (training/checkpoint_store.py)
+CHECKPOINTS = 'checkpoints'      # a sub-folder: orbax checkpoints (workdir/checkpoint_store.py)
 SELECTION = 'selection'          # a sub-folder while select_on_validation runs
 EXPORT = 'export'                # a sub-folder holding the three files below
 MODEL_CARD = 'model.json'
@@ -71,7 +72,7 @@ ACCURACY_VS_EPSILON_PNG = 'accuracy_vs_epsilon.png'
 RUN_FILES = (SUMMARY, METRICS, CONFIG, PRIVACY)
 
 
-class RunFileError(ValueError):
+class RunFileError(errors.UserError):
   """A run file is missing or cannot be parsed; the message names the file."""
 
 

@@ -41,8 +41,8 @@ import optax
 from image_classification import config as config_lib
 from image_classification import optimizers
 from image_classification import plan as plan_lib
-from image_classification import run_files
-from image_classification.data import augmentation
+from image_classification.workdir import run_files
+from image_classification.input import augmentation
 from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.data import sources

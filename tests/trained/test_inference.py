@@ -15,8 +15,8 @@ from image_classification.data import datasets
 from image_classification.data import digits
 from image_classification.data import record_split
 from image_classification.data import validation
-from image_classification import run_files
-from image_classification.training import inference
+from image_classification.workdir import run_files
+from image_classification.trained import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = ['--config.training.num_steps=20', '--config.training.log_every_steps=10',

@@ -36,7 +36,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import stop_signals
 
 

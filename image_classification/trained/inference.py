@@ -12,7 +12,7 @@ A run leaves, beside its orbax checkpoints, a plain export of what it trained:
 
 Loading them in Python::
 
-  from image_classification.training import inference
+  from image_classification.trained import inference
   model = inference.load('/tmp/run1')        # TrainedModel
   probs = model.probabilities(images)        # uint8 [n, H, W, C] -> [n, classes]
                                              # (anything else: InferenceError)
@@ -43,7 +43,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from image_classification.data import augmentation
+from image_classification.input import augmentation
 from image_classification.data import base as data_base
 from image_classification.data import class_names as class_names_lib
 from image_classification.data import local_files
@@ -54,13 +54,14 @@ from image_classification.models import custom as custom_models
 from image_classification.models import features
 from image_classification.models import registry
 from image_classification.reporting import progress
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
+from image_classification import errors
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 
-class InferenceError(ValueError):
+class InferenceError(errors.UserError):
   """A workdir or an image cannot be used; the message says what is missing."""
 
 
@@ -114,7 +115,7 @@ def export_params(workdir: str, params, *, step: int, epsilon: float,
   """Writes export/params.msgpack (atomically) and params.json; process 0 only.
 
   params.json: step (of the parameters), the run's own epsilon and delta, and, when
-  the run composes with earlier runs on the same data (training/pretrained.py), the
+  the run composes with earlier runs on the same data (trained/pretrained.py), the
   total. ``selected_on_validation`` (training/selection.py): the parameters are the
   step with the best validation accuracy, not the last; the epsilon is still the
   whole run's, since the choice looked at every evaluation.

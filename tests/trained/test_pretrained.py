@@ -12,7 +12,7 @@ import pytest
 from image_classification.models import registry
 from image_classification.reporting import round_up
 from image_classification.training import dp_step
-from image_classification.training import pretrained
+from image_classification.trained import pretrained
 
 
 def _params(num_classes, channels=(8, 16), seed=0):
@@ -239,7 +239,7 @@ def test_other_data_and_outside_parameters_are_recorded_with_their_assumption(tm
 
 # ------------------------------------------------------------------ lineage
 def _privacy_json(folder):
-  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.workdir import run_files  # pylint: disable=g-import-not-at-top
   return run_files.read_json(folder, run_files.PRIVACY)
 
 
@@ -356,7 +356,7 @@ def test_fine_tuning_chains_of_three_and_four_report_the_exact_total(
   eps_A + eps_B + eps_C and D's adds eps_D (deltas likewise), in privacy.json,
   summary.json, export/params.json, the done line and privacy.md."""
   from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
-  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.workdir import run_files  # pylint: disable=g-import-not-at-top
   from image_classification.training import loop  # pylint: disable=g-import-not-at-top
   config = _tiny_config()
   config.model.pretrained_path = first_run
@@ -410,7 +410,7 @@ def test_a_chain_through_another_dataset_composes_with_the_first_run(
     first_run, tmp_path, capsys):
   """A (digits) -> B (an npz of other images) -> C (digits): C composes with A,
   and B is named as assumed disjoint."""
-  from image_classification import run_files  # pylint: disable=g-import-not-at-top
+  from image_classification.workdir import run_files  # pylint: disable=g-import-not-at-top
   from image_classification.data import digits  # pylint: disable=g-import-not-at-top
   from image_classification.training import loop  # pylint: disable=g-import-not-at-top
   other = digits.load().test  # images the digits run never trained on

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from image_classification.data import prefetch
+from image_classification.input import prefetch
 from image_classification.privacy import batch_selection
 
 

@@ -7,7 +7,7 @@ the config builds): every backbone leaf comes from the file, the classifier
 
 * a folder: an orbax checkpoint of a TrainState (its ``params`` merged with
   ``frozen``) or of a bare params dict. A run's workdir, its ``checkpoints/``
-  folder (training/checkpoint_store.py) or any orbax CheckpointManager folder gives its
+  folder (workdir/checkpoint_store.py) or any orbax CheckpointManager folder gives its
   latest numbered step, and within a step the ``state`` item (or the only item).
   Nothing in the folder is modified;
 * ``.npz``: one array per leaf, keyed by its path joined with '/'
@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from image_classification import config as config_lib
-from image_classification import run_files
-from image_classification.training import checkpoint_store
+from image_classification.workdir import run_files
+from image_classification.workdir import checkpoint_store
 
 HEAD = 'head'
 

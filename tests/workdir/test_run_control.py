@@ -11,12 +11,12 @@ import time
 import pytest
 
 from configs import quickstart
-from image_classification import run_files
+from image_classification.workdir import run_files
 from image_classification import stop_signals
-from image_classification.training import checkpoint_store
+from image_classification.workdir import checkpoint_store
 from image_classification.training import evaluation
 from image_classification.training import loop
-from image_classification.training import run_control
+from image_classification.workdir import run_control
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

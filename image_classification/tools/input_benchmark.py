@@ -4,7 +4,7 @@
 ``config.data`` (an image folder or tfds ImageNet, left on disk) and, on the same
 images with the same crops, times
 
-  * the input pipeline (data/input_pipeline.py) with each worker count of
+  * the input pipeline (input/input_pipeline.py) with each worker count of
     ``workers_list`` (0: the loading thread itself), and
   * a plain single-process PIL loop: open, decode, random resized crop, bicubic
     resize, flip, in that order, written without the pipeline's code.
@@ -39,9 +39,9 @@ import numpy as np
 
 from image_classification.data import base
 from image_classification.data import datasets
-from image_classification.data import input_pipeline
+from image_classification.input import input_pipeline
 from image_classification.data import local_files
-from image_classification.data import on_disk
+from image_classification.input import on_disk
 from image_classification.data import tfds_source
 
 RESULT_FILE = 'input_benchmark.json'
