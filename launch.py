@@ -432,7 +432,7 @@ def _command() -> None:
   if stray:
     raise sweeps.SweepError(f'{", ".join(stray)}: only with --sweep=FILE (a sweep file)')
   # The audit's run hook wraps loop.train / loop.check (no audit when it is off).
-  from image_classification.audit import hook as audit_hook  # pylint: disable=g-import-not-at-top
+  from image_classification import runs  # pylint: disable=g-import-not-at-top
   if _BENCHMARK_INPUT.value:
     from image_classification.tools import input_benchmark  # pylint: disable=g-import-not-at-top
     input_benchmark.run_input_benchmark(  # prints the rates, writes the json
@@ -449,7 +449,7 @@ def _command() -> None:
         _CONFIG.value, _WORKDIR.value, batch_sizes=batch_sizes, augmults=augmults,
         implementations=implementations, dtypes=dtypes)
     return
-  audit_hook.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
+  runs.train(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
 
 
 def _privacy_calculator(argv: list[str]) -> int:

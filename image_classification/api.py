@@ -32,7 +32,7 @@ from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification import config_file
 from image_classification.workdir import saved_config as workdir_config
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.data import base as data_base
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import progress
@@ -152,7 +152,7 @@ def train(config: ml_collections.ConfigDict | str, workdir: str,
     config = _config(config)
   config_lib.check_workdir(workdir)
   progress.quiet_library_logs()
-  return audit_hook.train(config, workdir, dry_run=dry_run)
+  return runs.train(config, workdir, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------------ use

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.data import base as data_base
 from image_classification.data import catalog
 from image_classification.data import datasets
@@ -91,7 +91,7 @@ def test_config_is_well_formed(name):
 @pytest.mark.parametrize('name', CONFIG_NAMES)
 def test_dry_run(name, tmp_path):
   config = get_config(name)
-  plan = audit_hook.train(config, str(tmp_path), dry_run=True)
+  plan = runs.train(config, str(tmp_path), dry_run=True)
   with open(tmp_path / 'plan.json') as f:
     assert json.load(f)['steps'] == plan['steps']
   if not plan['non_private']:
@@ -224,7 +224,7 @@ def test_trains_two_steps_on_tiny_inputs(name, tmp_path):
   if config.model.pretrained_path:
     config.model.pretrained_path = _pretrained_file(config, data, tmp_path)
   workdir = str(tmp_path / 'run')
-  summary = audit_hook.train(config, workdir, dataset=data)
+  summary = runs.train(config, workdir, dataset=data)
   assert summary['status'] == 'complete' and summary['steps'] == 2
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]

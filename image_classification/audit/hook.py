@@ -1,4 +1,4 @@
-"""The audit as a run hook: one call on each side of training (training/loop.py).
+"""The audit as a run plug-in: one call on each side of training (training/loop.py).
 
 * ``AuditHook.prepare(dataset)``, before the privacy plan is made: takes the
   canaries out of the training split and puts back the included ones
@@ -10,8 +10,8 @@
   (audit/statistics.py), writes WORKDIR/audit.json and prints one console line.
 
 ``for_config(config)`` gives the hook that config.audit asks for (None when the audit
-is off); ``train`` and ``check`` are loop.train and loop.check with that hook: what
-launch.py calls. The loop refuses a config with the audit on and no hook.
+is off); runs.train and runs.check plug it into the loop. The loop refuses a config
+with the audit on and no hook.
 
 What is proven (Steinke, Nasr & Jagielski 2023, Theorem 3.1; see statistics.py):
 if the training run is (epsilon, delta)-DP with respect to adding or removing
@@ -55,7 +55,6 @@ from image_classification.data import base
 from image_classification.privacy import batch_selection
 from image_classification.reporting import round_up
 from image_classification.workdir import run_files
-from image_classification.training import loop
 
 CANARY_TYPES = ('mislabeled',)
 NEIGHBORING_RELATION = 'add/remove one canary'
@@ -239,13 +238,3 @@ def for_config(config: ml_collections.ConfigDict
         a.num_canaries, a.confidence, a.analysis, a.score, a.num_guesses,
         a.canary_parameter, config.seed, config.model.train_only_head)
   return AuditHook(a.num_canaries, a.confidence, a.canary_type, config.seed)
-
-
-def train(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> dict:
-  """loop.train with the audit the config asks for (none when it is off)."""
-  return loop.train(config, workdir, audit=for_config(config), **kwargs)
-
-
-def check(config: ml_collections.ConfigDict, dataset=None) -> loop.Experiment:
-  """loop.check with the audit the config asks for: the dry run of ``train``."""
-  return loop.check(config, dataset, audit=for_config(config))

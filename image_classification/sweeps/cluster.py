@@ -41,7 +41,7 @@ import ml_collections
 import submitit
 
 from image_classification.workdir import run_files
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.reporting import progress
 from image_classification.reporting import report
 from image_classification.sweeps import point_job
@@ -280,8 +280,8 @@ def _wait_for_local_jobs(executor, workdir: str, todo, make_job, parallelism: in
 
 def submit(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
            kind: str, resource_flags: Mapping[str, Any],
-           train_fn: TrainFn = audit_hook.train,
-           check_fn: Optional[CheckFn] = audit_hook.check,
+           train_fn: TrainFn = runs.train,
+           check_fn: Optional[CheckFn] = runs.check,
            report_command: Optional[str] = None) -> list[dict[str, Any]]:
   """Submits the sweep's unfinished points as ``kind`` ('slurm' or 'local') jobs.
 
@@ -344,8 +344,8 @@ def _scheduler_job_id() -> Optional[str]:
 
 
 def run_one_point(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
-                  index: int, train_fn: TrainFn = audit_hook.train,
-                  check_fn: Optional[CheckFn] = audit_hook.check) -> int:
+                  index: int, train_fn: TrainFn = runs.train,
+                  check_fn: Optional[CheckFn] = runs.check) -> int:
   """--sweep_point=index: trains (or resumes) that point alone in this process.
 
   Returns the exit status: 0 when the point is complete, 1 when it failed (its
@@ -405,8 +405,8 @@ def _exit_status(rows: Sequence[Mapping[str, Any]], workdir: str) -> int:
 
 def command(config: Optional[ml_collections.ConfigDict], sweep_path: str, workdir: str,
             options: Options, base_command: Optional[str] = None,
-            train_fn: TrainFn = audit_hook.train,
-            check_fn: Optional[CheckFn] = audit_hook.check) -> int:
+            train_fn: TrainFn = runs.train,
+            check_fn: Optional[CheckFn] = runs.check) -> int:
   """launch.py --sweep: the sequential runner (runner.py) by default, or this
   module's executors, one point, or the table. Returns the exit status: 0, or 1 when
   a point failed or did not finish (SweepError: the caller's exit status 2)."""

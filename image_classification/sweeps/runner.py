@@ -1,6 +1,6 @@
 """Running a sweep's points one after another with the training loop.
 
-Each point trains in WORKDIR/<point_name> through ``audit_hook.train`` (the training
+Each point trains in WORKDIR/<point_name> through ``runs.train`` (the training
 loop, plus the privacy audit when the point's config asks for it), as a job of
 point_job.py. A point whose summary.json says complete is skipped, so a sweep resumes
 where it stopped; a point that crashed leaves its traceback in <point>/sweep_error.txt,
@@ -18,7 +18,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from image_classification.workdir import run_files
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.reporting import report
 from image_classification.sweeps import point_job
 from image_classification.sweeps.overrides import apply_overrides
@@ -119,9 +119,9 @@ def write_sweep_json(workdir: str, sweep_path: str, points: Sequence[Point],
 
 
 def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
-              train_fn: TrainFn = audit_hook.train, *, print_only: bool = False,
+              train_fn: TrainFn = runs.train, *, print_only: bool = False,
               base_command: Optional[str] = None,
-              check_fn: Optional[CheckFn] = audit_hook.check) -> list[dict[str, Any]]:
+              check_fn: Optional[CheckFn] = runs.check) -> list[dict[str, Any]]:
   """Runs every point of a sweep, one after another, and tabulates them.
 
   Args:
@@ -130,13 +130,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_path: str, workdir: str,
     workdir: the sweep's folder; point i runs in workdir/<point_name>.
     train_fn: ``train_fn(config, point_workdir)`` trains one point and leaves
       summary.json there with status 'complete' when it finishes
-      (``audit_hook.train``).
+      (``runs.train``).
     print_only: print one shell command per point (for the user's own
       scheduler) and run nothing; no file is written.
     base_command: the command those lines start with (see
       ``base_command_from_flags``); default 'python launch.py'.
     check_fn: ``check_fn(point_config)`` raises ValueError for a bad point
-      (``audit_hook.check``: config, data, privacy plan, model); every point not yet
+      (``runs.check``: config, data, privacy plan, model); every point not yet
       complete is checked before the first trains, also with print_only. None: no
       check.
 

@@ -7,6 +7,7 @@ import pytest
 
 from configs import quickstart_audit
 from configs import quickstart_audit_nonprivate
+from image_classification import runs
 from image_classification.audit import hook
 from image_classification.data import digits
 
@@ -21,7 +22,7 @@ def _shrunk(config, steps):
 
 
 def test_audit_json_from_the_loop(tmp_path):
-  summary = hook.train(_shrunk(quickstart_audit.get_config(), 4), str(tmp_path))
+  summary = runs.train(_shrunk(quickstart_audit.get_config(), 4), str(tmp_path))
   with open(tmp_path / 'audit.json') as f:
     audit = json.load(f)
   for key in ('epsilon_lower_bound', 'epsilon', 'delta', 'num_canaries', 'confidence',
@@ -43,7 +44,7 @@ def test_audit_json_from_the_loop(tmp_path):
 def test_shipped_audit_configs(tmp_path, module, private):
   config = module.get_config()
   config.wandb.mode = 'disabled'
-  hook.train(config, str(tmp_path))
+  runs.train(config, str(tmp_path))
   with open(os.path.join(tmp_path, 'audit.json')) as f:
     audit = json.load(f)
   if private:

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from configs import quickstart_audit_gradient
+from image_classification import runs
 from image_classification.audit import hook
 
 
@@ -19,7 +20,7 @@ def test_seeded_gradient_audit_of_the_quickstart_stays_below_its_epsilon(tmp_pat
   config = quickstart_audit_gradient.get_config('eps=4')
   config.privacy.insecure_seeded_noise = True  # the same run, hence bound, every time
   config.wandb.mode = 'disabled'
-  summary = hook.train(config, str(tmp_path))
+  summary = runs.train(config, str(tmp_path))
   with open(tmp_path / 'audit.json') as f:
     audit = json.load(f)
   print(f'gradient audit: bound {audit["epsilon_lower_bound"]:.3f} vs epsilon '

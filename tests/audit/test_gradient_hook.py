@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart_audit_gradient
+from image_classification import runs
 from image_classification import config as config_lib
 from image_classification import plan as plan_lib
 from image_classification.audit import gradient_canaries
@@ -74,7 +75,7 @@ def test_canaries_that_do_not_fit_the_model_fail_in_the_dry_run(field, value, ma
   config = _tiny_config()
   config.audit[field] = value
   with pytest.raises(config_lib.ConfigError, match=match):
-    hook.check(config, dataset=_zeros_dataset(n=2000))
+    runs.check(config, dataset=_zeros_dataset(n=2000))
 
 
 def test_canaries_are_sampled_by_the_runs_own_batch_selection(tmp_path, monkeypatch):

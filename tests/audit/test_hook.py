@@ -11,6 +11,7 @@ import pytest
 
 from configs import quickstart_audit
 from configs import quickstart_audit_nonprivate
+from image_classification import runs
 from image_classification import config as config_lib
 from image_classification.audit import canaries as canaries_lib
 from image_classification.audit import hook
@@ -18,7 +19,7 @@ from image_classification.audit import statistics
 from image_classification.models import registry
 from image_classification import plan as plan_lib
 from image_classification.privacy import batch_selection
-from image_classification.training import loop
+from image_classification.training import experiment
 from tests.audit.canary_helpers import indexed_splits
 from tests.audit.canary_helpers import NUM_CLASSES
 from tests.training import wiring_helpers
@@ -75,10 +76,10 @@ def test_bad_audit_fields_are_named(field, value):
 def test_the_loop_refuses_an_audit_without_its_hook():
   """Silently training without the canaries would write no audit.json at all."""
   with pytest.raises(config_lib.ConfigError, match='audit'):
-    loop.Experiment(_config(), dry_run=True, dataset=indexed_splits(n=200))
+    experiment.Experiment(_config(), dry_run=True, dataset=indexed_splits(n=200))
   config = _config(num_canaries=40)
   config.training.batch_size = 16
-  exp = hook.check(config, dataset=indexed_splits(n=200))
+  exp = runs.check(config, dataset=indexed_splits(n=200))
   assert exp.dataset_size == exp.audit.canaries.train_size == exp.plan.dataset_size
 
 
@@ -178,7 +179,7 @@ def test_finish_scores_like_evaluation_and_refuses_a_plan_without_canaries(tmp_p
 # ---------------------------------------------------------------- real training
 def _train_and_audit(config, workdir):
   """hook.train (the loop with the audit hook); audit.json, checked against the run."""
-  summary = hook.train(config, workdir)
+  summary = runs.train(config, workdir)
   with open(os.path.join(workdir, 'audit.json')) as f:
     out = json.load(f)
   with open(os.path.join(workdir, 'privacy.json')) as f:

@@ -13,6 +13,7 @@ from image_classification.data import digits
 from image_classification.data import validation
 from image_classification.workdir import run_files
 from image_classification.workdir import checkpoint_store
+from image_classification.training import experiment
 from image_classification.training import loop
 from image_classification.workdir import resume
 
@@ -28,7 +29,7 @@ def test_dry_run_plan_excludes_the_validation_split(tmp_path):
 def test_plan_excludes_the_validation_split_of_real_data():
   config = quickstart.get_config()
   config.data.validation_fraction = 0.25
-  exp = loop.Experiment(config)
+  exp = experiment.Experiment(config)
   assert exp.dataset_size + exp.validation.num_examples == \
       digits.load().train.num_examples
   assert exp.plan.dataset_size == exp.dataset_size

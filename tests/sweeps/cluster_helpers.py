@@ -4,7 +4,7 @@ import json
 import os
 from unittest import mock
 
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.workdir import secret_file
 
 SEEN_SECRETS = 'DP_TEST_SEEN_SECRETS'  # folder, outside the sweep, for the copies
@@ -12,7 +12,7 @@ FAILING_SEED = 99
 
 
 def train_keeping_the_secret(config, workdir):
-  """The real training (audit_hook.train), watched: when the run deletes its secret at
+  """The real training (runs.train), watched: when the run deletes its secret at
   the end (secret_file.discard), a copy first goes to $DP_TEST_SEEN_SECRETS/<point>.hex,
   outside the sweep's folder, so that the test can look for it (and for the batches it
   drew) in what the sweep left. config.seed == FAILING_SEED fails before training."""
@@ -29,4 +29,4 @@ def train_keeping_the_secret(config, workdir):
     discard(point_dir)
 
   with mock.patch.object(secret_file, 'discard', keep_then_discard):
-    return audit_hook.train(config, workdir)
+    return runs.train(config, workdir)

@@ -19,7 +19,7 @@ import pytest
 from configs import quickstart
 from image_classification.workdir import run_files
 from image_classification import sweeps
-from image_classification.audit import hook as audit_hook
+from image_classification import runs
 from image_classification.privacy import mechanism_secret
 from image_classification.sweeps import cluster
 from image_classification.sweeps import point_job
@@ -105,7 +105,7 @@ def _needles(config, secret_hex):
              'sampling seed bytes': randomness.sampling_seed.to_bytes(32, 'little'),
              'noise key': randomness.noise_key().astype('<u4').tobytes(),
              'noise key (big-endian)': randomness.noise_key().astype('>u4').tobytes()}
-  selection = audit_hook.check(config).plan.batch_selection(randomness.sampling_seed)
+  selection = runs.check(config).plan.batch_selection(randomness.sampling_seed)
   for step in range(config.training.num_steps):
     idx = np.asarray(selection.indices(step))
     assert len(idx) >= 4  # a batch of ~64 out of 1438

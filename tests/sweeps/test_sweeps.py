@@ -327,7 +327,7 @@ def test_every_point_is_checked_before_the_first_trains(tmp_path):
   workdir = str(tmp_path / 'w')
   config = quickstart.get_config()
   with pytest.raises(sweeps.SweepError) as e:
-    sweeps.run_sweep(config, sweep_file, workdir, trainer)  # checks with loop.check
+    sweeps.run_sweep(config, sweep_file, workdir, trainer)  # checks with runs.check
   message = str(e.value)
   assert message.startswith('2 of 3 sweep points have a bad config; nothing was '
                             'trained.')

@@ -10,6 +10,7 @@ import pytest
 from configs import quickstart
 from image_classification.workdir import run_files
 from image_classification.data import digits
+from image_classification.training import experiment
 from image_classification.training import loop
 from tests import test_configs
 
@@ -63,7 +64,7 @@ def test_fine_tuned_large_delta_run_says_so_in_every_run_file(tmp_path, capsys):
   config.privacy.delta = 0.05
   config.privacy.allow_large_delta = True
   config.wandb.mode = 'disabled'
-  data = loop.Experiment(config, dry_run=True).data
+  data = experiment.Experiment(config, dry_run=True).data
   config.model.pretrained_path = test_configs._pretrained_file(  # pylint: disable=protected-access
       config, data, tmp_path)
   workdir = str(tmp_path / 'run')
