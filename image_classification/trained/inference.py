@@ -116,7 +116,7 @@ def export_params(workdir: str, params, *, step: int, epsilon: float,
 
   params.json: step (of the parameters), the run's own epsilon and delta, and, when
   the run composes with earlier runs on the same data (trained/pretrained.py), the
-  total. ``selected_on_validation`` (training/selection.py): the parameters are the
+  total. ``selected_on_validation`` (workdir/selection.py): the parameters are the
   step with the best validation accuracy, not the last; the epsilon is still the
   whole run's, since the choice looked at every evaluation.
   """

@@ -9,18 +9,13 @@ holds the few things the trainer must add:
   cluster auto-detection), within a bounded time and with a message that names the
   process and the cause; then checks that every process was told the same number of
   processes.
-- ``detect_scheduler``: which cluster environment ``--distributed`` would join (Slurm,
-  Open MPI, Kubernetes, Cloud TPU), read from the variables jax.distributed reads, so
-  that a machine without one gets one clear error instead of JAX's; and on Slurm with
-  one task per node, every GPU the node gave the task stays visible (jax alone would
-  keep only the GPU numbered SLURM_LOCALID).
+  Which scheduler ``--distributed`` joins is schedulers.py's.
 - ``is_writer``: process 0 alone writes the run files and prints.
 - ``global_batch``: each process reads only its rows of a logical batch and the global
   array is assembled with ``jax.make_array_from_process_local_data``; no host ever
   holds the whole batch.
-- ``shared_randomness``: the run's secret (workdir/secret_file.py) read or created
-  by process 0 alone and broadcast to the others over the collectives; it never
-  reaches a published file.
+- ``broadcast_from_writer``: process 0's bytes to every process (the run's secret:
+  workdir/secret_file.py ``for_run``; it never reaches a published file).
 - ``check_same``: a value that must be equal on every process (the config) is compared.
 - ``check_same_data``: before the first step, every process's training data (its size
   N, its labels and its record list: data/fingerprint.py) and its privacy plan
@@ -38,10 +33,8 @@ different records on different hosts (a record could fill two slots: sensitivity
 refuses such a job before anything is compiled.
 """
 import hashlib
-import importlib.util
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -52,15 +45,13 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from image_classification.data import fingerprint as fingerprint_lib
-from image_classification.privacy import mechanism_secret
-from image_classification.workdir import secret_file
-from image_classification import errors
+from image_classification import schedulers
 
 DEFAULT_TIMEOUT_S = 120
 
 
-class DistributedError(errors.UserError):
-  """A multi-process job cannot start or continue; the message names the cause."""
+# A multi-process job cannot start or continue (defined beside the scheduler checks).
+DistributedError = schedulers.DistributedError
 
 
 # ---------------------------------------------------------------------- joining
@@ -96,94 +87,6 @@ def _timeout_message(address, num_processes, process_id, timeout_s) -> str:
           f'process joined, or they disagree on --num_processes (this one has '
           f'{num_processes}); start all with the same --num_processes and distinct '
           '--process_id')
-
-
-# ---------------------------------------------------------------------- schedulers
-# What jax.distributed.initialize() reads to detect each cluster (jax/_src/clusters/).
-SLURM_VARIABLES = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
-                   'SLURM_LOCALID')
-OPEN_MPI_VARIABLE = 'OMPI_MCA_orte_hnp_uri'
-KUBERNETES_VARIABLE = 'KUBERNETES_SERVICE_HOST'
-TPU_VARIABLES = ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES',
-                 'MEGASCALE_COORDINATOR_ADDRESS')
-
-
-def detect_scheduler(environ=None) -> str:
-  """The cluster environment that ``jax.distributed.initialize()`` will detect here:
-  'slurm', 'open mpi', 'kubernetes' or 'cloud tpu'.
-
-  Raises:
-    DistributedError: none is present (e.g. one machine and no scheduler), or one is
-      half present in a way jax would not detect (a Slurm batch script that starts
-      launch.py without srun; Kubernetes without the ``kubernetes`` package); the
-      message says what to do instead.
-  """
-  env = os.environ if environ is None else environ
-  slurm = [v for v in SLURM_VARIABLES if v in env]
-  if len(slurm) == len(SLURM_VARIABLES):
-    return 'slurm'
-  if OPEN_MPI_VARIABLE in env:
-    return 'open mpi'
-  if KUBERNETES_VARIABLE in env:
-    if importlib.util.find_spec('kubernetes') is None:
-      raise DistributedError(
-          f'--distributed: this is a Kubernetes pod ({KUBERNETES_VARIABLE} is set), but '
-          "jax needs the 'kubernetes' Python package to find the job's coordinator, "
-          'size and index: pip install kubernetes (the jax[k8s] extra), or pass '
-          '--coordinator_address, --num_processes and --process_id (docs/scale_out.md)')
-    return 'kubernetes'
-  if any(v in env for v in TPU_VARIABLES) or importlib.util.find_spec('libtpu'):
-    return 'cloud tpu'
-  if slurm:
-    missing = [v for v in SLURM_VARIABLES if v not in env]
-    raise DistributedError(
-        f'--distributed: this process runs inside Slurm job {env.get("SLURM_JOB_ID", "?")} '
-        f'but outside a job step ({", ".join(missing)} unset), so jax cannot tell the '
-        'processes apart: start it with srun inside the batch script (srun python '
-        'launch.py ... --distributed; see examples/slurm_2_nodes_8_gpus.sbatch)')
-  raise DistributedError(
-      "--distributed found no cluster scheduler in this process's environment (Slurm "
-      f'job step: {", ".join(SLURM_VARIABLES)}; Open MPI: {OPEN_MPI_VARIABLE}; '
-      f'Kubernetes: {KUBERNETES_VARIABLE}; Cloud TPU). On one machine drop --distributed '
-      '(one process already uses every local device); to join processes by hand, give '
-      '--coordinator_address, --num_processes and --process_id instead')
-
-
-def _expand_tasks_per_node(spec: str) -> list[int]:
-  """Slurm's compressed task counts, e.g. '2(x3),1' -> [2, 2, 2, 1]."""
-  counts = []
-  for part in spec.split(','):
-    match = re.fullmatch(r'\s*(\d+)(?:\(x(\d+)\))?\s*', part)
-    if match is None:
-      raise ValueError(f'cannot read tasks per node {spec!r}')
-    counts += [int(match.group(1))] * int(match.group(2) or 1)
-  return counts
-
-
-def slurm_tasks_on_this_node(environ=None) -> int | None:
-  """How many tasks of this Slurm job step run on this node (None: unknown)."""
-  env = os.environ if environ is None else environ
-  spec = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE')
-  if not spec:
-    return None
-  try:
-    counts = _expand_tasks_per_node(spec)
-    return counts[int(env.get('SLURM_NODEID', 0))]
-  except (ValueError, IndexError):
-    return None
-
-
-def keeps_every_local_gpu(scheduler: str, environ=None) -> bool:
-  """Whether this process must keep every GPU of its node visible.
-
-  jax restricts a Slurm task to the one GPU numbered SLURM_LOCALID (one process per
-  GPU). With one task per node (``--ntasks-per-node=1 --gpus-per-node=8``, the layout
-  of examples/slurm_2_nodes_8_gpus.sbatch) that would leave 7 of 8 GPUs idle, so the
-  restriction is undone there; JAX_LOCAL_DEVICE_IDS, when set, still wins.
-  """
-  env = os.environ if environ is None else environ
-  return (scheduler == 'slurm' and 'JAX_LOCAL_DEVICE_IDS' not in env
-          and slurm_tasks_on_this_node(env) == 1)
 
 
 _VISIBLE_DEVICE_OPTIONS = ('jax_cuda_visible_devices', 'jax_rocm_visible_devices')
@@ -228,8 +131,8 @@ def initialize(coordinator_address: str | None = None,
     raise DistributedError(f'--distributed_timeout={timeout_s}: must be positive seconds')
   scheduler = None
   if auto and any(v is None for v in explicit):
-    scheduler = detect_scheduler()
-  keep_gpus = scheduler is not None and keeps_every_local_gpu(scheduler)
+    scheduler = schedulers.detect_scheduler()
+  keep_gpus = scheduler is not None and schedulers.keeps_every_local_gpu(scheduler)
   visible = {name: jax.config.values.get(name) for name in _VISIBLE_DEVICE_OPTIONS}
   # On the CPU the cross-process collectives are gloo's (no-op for GPU/TPU backends).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -378,33 +281,9 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-# ---------------------------------------------------------------------- the secret
-def shared_randomness(workdir: str, seed: int, insecure: bool, resuming: bool,
-                      released_rows: int = 0) -> mechanism_secret.MechanismRandomness:
-  """``secret_file.for_run`` with several processes: process 0 reads or creates the
-  workdir's private file alone and broadcasts the 32 secret bytes; every process then
-  derives the same noise key and sampling seed. A failure on process 0 (a missing file
-  for a resume) stops every process, with process 0 naming the file.
-  ``resuming``, ``released_rows``: secret_file.read_or_create's (process 0's)."""
-  if jax.process_count() == 1 or insecure:
-    return secret_file.for_run(workdir, seed, insecure, resuming, released_rows)
-  message = np.zeros(1 + mechanism_secret.SECRET_BYTES, np.uint8)
-  error = None
-  if is_writer():
-    try:
-      secret = secret_file.read_or_create(workdir, resuming, released_rows)
-      message[0] = 1
-      message[1:] = np.frombuffer(secret, np.uint8)
-    except mechanism_secret.SecretError as e:
-      error = e
-  message = _broadcast(message)
-  if error is not None:
-    raise error
-  if not message[0]:
-    raise mechanism_secret.SecretError(
-        'process 0 could not read or create the run\'s secret '
-        f'{secret_file.path(workdir)} (see its error): stopping')
-  return mechanism_secret.from_secret(bytes(message[1:]))
+def broadcast_from_writer(x: np.ndarray) -> np.ndarray:
+  """Process 0's ``x`` on every process (a collective: every process calls it)."""
+  return _broadcast(x)
 
 
 # ---------------------------------------------------------------------- batches

@@ -43,7 +43,7 @@ class Experiment:
                  or sources.load_dataset(config.data))
     # Held out before the plan: the accountant's N is the training split that is left.
     self.data, self.validation = validation.hold_out(
-        self.data, config.data.get('validation_fraction', 0.0))
+        self.data, config.data.validation_fraction)
     # Before the plan: with an audit on, the accountant's N counts the included canaries.
     if config.audit.enabled and audit is None:
       raise config_lib.ConfigError(
@@ -73,7 +73,7 @@ class Experiment:
     try:  # a bad model kwarg fails here, in tracing, before anything compiles
       self.model = registry.build(
           config.model.name, self.data.num_classes,
-          compute_dtype=config.training.get('compute_dtype', 'float32'),
+          compute_dtype=config.training.compute_dtype,
           **config.model.kwargs.to_dict())
       # BatchNorm or other cross-example state refused, naming the layer.
       abstract = checks.inspect(self.model, self.image_shape, self.data.num_classes,
@@ -98,10 +98,10 @@ class Experiment:
       audit.check_model(abstract['params'])
 
   def _feature_extractor(self, config):
-    name = config.model.get('features', '') or ''
+    name = config.model.features
     if not name:
       return None
-    kwargs = config.model.get('features_kwargs', ml_collections.ConfigDict()).to_dict()
+    kwargs = config.model.features_kwargs.to_dict()
     try:
       return features_lib.build(name, self.data.train.image_shape, **kwargs)
     except ValueError as e:

@@ -16,7 +16,7 @@ The one place that names them; every writer and reader uses these constants.
   evaluation.json, confusion_matrix.png, predictions.csv   --evaluate / --predict
   export/              model.json, params.msgpack, params.json: the trained model
   selection/           training.select_on_validation: the best evaluation's
-                       parameters so far (training/selection.py); removed at the end
+                       parameters so far (workdir/selection.py); removed at the end
   sweep.json, sweep.csv, sweep.md, sweep.png   a sweep folder; a failed point keeps
                        its traceback in <point>/sweep_error.txt
   sweep_jobs.json, submitit/   a sweep run by a scheduler: its points' jobs, and

@@ -1,7 +1,8 @@
 """Where a run keeps its mechanism secret: WORKDIR/mechanism_secret.json.
 
 The secret itself (what it is, how the noise key and the sampling seed derive from it)
-is privacy/mechanism_secret.py's. This module keeps it across a resume.
+is privacy/mechanism_secret.py's. This module keeps it across a resume and hands it to
+every process of a job (``for_run``).
 
 Privacy semantics:
 - the file is created owner-only (0600) and never overwritten, so a run's secret
@@ -17,6 +18,8 @@ Privacy semantics:
 """
 import json
 import os
+
+import numpy as np
 
 from image_classification.workdir import run_files
 from image_classification.privacy import mechanism_secret
@@ -97,13 +100,39 @@ def read_or_create(workdir: str, resuming: bool, released_rows: int = 0) -> byte
 
 
 def for_run(workdir: str, seed: int, insecure: bool, resuming: bool,
-            released_rows: int = 0) -> mechanism_secret.MechanismRandomness:
+            released_rows: int = 0, *, writer: bool = True,
+            broadcast=None) -> mechanism_secret.MechanismRandomness:
   """The run's randomness: from the workdir's secret, or (INSECURE, testing switch)
   from ``seed``, in which case no file is read or written. ``resuming`` and
-  ``released_rows``: see ``read_or_create``."""
+  ``released_rows``: see ``read_or_create``.
+
+  Several processes (``broadcast``: process 0's uint8 array on every process, a
+  collective): process 0 (``writer``) alone reads or creates the file and sends the
+  32 secret bytes; every process then derives the same noise key and sampling seed.
+  A failure on process 0 (a missing file for a resume) stops every process, with
+  process 0 naming the file.
+  """
   if insecure:
     return mechanism_secret.from_seed(seed)
-  return mechanism_secret.from_secret(read_or_create(workdir, resuming, released_rows))
+  if broadcast is None:
+    return mechanism_secret.from_secret(read_or_create(workdir, resuming, released_rows))
+  message = np.zeros(1 + mechanism_secret.SECRET_BYTES, np.uint8)
+  error = None
+  if writer:
+    try:
+      secret = read_or_create(workdir, resuming, released_rows)
+      message[0] = 1
+      message[1:] = np.frombuffer(secret, np.uint8)
+    except mechanism_secret.SecretError as e:
+      error = e
+  message = broadcast(message)
+  if error is not None:
+    raise error
+  if not message[0]:
+    raise mechanism_secret.SecretError(
+        'process 0 could not read or create the run\'s secret '
+        f'{path(workdir)} (see its error): stopping')
+  return mechanism_secret.from_secret(bytes(message[1:]))
 
 
 def discard(workdir: str) -> None:

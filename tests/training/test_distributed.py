@@ -54,12 +54,12 @@ def test_one_process_holds_every_row_and_the_global_batch_is_the_batch():
 
 
 def test_shared_randomness_with_one_process_is_the_workdir_secret(tmp_path):
-  first = distributed.shared_randomness(str(tmp_path), 0, insecure=False, resuming=False)
+  first = secret_file.for_run(str(tmp_path), 0, insecure=False, resuming=False)
   again = secret_file.for_run(str(tmp_path), 0, insecure=False, resuming=True)
   assert first.noise_key_words == again.noise_key_words
   assert first.sampling_seed == again.sampling_seed
   with pytest.raises(mechanism_secret.SecretError, match='missing'):
-    distributed.shared_randomness(str(tmp_path / 'other'), 0, insecure=False,
+    secret_file.for_run(str(tmp_path / 'other'), 0, insecure=False,
                                   resuming=True)
 
 

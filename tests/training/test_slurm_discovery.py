@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from image_classification import schedulers
 from image_classification.training import distributed
 from tests.training import test_multiprocess as multiprocess
 
@@ -109,7 +110,7 @@ SLURM_STEP = {'SLURM_JOB_ID': '12', 'SLURM_STEP_NODELIST': 'n[01-02]', 'SLURM_NT
     ({'TPU_WORKER_HOSTNAMES': 'a,b'}, 'cloud tpu'),
 ])
 def test_detect_scheduler_reads_what_jax_reads(environ, expected):
-  assert distributed.detect_scheduler(environ) == expected
+  assert schedulers.detect_scheduler(environ) == expected
 
 
 @pytest.mark.parametrize('environ, match', [
@@ -118,18 +119,18 @@ def test_detect_scheduler_reads_what_jax_reads(environ, expected):
      r'outside a job step \(SLURM_STEP_NODELIST, SLURM_PROCID, SLURM_LOCALID unset\).*srun'),
 ])
 def test_detect_scheduler_says_what_is_missing(environ, match):
-  with pytest.raises(distributed.DistributedError, match=match):
-    distributed.detect_scheduler(environ)
+  with pytest.raises(schedulers.DistributedError, match=match):
+    schedulers.detect_scheduler(environ)
 
 
 def test_kubernetes_needs_the_kubernetes_package():
   try:
     import kubernetes  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    with pytest.raises(distributed.DistributedError, match='pip install kubernetes'):
-      distributed.detect_scheduler({'KUBERNETES_SERVICE_HOST': '10.0.0.1'})
+    with pytest.raises(schedulers.DistributedError, match='pip install kubernetes'):
+      schedulers.detect_scheduler({'KUBERNETES_SERVICE_HOST': '10.0.0.1'})
   else:
-    assert distributed.detect_scheduler(
+    assert schedulers.detect_scheduler(
         {'KUBERNETES_SERVICE_HOST': '10.0.0.1'}) == 'kubernetes'
 
 
@@ -140,17 +141,17 @@ def test_slurm_tasks_on_this_node(spec, node, tasks):
   environ = {'SLURM_STEP_TASKS_PER_NODE': spec}
   if node is not None:
     environ['SLURM_NODEID'] = node
-  assert distributed.slurm_tasks_on_this_node(environ) == tasks
+  assert schedulers.slurm_tasks_on_this_node(environ) == tasks
 
 
 def test_one_task_per_node_keeps_every_gpu_and_one_per_gpu_does_not():
   one_per_node = {**SLURM_STEP, 'SLURM_STEP_TASKS_PER_NODE': '1(x2)', 'SLURM_NODEID': '1'}
   one_per_gpu = {**SLURM_STEP, 'SLURM_STEP_TASKS_PER_NODE': '8(x2)', 'SLURM_NODEID': '1'}
-  assert distributed.keeps_every_local_gpu('slurm', one_per_node)
-  assert not distributed.keeps_every_local_gpu('slurm', one_per_gpu)
-  assert not distributed.keeps_every_local_gpu(
+  assert schedulers.keeps_every_local_gpu('slurm', one_per_node)
+  assert not schedulers.keeps_every_local_gpu('slurm', one_per_gpu)
+  assert not schedulers.keeps_every_local_gpu(
       'slurm', {**one_per_node, 'JAX_LOCAL_DEVICE_IDS': '0'})
-  assert not distributed.keeps_every_local_gpu('kubernetes', one_per_node)
+  assert not schedulers.keeps_every_local_gpu('kubernetes', one_per_node)
 
 
 def test_the_sbatch_script_asks_for_two_nodes_of_eight_gpus_one_process_each():

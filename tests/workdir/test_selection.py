@@ -1,10 +1,10 @@
-"""training/selection.py: the best evaluation's parameters so far, across resumes and
+"""workdir/selection.py: the best evaluation's parameters so far, across resumes and
 checkpoint pruning (the end-to-end run is in tests/test_api.py)."""
 import os
 
 import numpy as np
 
-from image_classification.training import selection
+from image_classification.workdir import selection
 
 
 def _params(value):
