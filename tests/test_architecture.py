@@ -207,3 +207,52 @@ def test_the_checks_catch_a_planted_upward_import_and_cycle():
   assert any('privacy.noise:1 imports image_classification.training.loop' in u
              for u in _upward(planted))
   assert any('image_classification.privacy.noise' in c for c in _cycles(planted))
+
+
+# ---------------------------------------------------------------------- sizes
+# A folder or a function past these is a sign that two concerns share it
+# (docs/architecture.md): split it by concern rather than raise the limit.
+MAX_FOLDER_LINES = 2000
+MAX_FUNCTION_LINES = 120
+MAX_LAUNCH_LINES = 150
+
+
+def _folder_lines() -> dict[str, int]:
+  """Lines of the .py files directly in each folder of the package."""
+  lines = {}
+  for path in SOURCES.values():
+    if path.name != 'launch.py':
+      folder = str(path.parent.relative_to(ROOT))
+      lines[folder] = lines.get(folder, 0) + len(path.read_text().splitlines())
+  return lines
+
+
+def _long_functions(max_lines: int) -> list[str]:
+  long = []
+  for module, path in SOURCES.items():
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        length = node.end_lineno - node.lineno + 1
+        if length > max_lines:
+          long.append(f'{module}.{node.name}: {length} lines')
+  return long
+
+
+def test_no_folder_of_the_package_is_over_2000_lines():
+  big = {f: n for f, n in _folder_lines().items() if n > MAX_FOLDER_LINES}
+  assert not big, big
+
+
+def test_no_function_is_over_120_lines():
+  long = _long_functions(MAX_FUNCTION_LINES)
+  assert not long, '\n'.join(long)
+
+
+def test_launch_is_a_switchboard():
+  lines = len((ROOT / 'launch.py').read_text().splitlines())
+  assert lines < MAX_LAUNCH_LINES, f'launch.py has {lines} lines'
+
+
+def test_the_size_checks_can_fail():
+  assert _long_functions(40), 'some function is over 40 lines: the check sees them'
+  assert max(_folder_lines().values()) > 500
