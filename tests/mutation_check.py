@@ -52,20 +52,20 @@ MUTATIONS = {
         [DPS + '::test_normaliser_is_expected_not_realised_batch_size']),
     'noise_x0.5': (
         'image_classification/privacy/noise.py',
-        'noisy = [x + stddev * jax.random.normal(',
-        'noisy = [x + 0.5 * stddev * jax.random.normal(',
+        'noisy = [x + stddev * z for x, z',
+        'noisy = [x + 0.5 * stddev * z for x, z',
         [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
          W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'noise_x0.9': (
         'image_classification/privacy/noise.py',
-        'noisy = [x + stddev * jax.random.normal(',
-        'noisy = [x + 0.9 * stddev * jax.random.normal(',
+        'noisy = [x + stddev * z for x, z',
+        'noisy = [x + 0.9 * stddev * z for x, z',
         [DPS + '::test_noise_is_drawn_once_with_std_sigma_c_over_b',
          W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'noise_x0.95': (
         'image_classification/privacy/noise.py',
-        'noisy = [x + stddev * jax.random.normal(',
-        'noisy = [x + 0.95 * stddev * jax.random.normal(',
+        'noisy = [x + stddev * z for x, z',
+        'noisy = [x + 0.95 * stddev * z for x, z',
         [W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
     'pmean_not_psum': (
         'image_classification/training/dp_step.py',
@@ -118,8 +118,8 @@ MUTATIONS = {
         # formula raises (a crash, not the test's rate check, was what failed).
         'image_classification/training/loop.py',
         'indices = selection.indices(step)',
-        "indices = type(plan)(**{**vars(plan), 'expected_batch_size': "
-        "2 * plan.expected_batch_size}).batch_selection(randomness.sampling_seed)"
+        "indices = type(run.plan)(**{**vars(run.plan), 'expected_batch_size': "
+        "2 * run.plan.expected_batch_size}).batch_selection(run.randomness.sampling_seed)"
         '.indices(step)',
         [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer', GA]),
     'augmult_views_clipped_separately': (
@@ -161,8 +161,8 @@ MUTATIONS = {
         ' part[1])\n',
         [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
     'realized_is_expected': (
-        'image_classification/training/loop.py',
-        "'realized_batch_size': float(summed['num_examples']) / len(pending),",
+        'image_classification/training/actions.py',
+        "'realized_batch_size': n / len(self.pending),",
         "'realized_batch_size': float(plan.expected_batch_size),",
         [W + '::test_poisson_sampling_rate_and_inclusion_through_the_trainer']),
     'clip_count_includes_invalid': (
@@ -176,14 +176,14 @@ MUTATIONS = {
         "jnp.sum((~jnp.isfinite(norms)).astype(jnp.float32))",
         [W + '::test_nonfinite_gradients_and_clip_fraction_in_metrics']),
     'cross_check_same_accountant': (
-        'image_classification/training/loop.py',
+        'image_classification/workdir/records.py',
         'cross[other] = plan.ledger(other).epsilon(step)',
         'cross[other] = plan.ledger(plan.accountant).epsilon(step)',
         [W + '::test_pld_accountant_run_reports_pld_and_rdp_cross_check']),
     'eval_raw_not_ema': (
         'image_classification/training/loop.py',
-        '    return _accuracies(eval_fn, state.eval_params(use_ema), exp, t.eval_batch_size)',
-        '    return _accuracies(eval_fn, state.eval_params(False), exp, t.eval_batch_size)',
+        '    return self.state.eval_params(self.use_ema)',
+        '    return self.state.eval_params(False)',
         [EV + '::test_evaluation_uses_ema_params_and_ignores_padding_on_four_devices']),
     'eval_counts_padding': (
         'image_classification/training/evaluation.py',
