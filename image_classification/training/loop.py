@@ -164,7 +164,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   # capacity is a multiple of devices x micro-batch, so micro-batches tile each shard.
   step_cfg = dp_step.step_config(
       config, clipping_norm=plan.clipping_norm,
-      noise_multiplier=plan.noise_multiplier,
       expected_batch_size=plan.expected_batch_size, mean=exp.data.mean,
       std=exp.data.std, per_example_grads=exp.per_example_grads)
   # The gradient audit's canaries (training/canary_slots.py); None without that audit.

@@ -2,7 +2,6 @@
 import json
 import os
 
-import ml_collections
 import pytest
 
 from configs import base
@@ -18,13 +17,17 @@ def _tiny_config():
   config.model.kwargs.channels = (4,)
   config.privacy.noise_multiplier = None  # left to calibration: a placeholder is used
   config.training.num_steps = 10
-  config.benchmark = ml_collections.ConfigDict({'image_shape': (6, 6, 1),
-                                                'num_classes': 3})
   return config
 
 
+def _run(config, workdir, **kwargs):
+  """run_benchmark on tiny random images (6x6x1, 3 classes) instead of digits'."""
+  return benchmark.run_benchmark(config, str(workdir), image_shape=(6, 6, 1),
+                                 num_classes=3, **kwargs)
+
+
 def test_benchmark_json_is_well_formed(tmp_path, capsys):
-  out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[4, 8],
+  out = _run(_tiny_config(), tmp_path, batch_sizes=[4, 8],
                                 augmults=[1, 2], implementations=['vmap', 'fast'],
                                 reps=2, warmup=1)
   with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
@@ -54,7 +57,7 @@ def test_default_implementation_comes_from_config(tmp_path):
   config = _tiny_config()
   assert config.training.per_example_grads == 'fast'  # the platform's default
   config.training.per_example_grads = 'ghost'
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['per_example_grads'] for r in out['rows']] == ['ghost']
   assert 'nonprivate_images_per_sec' not in out['rows'][0]
@@ -82,11 +85,11 @@ def test_benchmark_runs_for_every_config(name, tmp_path):
 def test_batch_smaller_than_the_micro_batch_is_one_pass_and_bad_sizes_are_named(tmp_path):
   config = _tiny_config()
   config.training.micro_batch_size = 4
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2, 8], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2, 8], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['micro_batch_size'] for r in out['rows']] == [0, 4]
   with pytest.raises(config_lib.ConfigError, match='micro_batch_size=4'):
-    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[6], augmults=[1])
+    _run(config, tmp_path, batch_sizes=[6], augmults=[1])
 
 
 @pytest.mark.parametrize('sizes,augmults,impls,expected', [
@@ -108,7 +111,7 @@ def test_bad_benchmark_flags_are_named_before_anything_runs(
   # The library entry point checks the same before building anything.
   monkeypatch.setattr(benchmark.registry, 'build', lambda *a, **k: pytest.fail('built'))
   with pytest.raises(config_lib.ConfigError):
-    benchmark.run_benchmark(_tiny_config(), str(tmp_path),
+    _run(_tiny_config(), tmp_path,
                             batch_sizes=[int(s) if s.lstrip('-').isdigit() else s
                                          for s in sizes],
                             augmults=[int(k) for k in augmults], implementations=impls)
@@ -133,7 +136,7 @@ def test_a_failure_after_some_rows_keeps_the_rows_measured(tmp_path, monkeypatch
 
   monkeypatch.setattr(benchmark, '_peak_memory', peak_then_fail)
   with pytest.raises(RuntimeError, match='simulated'):
-    benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2, 4],
+    _run(_tiny_config(), tmp_path, batch_sizes=[2, 4],
                             augmults=[1], reps=1, warmup=0, include_nonprivate=False)
   with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
     written = json.load(f)
@@ -147,12 +150,12 @@ def test_bad_model_kwarg_is_named_before_timing(tmp_path):
   config.model.kwargs.activation = 'relu6'
   with pytest.raises(config_lib.ConfigError, match=r"config.model.kwargs=.*'relu6'.*"
                      r"do not build model 'cnn'"):
-    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1])
+    _run(config, tmp_path, batch_sizes=[2], augmults=[1])
   assert not os.listdir(tmp_path)
 
 
 def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
-  out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2],
+  out = _run(_tiny_config(), tmp_path, batch_sizes=[2],
                                 augmults=[1], implementations=['fast'], reps=1,
                                 warmup=0, dtypes=['float32', 'bfloat16'])
   assert [r['compute_dtype'] for r in out['rows']] == ['float32', 'bfloat16']
@@ -166,6 +169,6 @@ def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
       benchmark.parse_dtypes(bad)
   config = _tiny_config()
   config.training.compute_dtype = 'bfloat16'  # the default row follows the config
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['compute_dtype'] for r in out['rows']] == ['bfloat16']
