@@ -1,6 +1,8 @@
 """The benchmark writes a well-formed benchmark.json (no timing assertions)."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,8 @@ from image_classification import config as config_lib
 from image_classification.workdir import run_files
 from image_classification.tools import benchmark
 from tests import test_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _tiny_config():
@@ -172,3 +176,46 @@ def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
   out = _run(config, tmp_path, batch_sizes=[2], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['compute_dtype'] for r in out['rows']] == ['bfloat16']
+
+
+def test_no_data_is_read_a_missing_path_still_runs(tmp_path):
+  """The images are random of the published shape: cifar10 from a folder that does
+  not exist is timed all the same; a dataset whose files decide the shape needs it
+  given, and is named before anything is built."""
+  config = _tiny_config()
+  config.data.name, config.data.path = 'cifar10', str(tmp_path / 'no_such_folder')
+  out = benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                                augmults=[1], reps=1, warmup=0, include_nonprivate=False)
+  assert out['image_shape'] == [32, 32, 3] and out['num_classes'] == 10
+  assert not os.path.exists(config.data.path)
+  config.data.name = 'image_folder'
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_image_shape=H,W,C'):
+    benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                            augmults=[1])
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_num_classes=N'):
+    benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                            augmults=[1], image_shape=(8, 8, 3))
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_image_shape=8,8'):
+    benchmark.parse_shape(['8', '8'])
+
+
+def test_the_benchmark_is_a_tool_of_its_own(tmp_path):
+  """python -m image_classification.tools.benchmark: launch.py's --benchmark without
+  launch.py; a missing flag is one error line."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', WANDB_MODE='disabled')
+  tool = [sys.executable, '-m', 'image_classification.tools.benchmark']
+  proc = subprocess.run(
+      tool + ['--config=configs/quickstart.py', '--config.model.kwargs.channels=(4,)',
+              f'--workdir={tmp_path}', '--benchmark_batch_sizes=8'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (row,) = run_files.read_json(str(tmp_path), run_files.BENCHMARK)['rows']
+  assert row['batch_size'] == 8 and row['dp_images_per_sec'] > 0
+  assert '| batch | augmult |' in proc.stdout
+  proc = subprocess.run(tool + ['--config=configs/quickstart.py'], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      'error: --config and --workdir are required, e.g. python -m '
+      'image_classification.tools.benchmark --config=configs/quickstart.py '
+      '--workdir=/tmp/benchmark']
