@@ -1,7 +1,12 @@
 """Throughput of the DP-SGD step against the same model's non-private step.
 
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_*=...]
+  python -m image_classification.tools.benchmark --config=configs/x.py --workdir=DIR [...]
+
 ``run_benchmark(config, workdir, batch_sizes, augmults)`` builds the config's model,
-feeds random images of the dataset's shape (no dataset is read), and for every
+feeds random images of the dataset's published shape and class count (no dataset is
+read; --benchmark_image_shape / --benchmark_num_classes where the files decide them),
+and for every
 (batch size, augmult) times, after compilation and warm-up:
 
   * the DP step: ``dp_step.DPStep.step``, the real one (per-example gradients ->
@@ -21,7 +26,8 @@ recorded beside them.
 
 Privacy: nothing here touches private data (the images are random), and the noise
 multiplier only sets the scale of the noise, not the cost, so a placeholder is used
-when the config leaves it to calibration.
+when the config leaves it to calibration. The noise reaches the step as in training,
+through a privatizer (plan.timing_privatizer: DP-SGD's Gaussian noise).
 """
 import dataclasses
 import json

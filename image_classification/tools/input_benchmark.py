@@ -1,5 +1,8 @@
 """How fast the input pipeline alone decodes and crops training images.
 
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
+  python -m image_classification.tools.input_benchmark --config=configs/x.py --workdir=DIR [...]
+
 ``run_input_benchmark(config, workdir, workers_list)`` reads the training split of
 ``config.data`` (an image folder or tfds ImageNet, left on disk) and, on the same
 images with the same crops, times
