@@ -31,24 +31,16 @@ import numpy as np
 from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification import config_file
+from image_classification import errors
 from image_classification.workdir import saved_config as workdir_config
 from image_classification import runs
-from image_classification.data import base as data_base
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import progress
-from image_classification.sweeps import points as sweep_points
-from image_classification.training import distributed
 from image_classification.trained import inference
 
 # Where configs/ lives: a config path that does not exist from the current folder is
 # looked up there too.
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# The exceptions whose message is a complete `error:` line on the command line.
-_USER_ERRORS = (config_lib.ConfigError, data_base.DataError, sweep_points.SweepError,
-                mechanism_secret.SecretError, distributed.DistributedError,
-                inference.InferenceError)
-
 
 class Error(ValueError):
   """A bad config, workdir, dataset or image, or a run out of memory or disk: the
@@ -61,7 +53,7 @@ def _user_errors(function):
   def wrapper(*args, **kwargs):
     try:
       return function(*args, **kwargs)
-    except _USER_ERRORS as e:
+    except errors.UserError as e:  # a complete `error:` line on the command line
       raise Error(str(e)) from e
   return wrapper
 

@@ -171,6 +171,14 @@ def timing_parameters(config: ml_collections.ConfigDict) -> tuple[float, float]:
   return float(config.privacy.clipping_norm), float(sigma)
 
 
+def timing_privatizer(config: ml_collections.ConfigDict):
+  """The privatizer for timing a step without a dataset (the benchmark): DP-SGD's
+  Gaussian noise N(0, (sigma C)^2) with ``timing_parameters``. Accounts nothing."""
+  clipping_norm, sigma = timing_parameters(config)
+  return privatizers.GaussianPrivatizer.create(noise_multiplier=sigma,
+                                               clipping_norm=clipping_norm)
+
+
 def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPlan:
   """Calibrates (or checks) the noise so that the whole run stays within the target.
 

@@ -33,7 +33,7 @@ def measure(path: str, overrides: dict) -> None:
   params = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                   exp.abstract_params)
   state = dp_step.init_state(params, optimizer, False, plan.privatizer())
-  cfg = dp_step.step_config(config, clipping_norm=1.0, noise_multiplier=1.0,
+  cfg = dp_step.step_config(config, clipping_norm=1.0,
                             expected_batch_size=plan.expected_batch_size,
                             mean=exp.data.mean, std=exp.data.std,
                             per_example_grads=exp.per_example_grads)

@@ -157,7 +157,7 @@ MUTATIONS = {
         '      part = self.clipped_sum(state, *chunk, i)\n',
         '      part = self.clipped_sum(state, *chunk, i)\n'
         '      part = (noise.add_noise(part[0], jax.random.fold_in(self.base_key, i),\n'
-        '                              self.cfg.noise_multiplier * self.cfg.clipping_norm),'
+        '                              self.cfg.clipping_norm),'
         ' part[1])\n',
         [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
     'realized_is_expected': (

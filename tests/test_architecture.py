@@ -8,6 +8,8 @@ DP core (privacy/) knows nothing of configs, run files or models.
 import ast
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -25,6 +27,7 @@ LAYERS = (
     ('image_classification.config', 'image_classification.config_file',
      'image_classification.plan', 'image_classification.privacy_calculator'),
     ('image_classification.workdir',),
+    ('image_classification.command_line',),
     ('image_classification.trained',),
     ('image_classification.training',),
     ('image_classification.tools',),
@@ -172,16 +175,35 @@ def test_no_import_cycles():
 
 
 # launch.py imports jax and the package inside main(), after flag parsing: --host_devices
-# must set XLA_FLAGS before jax is imported, and --help stays instant.
+# must set XLA_FLAGS before jax is imported, and --help stays instant. The same holds
+# for the modules that define its flags (each package's command_line.py): their
+# handlers import what they need when they run.
 LAZY_MODULES = ('launch',)
+
+
+def _lazy(module: str) -> bool:
+  return module in LAZY_MODULES or module.rpartition('.')[2] == 'command_line'
 
 
 def test_no_package_imports_inside_functions():
   inner = [f'{m}:{line} imports {name} inside a function'
            for m, imports in EDGES.items() for name, line, in_function in imports
-           if in_function and m not in LAZY_MODULES and (_internal(name) or
+           if in_function and not _lazy(m) and (_internal(name) or
                                not name.split('.')[0] in LAZY_ALLOWED)]
   assert not inner, '\n'.join(inner)
+
+
+def test_the_flag_modules_import_no_jax():
+  """launch.py and every command_line module it reads its flags from import nothing of
+  JAX (nor numpy): --help is instant and --host_devices takes effect."""
+  flag_modules = sorted(m for m in SOURCES if _lazy(m))
+  assert len(flag_modules) >= 7, flag_modules
+  code = ('import sys\n' + ''.join(f'import {m}\n' for m in flag_modules) +
+          "print(sorted(m for m in ('jax', 'numpy', 'flax') if m in sys.modules))")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == '[]', proc.stdout
 
 
 @pytest.mark.parametrize('module', sorted(m for m in SOURCES

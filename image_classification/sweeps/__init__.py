@@ -20,6 +20,9 @@ The points run one after another in this process (runner.py), or as scheduler jo
 ``--report_only`` for the table while they run (cluster.py, resources.py; each job
 goes through point_job.py).
 
+This package imports no JAX (a sweep file and launch.py's flags import it): the
+runner, the executors and the table are in runner.py, cluster.py and summary.py.
+
 Privacy: every point is its own DP-SGD run with its own (epsilon, delta) and its own
 secret randomness (a workdir each). Choosing among the points by an accuracy measured
 on private data is a further use of that data which the per-run epsilons do not count.
@@ -32,10 +35,3 @@ from image_classification.sweeps.points import SweepError
 from image_classification.sweeps.points import zipped
 from image_classification.sweeps.overrides import apply_overrides
 from image_classification.sweeps.sweep_file import load_sweep
-from image_classification.sweeps.runner import base_command_from_flags
-from image_classification.sweeps.runner import check_points
-from image_classification.sweeps.runner import command_for
-from image_classification.sweeps.runner import run_sweep
-from image_classification.sweeps.summary import plot_sweep
-from image_classification.sweeps.summary import RESULT_COLUMNS
-from image_classification.sweeps.summary import summarize_sweep

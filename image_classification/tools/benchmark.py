@@ -1,7 +1,12 @@
 """Throughput of the DP-SGD step against the same model's non-private step.
 
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark [--benchmark_*=...]
+  python -m image_classification.tools.benchmark --config=configs/x.py --workdir=DIR [...]
+
 ``run_benchmark(config, workdir, batch_sizes, augmults)`` builds the config's model,
-feeds random images of the dataset's shape (no dataset is read), and for every
+feeds random images of the dataset's published shape and class count (no dataset is
+read; --benchmark_image_shape / --benchmark_num_classes where the files decide them),
+and for every
 (batch size, augmult) times, after compilation and warm-up:
 
   * the DP step: ``dp_step.DPStep.step``, the real one (per-example gradients ->
@@ -21,7 +26,8 @@ recorded beside them.
 
 Privacy: nothing here touches private data (the images are random), and the noise
 multiplier only sets the scale of the noise, not the cost, so a placeholder is used
-when the config leaves it to calibration.
+when the config leaves it to calibration. The noise reaches the step as in training,
+through a privatizer (plan.timing_privatizer: DP-SGD's Gaussian noise).
 """
 import dataclasses
 import json
@@ -43,9 +49,9 @@ from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.workdir import run_files
 from image_classification.input import augmentation
+from image_classification.data import base as data_base
 from image_classification.data import catalog
 from image_classification.data import datasets
-from image_classification.data import sources
 from image_classification.models import registry
 from image_classification.models import features
 from image_classification.privacy import clipped_sums
@@ -53,40 +59,42 @@ from image_classification.privacy import mechanism_secret
 from image_classification.privacy import noise
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
+from image_classification.tools import command_line
 
 
-def _input_spec(config: ml_collections.ConfigDict):
-  """(image shape, num classes, mean, std) without reading the dataset when possible.
+def _input_spec(config: ml_collections.ConfigDict,
+                image_shape: Optional[Sequence[int]] = None,
+                num_classes: Optional[int] = None):
+  """(image shape, num classes, mean, std) from the dataset's published facts
+  (data/datasets.py, data/catalog.py), as a dry run has them; no data is read.
 
-  Order: config.benchmark.image_shape / num_classes if set; the dataset catalog's
-  published shape; else the dataset itself is opened (cheap local sets, npz, folders).
+  ``image_shape`` / ``num_classes`` (--benchmark_image_shape, --benchmark_num_classes)
+  replace them, and are needed where the files decide (image_folder, npz).
   """
-  bench = config.get('benchmark', None) or {}
-  shape = tuple(bench.get('image_shape', ()) or ())
-  num_classes = int(bench.get('num_classes', 0) or 0)
   name = config.data.name
-  mean = std = None
-  spec = datasets.DATASETS.get(name)
-  if spec is not None and spec.mean is not None:
-    num_classes = num_classes or spec.num_classes
-    mean, std = spec.mean, spec.std
-  if not shape and spec is not None and spec.image_shape is not None:
-    shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
-  if not shape or not num_classes:
-    data = sources.load_dataset(config.data)
-    shape = shape or tuple(data.train.image_shape)
-    num_classes = num_classes or data.num_classes
-    mean, std = data.mean, data.std
+  spec = datasets.get(name)  # DataError for an unknown name
+  shape = tuple(image_shape or ())
+  if not shape:
+    try:
+      shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
+    except data_base.DataError as e:
+      raise config_lib.ConfigError(
+          f'config.data.name={name!r}: the benchmark times random images of the '
+          f"dataset's published shape and reads no data ({e}); give "
+          '--benchmark_image_shape=H,W,C') from None
+  num_classes = num_classes or spec.num_classes
+  if not num_classes:
+    raise config_lib.ConfigError(
+        f'config.data.name={name!r} has no published number of classes (the files '
+        'decide) and the benchmark reads no data: give --benchmark_num_classes=N')
+  mean, std = spec.normalisation(shape[-1])
   if config.model.get('features', ''):  # the model is timed on the features it sees
     extractor = features.build(config.model.features, shape,
                                **config.model.features_kwargs.to_dict())
     shape = tuple(extractor.output_shape)
     mean = (features.PASS_THROUGH_MEAN,) * shape[-1]
     std = (features.PASS_THROUGH_STD,) * shape[-1]
-  channels = shape[-1]
-  mean = tuple(mean) if mean is not None else (0.5,) * channels
-  std = tuple(std) if std is not None else (0.5,) * channels
-  return shape, num_classes, mean, std
+  return shape, int(num_classes), tuple(mean), tuple(std)
 
 
 def _peak_memory(devices) -> tuple[Optional[int], str]:
@@ -256,12 +264,175 @@ def _check_implementations(implementations: Sequence[str]) -> None:
                  clipped_sums.names(), 'training.per_example_grads')
 
 
+@dataclasses.dataclass
+class _Setup:
+  """What every row shares: the devices, the input's shape, the models (one per
+  compute dtype), the optimizer, the initial parameters and the noise."""
+  devices: list
+  mesh: Any
+  shape: tuple
+  num_classes: int
+  mean: tuple
+  std: tuple
+  models: dict
+  optimizer: Any
+  base_key: Any
+  noise_key: np.ndarray
+  params: Any
+  privatizer: Any
+  clipping_norm: float
+  noise_multiplier: float
+
+  def fresh_state(self):  # each step donates its state, so every timing gets a copy
+    copy = jax.tree_util.tree_map(jnp.copy, self.params)
+    return jax.device_put(
+        dp_step.init_state(copy, self.optimizer, False, self.privatizer),
+        mesh_lib.replicated(self.mesh))
+
+
+def _build(config: ml_collections.ConfigDict, dtypes: Sequence[str],
+           image_shape=None, num_classes=None) -> _Setup:
+  """The models, the optimizer, the parameters and the noise; a bad model kwarg is a
+  ConfigError before anything compiles."""
+  devices = jax.devices()
+  shape, num_classes, mean, std = _input_spec(config, image_shape, num_classes)
+  try:
+    models = {d: registry.build(config.model.name, num_classes, compute_dtype=d,
+                                **config.model.kwargs.to_dict()) for d in dtypes}
+    model = models[dtypes[0]]
+    jax.eval_shape(model.init, {'params': jax.random.PRNGKey(0),
+                                'dropout': jax.random.PRNGKey(0)},
+                   jnp.zeros((1,) + shape, jnp.float32))
+  except (TypeError, ValueError) as e:  # a bad model kwarg, before anything compiles
+    raise config_lib.ConfigError(
+        f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
+        f'{config.model.name!r} for images {shape}: {e}') from e
+  t = config.training
+  optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
+  base_key = jax.random.PRNGKey(config.seed)
+  # The noise generator a run of this config draws from (privacy/noise.py): the 128-bit
+  # key of a secret, or the seeded 64-bit key of the testing switch. The key itself is
+  # public here: a benchmark on random data releases nothing private.
+  noise_key = (mechanism_secret.from_seed(config.seed) if plan_lib.seeded_noise(config)
+               else mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES))
+               ).noise_key()
+  # The noise as a run adds it, through the privatizer (the one route of sigma to the
+  # step); its scale does not change the cost.
+  clipping_norm, noise_multiplier = plan_lib.timing_parameters(config)
+  # Float32 parameters, the same for every compute dtype (the dtype is not a parameter).
+  params = jax.jit(model.init)(
+      {'params': base_key, 'dropout': base_key},
+      jnp.zeros((1,) + shape, jnp.float32))['params']
+  return _Setup(devices, mesh_lib.make_mesh(devices), shape, num_classes, mean, std,
+                models, optimizer, base_key, np.asarray(noise_key), params,
+                plan_lib.timing_privatizer(config), clipping_norm, noise_multiplier)
+
+
+def _time_nonprivate(setup: _Setup, model, cfg, batch, reps, warmup, min_rep_seconds):
+  """The non-private step on ``batch`` = (images, labels, mask, keys)."""
+  images, labels, _, keys = batch
+  state = setup.fresh_state()
+  jitted = _nonprivate_step(model.apply, setup.optimizer, cfg)
+  t0 = time.perf_counter()
+  compiled = jitted.lower(state, images, labels, keys).compile()
+  compile_s = time.perf_counter() - t0
+  state, sec, times, cpu, _ = _time_steps(
+      lambda s: compiled(s, images, labels, keys), state, reps, warmup, min_rep_seconds)
+  del state
+  return dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
+              compiled_bytes=_compiled_bytes(compiled))
+
+
+def _time_dp(setup: _Setup, model, cfg, batch, reps, warmup, min_rep_seconds):
+  """The real DP step (dp_step.DPStep.step) on ``batch``; the row's DP fields."""
+  images, labels, mask, _ = batch
+  # Random data and a fixed public key: a benchmark releases nothing private.
+  step = dp_step.DPStep(model.apply, setup.optimizer, cfg, setup.mesh, setup.base_key,
+                        noise_key=setup.noise_key, privatizer=setup.privatizer)
+  state = setup.fresh_state()
+  t0 = time.perf_counter()
+  compiled = step.step.lower(state, images, labels, mask, step.noise_key).compile()
+  compile_s = time.perf_counter() - t0
+  state, sec, times, cpu, steps = _time_steps(
+      lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
+      reps, warmup, min_rep_seconds)
+  del state
+  peak, peak_source = _peak_memory(setup.devices)
+  return {'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
+          'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
+          'dp_compiled_bytes': _compiled_bytes(compiled), 'steps_per_rep': steps,
+          'peak_memory_bytes': peak, 'peak_memory_source': peak_source}
+
+
+def _nonprivate_fields(images_per_step: int, dp_sec: float, nonprivate: dict) -> dict:
+  return {
+      'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
+      'nonprivate_step_sec': nonprivate['sec'],
+      'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
+      'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
+      'nonprivate_compile_sec': nonprivate['compile_s'],
+      'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
+      'dp_over_nonprivate_time': dp_sec / nonprivate['sec'],
+  }
+
+
+def _random_batch(setup: _Setup, batch: int, augmult: int):
+  """(images, labels, mask, keys of the non-private step), sharded over the devices."""
+  rng = np.random.default_rng(batch * 1000 + augmult)
+  images = rng.integers(0, 256, (batch,) + setup.shape, dtype=np.uint8)
+  labels = rng.integers(0, setup.num_classes, batch).astype(np.int32)
+  mask = np.ones(batch, bool)
+  keys = jax.random.split(setup.base_key, batch)
+  return jax.device_put((images, labels, mask, keys),
+                        mesh_lib.batch_sharding(setup.mesh))
+
+
+def _time_rows(config, setup: _Setup, batch_sizes, augmults, implementations, dtypes,
+               micro_batch_sizes, timing: dict, include_nonprivate: bool):
+  """Times every (augmult, batch, dtype, implementation); returns (rows, the error
+  that stopped it or None): the rows measured are kept."""
+  rows = []
+  try:
+    for augmult in augmults:
+      for batch in batch_sizes:
+        data = _random_batch(setup, batch, augmult)
+        images_per_step = batch * augmult
+        # The configured step at this batch size and augmult; each timed
+        # implementation replaces per_example_grads. The non-private step reads only
+        # the augmentation fields.
+        cfg = dp_step.step_config(
+            config, clipping_norm=setup.clipping_norm, expected_batch_size=float(batch),
+            mean=setup.mean, std=setup.std, micro_batch_size=micro_batch_sizes[batch],
+            augmult=augmult)
+        for dtype in dtypes:
+          model = setup.models[dtype]
+          nonprivate = (_time_nonprivate(setup, model, cfg, data, **timing)
+                        if include_nonprivate else None)
+          for impl in implementations:
+            dp = _time_dp(setup, model, dataclasses.replace(cfg, per_example_grads=impl),
+                          data, **timing)
+            row = {'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
+                   'compute_dtype': dtype, 'micro_batch_size': micro_batch_sizes[batch],
+                   'images_per_step': images_per_step,
+                   'dp_images_per_sec': images_per_step / dp['dp_step_sec'], **dp}
+            if nonprivate:
+              row.update(_nonprivate_fields(images_per_step, dp['dp_step_sec'],
+                                            nonprivate))
+            rows.append(row)
+            print(_format_row(row), flush=True)
+  except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
+    return rows, e  # keep what was measured; the caller re-raises
+  return rows, None
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
                   batch_sizes: Sequence[int], augmults: Sequence[int],
                   implementations: Optional[Sequence[str]] = None, reps: int = 5,
                   warmup: int = 2, min_rep_seconds: float = 0.0,
                   include_nonprivate: bool = True,
-                  dtypes: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                  dtypes: Optional[Sequence[str]] = None,
+                  image_shape: Optional[Sequence[int]] = None,
+                  num_classes: Optional[int] = None) -> dict[str, Any]:
   """Times the DP and the non-private step; writes WORKDIR/benchmark.json.
 
   Args:
@@ -281,6 +452,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     include_nonprivate: also time the non-private step.
     dtypes: compute dtypes to time ('float32', 'bfloat16'); default: the config's
       config.training.compute_dtype. The non-private step uses the same dtype.
+    image_shape, num_classes: the input's, instead of the dataset's published ones
+      (needed where the files decide them: image_folder, npz).
 
   Returns:
     The content of benchmark.json. If a step fails after some rows were timed,
@@ -294,128 +467,18 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   t = config.training
   dtypes = tuple(dtypes or (t.get('compute_dtype', 'float32') or 'float32',))
   _check_dtypes(dtypes)
-  devices = jax.devices()
-  mesh = mesh_lib.make_mesh(devices)
-  shape, num_classes, mean, std = _input_spec(config)
-  try:
-    models = {d: registry.build(config.model.name, num_classes, compute_dtype=d,
-                                **config.model.kwargs.to_dict()) for d in dtypes}
-    model = models[dtypes[0]]
-    jax.eval_shape(model.init, {'params': jax.random.PRNGKey(0),
-                                'dropout': jax.random.PRNGKey(0)},
-                   jnp.zeros((1,) + shape, jnp.float32))
-  except (TypeError, ValueError) as e:  # a bad model kwarg, before anything compiles
-    raise config_lib.ConfigError(
-        f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '
-        f'{config.model.name!r} for images {shape}: {e}') from e
+  setup = _build(config, dtypes, image_shape, num_classes)
   implementations = tuple(implementations or (t.per_example_grads,))
-  clipping_norm, noise_multiplier = plan_lib.timing_parameters(config)
-  optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
-  base_key = jax.random.PRNGKey(config.seed)
-  # The noise generator a run of this config draws from (privacy/noise.py): the 128-bit
-  # key of a secret, or the seeded 64-bit key of the testing switch. The key itself is
-  # public here: a benchmark on random data releases nothing private.
-  noise_key = (mechanism_secret.from_seed(config.seed) if plan_lib.seeded_noise(config)
-               else mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES))
-               ).noise_key()
-  # Float32 parameters, the same for every compute dtype (the dtype is not a parameter).
-  params = jax.jit(model.init)(
-      {'params': base_key, 'dropout': base_key},
-      jnp.zeros((1,) + shape, jnp.float32))['params']
-  num_params = int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
-  replicated = mesh_lib.replicated(mesh)
-
-  def fresh_state():  # each step donates its state, so every timing gets a copy
-    copy = jax.tree_util.tree_map(jnp.copy, params)
-    return jax.device_put(dp_step.init_state(copy, optimizer, False), replicated)
-
-  sharding = mesh_lib.batch_sharding(mesh)
-  micro_batch_sizes = {b: _micro_batch_size(b, len(devices), int(t.micro_batch_size or 0))
+  micro_batch_sizes = {b: _micro_batch_size(b, len(setup.devices),
+                                            int(t.micro_batch_size or 0))
                        for b in batch_sizes}  # bad sizes fail here, before compiling
   load_before = os.getloadavg()
-
-  rows = []
-  error = None
-  try:
-    for augmult in augmults:
-      for batch in batch_sizes:
-        rng = np.random.default_rng(batch * 1000 + augmult)
-        images = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
-        labels = rng.integers(0, num_classes, batch).astype(np.int32)
-        mask = np.ones(batch, bool)
-        images, labels, mask = jax.device_put((images, labels, mask), sharding)
-        images_per_step = batch * augmult
-
-        # The configured step at this batch size and augmult; each timed
-        # implementation replaces per_example_grads. The non-private step reads only
-        # the augmentation fields.
-        cfg = dp_step.step_config(
-            config, clipping_norm=clipping_norm,
-            noise_multiplier=float(noise_multiplier), expected_batch_size=float(batch),
-            mean=mean, std=std, micro_batch_size=micro_batch_sizes[batch],
-            augmult=augmult)
-
-        for dtype in dtypes:
-          model = models[dtype]
-          nonprivate = None
-          if include_nonprivate:
-            np_keys = jax.device_put(jax.random.split(base_key, batch), sharding)
-            state = fresh_state()
-            jitted = _nonprivate_step(model.apply, optimizer, cfg)
-            t0 = time.perf_counter()
-            compiled = jitted.lower(state, images, labels, np_keys).compile()
-            compile_s = time.perf_counter() - t0
-            state, sec, times, cpu, steps = _time_steps(
-                lambda s: compiled(s, images, labels, np_keys), state, reps, warmup,
-                min_rep_seconds)
-            nonprivate = dict(sec=sec, times=times, cpu=cpu, compile_s=compile_s,
-                              compiled_bytes=_compiled_bytes(compiled))
-            del state
-
-          for impl in implementations:
-            # Random data and a fixed public key: a benchmark releases nothing private.
-            step = dp_step.DPStep(model.apply, optimizer,
-                                  dataclasses.replace(cfg, per_example_grads=impl),
-                                  mesh, base_key, noise_key=noise_key)
-            state = fresh_state()
-            t0 = time.perf_counter()
-            compiled = step.step.lower(state, images, labels, mask,
-                                       step.noise_key).compile()
-            compile_s = time.perf_counter() - t0
-            state, sec, times, cpu, steps = _time_steps(
-                lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
-                reps, warmup, min_rep_seconds)
-            del state
-            peak, peak_source = _peak_memory(devices)
-            row = {
-                'batch_size': batch, 'augmult': augmult, 'per_example_grads': impl,
-                'compute_dtype': dtype,
-                'micro_batch_size': micro_batch_sizes[batch],
-                'images_per_step': images_per_step,
-                'dp_images_per_sec': images_per_step / sec,
-                'dp_step_sec': sec, 'dp_step_sec_reps': [round(x, 4) for x in times],
-                'dp_cpu_sec_per_step': cpu, 'dp_compile_sec': compile_s,
-                'dp_compiled_bytes': _compiled_bytes(compiled),
-                'steps_per_rep': steps,
-                'peak_memory_bytes': peak, 'peak_memory_source': peak_source,
-            }
-            if nonprivate:
-              row.update({
-                  'nonprivate_images_per_sec': images_per_step / nonprivate['sec'],
-                  'nonprivate_step_sec': nonprivate['sec'],
-                  'nonprivate_step_sec_reps': [round(x, 4) for x in nonprivate['times']],
-                  'nonprivate_cpu_sec_per_step': nonprivate['cpu'],
-                  'nonprivate_compile_sec': nonprivate['compile_s'],
-                  'nonprivate_compiled_bytes': nonprivate['compiled_bytes'],
-                  'dp_over_nonprivate_time': sec / nonprivate['sec'],
-              })
-            rows.append(row)
-            print(_format_row(row), flush=True)
-  except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
-    error = e  # keep what was measured, then re-raise
-
+  rows, error = _time_rows(
+      config, setup, batch_sizes, augmults, implementations, dtypes, micro_batch_sizes,
+      dict(reps=reps, warmup=warmup, min_rep_seconds=min_rep_seconds),
+      include_nonprivate)
   result = {
-      'device': mesh_lib.describe(devices),
+      'device': mesh_lib.describe(setup.devices),
       'backend': jax.default_backend(),
       'host': {'cpus': os.cpu_count(), 'machine': platform.machine(),
                'processor': platform.processor() or None},
@@ -423,14 +486,15 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'model': config.model.name,
       'model_kwargs': config.model.kwargs.to_dict(),
       'compute_dtypes': list(dtypes),
-      'num_params': num_params,
-      'image_shape': list(shape),
-      'num_classes': num_classes,
+      'num_params': int(sum(np.prod(x.shape)
+                            for x in jax.tree_util.tree_leaves(setup.params))),
+      'image_shape': list(setup.shape),
+      'num_classes': setup.num_classes,
       'optimizer': t.optimizer.name,
-      'clipping_norm': clipping_norm,
-      'noise_multiplier': float(noise_multiplier),
+      'clipping_norm': setup.clipping_norm,
+      'noise_multiplier': float(setup.noise_multiplier),
       'micro_batch_size': int(t.micro_batch_size or 0),
-      'noise_generator': noise.generator(len(noise_key)),
+      'noise_generator': noise.generator(len(setup.noise_key)),
       'jax_version': jax.__version__,
       'reps': reps, 'warmup_steps': warmup,
       'timing': 'median over reps of wall-clock seconds per step, after compilation '
@@ -439,6 +503,13 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'load_average_after': list(os.getloadavg()),
       'rows': rows,
   }
+  _write(result, workdir, error)
+  return result
+
+
+def _write(result: dict, workdir: str, error: Optional[BaseException]) -> None:
+  """benchmark.json and the table; then re-raises what stopped the rows."""
+  rows = result['rows']
   if error is not None:
     result['error'] = (f'stopped after {len(rows)} row(s): {type(error).__name__}: '
                        f'{error}')
@@ -451,7 +522,37 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
     print(f'benchmark stopped after {len(rows)} row(s); those are in '
           f'{os.path.join(workdir, run_files.BENCHMARK)}', flush=True)
     raise error
-  return result
+
+
+def parse_shape(values: Optional[Sequence[str]]) -> Optional[tuple[int, int, int]]:
+  """--benchmark_image_shape as (H, W, C) (None: the dataset's published shape)."""
+  if values is None:
+    return None
+  text = ','.join(str(v) for v in values)
+  try:
+    shape = tuple(int(str(v).strip()) for v in values)
+  except ValueError:
+    shape = ()
+  if len(shape) != 3 or min(shape) <= 0 or shape[-1] not in (1, 3):
+    _flag_error('benchmark_image_shape', text, 'give height,width,channels (1 or 3), '
+                'e.g. 224,224,3')
+  return shape
+
+
+def run_from_flags(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The command (launch.py --benchmark, python -m image_classification.tools.benchmark):
+  the --benchmark_* flags (tools/command_line.py), checked, then ``run_benchmark``."""
+  batch_sizes, augmults, implementations = parse_flags(
+      command_line.BATCH_SIZES.value, command_line.AUGMULTS.value,
+      command_line.IMPLEMENTATIONS.value)
+  num_classes = command_line.NUM_CLASSES.value
+  if num_classes is not None and num_classes < 1:
+    _flag_error('benchmark_num_classes', num_classes, 'give a positive number')
+  return run_benchmark(  # prints the table and writes benchmark.json
+      config, workdir, batch_sizes=batch_sizes, augmults=augmults,
+      implementations=implementations,
+      dtypes=parse_dtypes(command_line.DTYPES.value),
+      image_shape=parse_shape(command_line.IMAGE_SHAPE.value), num_classes=num_classes)
 
 
 def _format_row(row: dict) -> str:
@@ -493,3 +594,7 @@ def format_table(result: dict) -> str:
                'arguments + outputs + temporaries of the compiled step'
                if result['rows'] else '')
   return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  command_line.tool_main('benchmark', run_from_flags)

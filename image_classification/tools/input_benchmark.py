@@ -1,5 +1,8 @@
 """How fast the input pipeline alone decodes and crops training images.
 
+  python launch.py --config=configs/x.py --workdir=DIR --benchmark_input [--benchmark_workers=1,2]
+  python -m image_classification.tools.input_benchmark --config=configs/x.py --workdir=DIR [...]
+
 ``run_input_benchmark(config, workdir, workers_list)`` reads the training split of
 ``config.data`` (an image folder or tfds ImageNet, left on disk) and, on the same
 images with the same crops, times
@@ -43,6 +46,7 @@ from image_classification.input import input_pipeline
 from image_classification.data import local_files
 from image_classification.input import on_disk
 from image_classification.data import tfds_source
+from image_classification.tools import command_line
 
 RESULT_FILE = 'input_benchmark.json'
 _INDEX_SEED = 0xBE7C  # which examples the benchmark reads: public
@@ -267,3 +271,13 @@ def run_input_benchmark(config: ml_collections.ConfigDict, workdir: str,
   say(f'load average before {load_before}, after {result["load_average_after"]}; '
       f'wrote {path}')
   return result
+
+
+def run_from_flags(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The command: --benchmark_workers as counts, then ``run_input_benchmark``."""
+  return run_input_benchmark(config, workdir,
+                             parse_workers(command_line.WORKERS.value))
+
+
+if __name__ == '__main__':
+  command_line.tool_main('input_benchmark', run_from_flags)

@@ -26,7 +26,6 @@ from image_classification.input import augmentation
 from image_classification.privacy import clipped_sums
 from image_classification.privacy.clipped_sums import coverage
 from image_classification.privacy import noise
-from image_classification.privacy import privatizers
 from image_classification.training import canary_slots
 from image_classification.training import mesh as mesh_lib
 from image_classification.training import state as state_lib
@@ -38,9 +37,9 @@ _AUGMENT_STREAM = 0xA06
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-  """Static parameters of the step (all public)."""
+  """Static parameters of the step (all public). The noise is not among them: it
+  reaches the step by one route, the privatizer (from the privacy plan)."""
   clipping_norm: float
-  noise_multiplier: float        # 0 only for explicitly non-private runs
   expected_batch_size: float     # the normaliser: public, never the realised size
   micro_batch_size: int          # per device; must divide the per-device batch
   # The clipped-sum implementation (privacy/clipped_sums, e.g. 'vmap', 'fast',
@@ -56,16 +55,14 @@ class StepConfig:
 
 
 def step_config(config: ml_collections.ConfigDict, *, clipping_norm: float,
-                noise_multiplier: float, expected_batch_size: float, mean, std,
-                **overrides) -> StepConfig:
+                expected_batch_size: float, mean, std, **overrides) -> StepConfig:
   """The step's parameters from an experiment config, the one place that maps config
   fields to them. The privacy numbers come from the privacy plan (the caller passes
   plan.clipping_norm, ...); ``mean``/``std`` are the dataset's normalisation;
   ``overrides`` replace any other field (the benchmark's batch sizes, augmult, ...)."""
   t, d = config.training, config.data
   fields = dict(
-      clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
-      expected_batch_size=expected_batch_size, micro_batch_size=t.micro_batch_size,
+      clipping_norm=clipping_norm, expected_batch_size=expected_batch_size, micro_batch_size=t.micro_batch_size,
       per_example_grads=t.per_example_grads, augmult=d.augmult,
       random_crop=d.random_crop, random_flip=d.random_flip, mean=tuple(mean),
       std=tuple(std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
@@ -130,17 +127,17 @@ class DPStep:
   """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
 
   def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
-               cfg: StepConfig, mesh, base_key, noise_key, privatizer=None,
+               cfg: StepConfig, mesh, base_key, noise_key, privatizer,
                canaries: canary_slots.GradientCanaries | None = None):
     """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
     secret base noise key as raw uint32 words (privacy/noise.py: four, a 128-bit
     threefry4x32 key; two, the insecure seeded threefry2x32 key), step t's noise uses
     fold-ins of t.
-    ``privatizer`` (privacy/privatizers.py): how the noise is added; DP-SGD's Gaussian
-    noise N(0, (sigma C)^2) by default. ``canaries``: the gradient audit's canaries
-    (training/canary_slots.py); None (the default) leaves the step as it always was."""
-    self.privatizer = privatizer or privatizers.GaussianPrivatizer(
-        cfg.noise_multiplier * cfg.clipping_norm)
+    ``privatizer`` (privacy/privatizers.py, the plan's ``plan.privatizer()``): how the
+    noise is added, the one route of sigma to the step. ``canaries``: the gradient
+    audit's canaries (training/canary_slots.py); None (the default) leaves the step as
+    it always was."""
+    self.privatizer = privatizer
     self.apply_fn = apply_fn
     self.optimizer = optimizer
     self.cfg = cfg

@@ -201,7 +201,7 @@ def _build(exp, workdir, writer, randomness, checkpoints) -> Run:
   privatizer = plan.privatizer()
   state = dp_step.init_state(params, optimizer, config.model.train_only_head, privatizer)
   step_cfg = dp_step.step_config(
-      config, clipping_norm=plan.clipping_norm, noise_multiplier=plan.noise_multiplier,
+      config, clipping_norm=plan.clipping_norm,
       expected_batch_size=plan.expected_batch_size, mean=exp.data.mean,
       std=exp.data.std, per_example_grads=exp.per_example_grads)
   # The gradient audit's canaries (training/canary_slots.py); None without that audit.

@@ -15,6 +15,7 @@ import pytest
 from image_classification.audit import gradient_canaries
 from image_classification.models import registry
 from image_classification.training import canary_slots
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 from tests.audit.canary_helpers import indexed_splits
@@ -31,12 +32,13 @@ def _step(canaries, noise_multiplier=0.0, micro_batch_size=0, devices=None,
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 6, 6, 1), np.float32))['params']
   optimizer = optax.sgd(1.0)
   cfg = dp_step.StepConfig(
-      clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
-      expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
+      clipping_norm=clipping_norm, expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
       per_example_grads='vmap')
   mesh = mesh_lib.make_mesh(devices)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
-                        noise_key=jax.random.PRNGKey(2), canaries=canaries)
+                        noise_key=jax.random.PRNGKey(2), canaries=canaries,
+                        privatizer=privatizers.GaussianPrivatizer(
+                            noise_multiplier * clipping_norm))
   state = jax.device_put(dp_step.init_state(params, optimizer, False),
                          mesh_lib.replicated(mesh))
   return step, state

@@ -13,6 +13,7 @@ from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.workdir import run_files
 from image_classification.workdir import checkpoint_store
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -43,13 +44,14 @@ def test_the_noise_key_is_not_compiled_into_the_step():
   model = registry.build('cnn', 3, channels=(4,))
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 6, 6, 1), np.float32))['params']
   optimizer = optax.sgd(1.0)
-  cfg = dp_step.StepConfig(clipping_norm=1.0, noise_multiplier=1.0,
-                           expected_batch_size=4.0, micro_batch_size=0,
+  cfg = dp_step.StepConfig(clipping_norm=1.0, expected_batch_size=4.0,
+                           micro_batch_size=0,
                            per_example_grads='vmap')
   mesh = mesh_lib.make_mesh()
   words = mechanism_secret.from_secret(bytes(range(7, 39))).noise_key_words
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),
-                        noise_key=np.asarray(words, np.uint32))
+                        noise_key=np.asarray(words, np.uint32),
+                        privatizer=privatizers.GaussianPrivatizer(1.0))
   state = dp_step.init_state(params, optimizer, False)
   images = np.zeros((4, 6, 6, 1), np.uint8)
   lowered = step.step.lower(state, images, np.zeros(4, np.int32), np.ones(4, bool),
@@ -59,7 +61,8 @@ def test_the_noise_key_is_not_compiled_into_the_step():
     assert str(w) not in text and f'{w:x}' not in text.lower()
   # And the key given is the key used: two keys, two different updates.
   other = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),
-                         noise_key=np.asarray((1, 2, 3, 4), np.uint32))
+                         noise_key=np.asarray((1, 2, 3, 4), np.uint32),
+                         privatizer=step.privatizer)
   batch = (images, np.zeros(4, np.int32), np.ones(4, bool))
   fresh = lambda: dp_step.init_state(jax.tree_util.tree_map(np.array, params),  # pylint: disable=g-long-lambda
                                      optimizer, False)

@@ -36,6 +36,7 @@ from image_classification.models import registry
 from image_classification.privacy import clipped_sums
 from image_classification.privacy.clipped_sums import per_example
 from image_classification.privacy.clipped_sums import vmap
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -276,11 +277,12 @@ def test_dp_step_state_stays_float32():
     model = registry.build('cnn', 3, compute_dtype=dtype, channels=(8,))
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 6, 6, 1), np.float32))
     optimizer = optax.adam(1e-3)
-    cfg = dp_step.StepConfig(clipping_norm=0.1, noise_multiplier=0.0,
-                             expected_batch_size=8.0, micro_batch_size=4,
+    cfg = dp_step.StepConfig(clipping_norm=0.1, expected_batch_size=8.0,
+                             micro_batch_size=4,
                              ema_decay=0.9, per_example_grads='fast')
     step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
-                          noise_key=jax.random.PRNGKey(2))
+                          noise_key=jax.random.PRNGKey(2),
+                          privatizer=privatizers.GaussianPrivatizer(0.0))
     state = jax.device_put(dp_step.init_state(params['params'], optimizer, False),
                            mesh_lib.replicated(mesh))
     before = jax.device_get(state.params)

@@ -24,6 +24,7 @@ from image_classification.privacy import mechanism_secret
 from image_classification.sweeps import cluster
 from image_classification.sweeps import point_job
 from image_classification.sweeps import resources
+from image_classification.sweeps import runner as sweep_runner
 from tests.reporting import fake_runs
 from tests.sweeps import cluster_helpers
 
@@ -77,7 +78,7 @@ def test_local_executor_table_equals_the_sequential_sweep(tmp_path):
   config = tiny_config(**{'privacy.insecure_seeded_noise': True})
   sweep_file = write_sweep(tmp_path / 's.py', [{'seed': 0}, {'seed': 1}])
   sequential, local = str(tmp_path / 'sequential'), str(tmp_path / 'local')
-  sweeps.run_sweep(config, sweep_file, sequential)
+  sweep_runner.run_sweep(config, sweep_file, sequential)
   rows = cluster.submit(config, sweep_file, local, 'local', {'parallelism': 2})
   assert [r['status'] for r in rows] == ['complete', 'complete']
   a = read_csv(os.path.join(sequential, run_files.SWEEP_CSV))

@@ -11,6 +11,8 @@ from configs import base
 from image_classification.workdir import run_files
 from image_classification import sweeps
 from image_classification.reporting import report
+from image_classification.sweeps import runner as sweep_runner
+from image_classification.sweeps import summary as sweep_summary
 from image_classification.workdir import run_control
 from tests.reporting import fake_runs
 
@@ -56,7 +58,7 @@ def test_run_sweep_writes_tables_and_plot(tmp_path):
   sweep_file = _write(tmp_path / 'eps.py', EPSILON_SWEEP)
   workdir = str(tmp_path / 'sweep')
   trainer = FakeTrainer()
-  rows = sweeps.run_sweep(base.get_config(), sweep_file, workdir, trainer,
+  rows = sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, trainer,
                           check_fn=None)
 
   assert [c[0] for c in trainer.calls] == [1.0, 2.0, 4.0, 8.0]
@@ -83,10 +85,10 @@ def test_run_sweep_writes_tables_and_plot(tmp_path):
 def test_rerun_skips_finished_points(tmp_path):
   sweep_file = _write(tmp_path / 'eps.py', EPSILON_SWEEP)
   workdir = str(tmp_path / 'sweep')
-  sweeps.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
+  sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
                    check_fn=None)
   again = FakeTrainer()
-  rows = sweeps.run_sweep(base.get_config(), sweep_file, workdir, again,
+  rows = sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, again,
                           check_fn=None)
   assert not again.calls
   assert [r['status'] for r in rows] == ['complete'] * 4
@@ -96,7 +98,7 @@ def test_crashed_point_is_reported_and_rerun(tmp_path):
   sweep_file = _write(tmp_path / 'eps.py', EPSILON_SWEEP)
   workdir = str(tmp_path / 'sweep')
   flaky = FakeTrainer(fail={2.0})
-  rows = sweeps.run_sweep(base.get_config(), sweep_file, workdir, flaky,
+  rows = sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, flaky,
                           check_fn=None)
   assert len(flaky.calls) == 4  # The crash did not stop the other points.
   failed = [r for r in rows if r['status'] == 'failed']
@@ -110,7 +112,7 @@ def test_crashed_point_is_reported_and_rerun(tmp_path):
                                      run_files.SWEEP_ERROR))
 
   fixed = FakeTrainer()
-  rows = sweeps.run_sweep(base.get_config(), sweep_file, workdir, fixed,
+  rows = sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, fixed,
                           check_fn=None)
   assert [c[0] for c in fixed.calls] == [2.0]
   assert [r['status'] for r in rows] == ['complete'] * 4
@@ -122,7 +124,7 @@ def test_print_only_prints_commands_and_runs_nothing(tmp_path, capsys):
   sweep_file = _write(tmp_path / 'eps.py', EPSILON_SWEEP)
   workdir = str(tmp_path / 'sweep')
   trainer = FakeTrainer()
-  rows = sweeps.run_sweep(
+  rows = sweep_runner.run_sweep(
       base.get_config(), sweep_file, workdir, trainer, print_only=True, check_fn=None,
       base_command='python launch.py --config=configs/quickstart.py')
   lines = capsys.readouterr().out.strip().splitlines()
@@ -140,7 +142,7 @@ def test_print_only_quotes_strings(tmp_path, capsys):
       def get_sweep():
         return [{'model.name': 'wide resnet', 'seed': 3}]
       """)
-  sweeps.run_sweep(base.get_config(), sweep_file, str(tmp_path / 'w'),
+  sweep_runner.run_sweep(base.get_config(), sweep_file, str(tmp_path / 'w'),
                    FakeTrainer(), print_only=True, check_fn=None)
   line = capsys.readouterr().out.strip()
   assert line.startswith("python launch.py '--config.model.name=wide resnet' "
@@ -173,13 +175,13 @@ def test_base_command_from_flags():
       '--noconfig.privacy.insecure_seeded_noise'])
   # Values as config_flags parsed them: a tuple in one flag, an int into a float field
   # as 2.0, a bool as True/False.
-  assert sweeps.base_command_from_flags(parsed, 'launch.py') == (
+  assert sweep_runner.base_command_from_flags(parsed, 'launch.py') == (
       f"python launch.py --config={quickstart} --config.seed=1 "
       "'--config.model.name=a b' '--config.model.kwargs.channels=(8, 16)' "
       '--config.privacy.target_epsilon=2.0 --config.privacy.insecure_seeded_noise=False '
       '--host_devices=2')
   parsed = _launch_flags(['/x/launch.py', f'--config={quickstart}', '--noprint_only'])
-  assert sweeps.base_command_from_flags(parsed, '/x/launch.py') == (
+  assert sweep_runner.base_command_from_flags(parsed, '/x/launch.py') == (
       f'python /x/launch.py --config={quickstart}')
 
 
@@ -223,7 +225,7 @@ def test_bad_sweep_files(tmp_path):
 
   trainer = FakeTrainer()
   with pytest.raises(sweeps.SweepError, match='typo.py'):
-    sweeps.run_sweep(config, typo, str(tmp_path / 'w'), trainer, check_fn=None)
+    sweep_runner.run_sweep(config, typo, str(tmp_path / 'w'), trainer, check_fn=None)
   assert not trainer.calls
 
 
@@ -306,11 +308,11 @@ def test_plot_several_fields(tmp_path):
 
   numeric = sweeps.grid({'training.optimizer.name': ['sgd', 'adam'],
                          'training.batch_size': [64, 256, 1024]})
-  path = sweeps.plot_sweep(rows(numeric), list(numeric[0]),
+  path = sweep_summary.plot_sweep(rows(numeric), list(numeric[0]),
                            str(tmp_path / 'numeric.png'))
   assert os.path.getsize(path) > 1000
   words = sweeps.grid({'training.optimizer.name': ['sgd', 'adam']})
-  path = sweeps.plot_sweep(rows(words), list(words[0]),
+  path = sweep_summary.plot_sweep(rows(words), list(words[0]),
                            str(tmp_path / 'words.png'))
   assert os.path.getsize(path) > 1000
 
@@ -327,7 +329,7 @@ def test_every_point_is_checked_before_the_first_trains(tmp_path):
   workdir = str(tmp_path / 'w')
   config = quickstart.get_config()
   with pytest.raises(sweeps.SweepError) as e:
-    sweeps.run_sweep(config, sweep_file, workdir, trainer)  # checks with runs.check
+    sweep_runner.run_sweep(config, sweep_file, workdir, trainer)  # checks with runs.check
   message = str(e.value)
   assert message.startswith('2 of 3 sweep points have a bad config; nothing was '
                             'trained.')
@@ -337,16 +339,16 @@ def test_every_point_is_checked_before_the_first_trains(tmp_path):
   assert not trainer.calls and not os.path.exists(workdir)
   # print_only checks too: a command line for a bad point would only fail later.
   with pytest.raises(sweeps.SweepError):
-    sweeps.run_sweep(config, sweep_file, workdir, trainer, print_only=True)
+    sweep_runner.run_sweep(config, sweep_file, workdir, trainer, print_only=True)
 
 
 def test_points_already_complete_are_not_checked_again(tmp_path):
   sweep_file = _write(tmp_path / 's.py', EPSILON_SWEEP)
   workdir = str(tmp_path / 'w')
-  sweeps.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
+  sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
                    check_fn=None)
   checked = []
-  sweeps.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
+  sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, FakeTrainer(),
                    check_fn=lambda c: checked.append(c.privacy.target_epsilon))
   assert not checked
 
@@ -361,7 +363,7 @@ def test_report_expands_a_sweep_folder_to_its_points(tmp_path):
   def train(config, point_dir):
     fake_runs.write_run(point_dir, epsilon=config.privacy.target_epsilon)
 
-  sweeps.run_sweep(base.get_config(), sweep_file, workdir, train, check_fn=None)
+  sweep_runner.run_sweep(base.get_config(), sweep_file, workdir, train, check_fn=None)
   result = report.make_report([workdir], str(tmp_path / 'out'))
   assert [r['run'] for r in result['runs']] == [
       'eps_sweep/privacy.target_epsilon=1.0',
@@ -385,6 +387,6 @@ def test_a_stopped_point_stops_the_sweep(tmp_path):
     raise run_control.RunControl().stopped(3, 10, workdir)
 
   with pytest.raises(run_control.Stopped):
-    sweeps.run_sweep(base.get_config(), str(sweep_file), str(tmp_path / 'sw'),
+    sweep_runner.run_sweep(base.get_config(), str(sweep_file), str(tmp_path / 'sw'),
                      train_fn, check_fn=None)
   assert trained == [1]  # the second point never started

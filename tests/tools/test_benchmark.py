@@ -1,8 +1,9 @@
 """The benchmark writes a well-formed benchmark.json (no timing assertions)."""
 import json
 import os
+import subprocess
+import sys
 
-import ml_collections
 import pytest
 
 from configs import base
@@ -11,6 +12,8 @@ from image_classification.workdir import run_files
 from image_classification.tools import benchmark
 from tests import test_configs
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def _tiny_config():
   config = base.get_config()
@@ -18,13 +21,17 @@ def _tiny_config():
   config.model.kwargs.channels = (4,)
   config.privacy.noise_multiplier = None  # left to calibration: a placeholder is used
   config.training.num_steps = 10
-  config.benchmark = ml_collections.ConfigDict({'image_shape': (6, 6, 1),
-                                                'num_classes': 3})
   return config
 
 
+def _run(config, workdir, **kwargs):
+  """run_benchmark on tiny random images (6x6x1, 3 classes) instead of digits'."""
+  return benchmark.run_benchmark(config, str(workdir), image_shape=(6, 6, 1),
+                                 num_classes=3, **kwargs)
+
+
 def test_benchmark_json_is_well_formed(tmp_path, capsys):
-  out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[4, 8],
+  out = _run(_tiny_config(), tmp_path, batch_sizes=[4, 8],
                                 augmults=[1, 2], implementations=['vmap', 'fast'],
                                 reps=2, warmup=1)
   with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
@@ -54,7 +61,7 @@ def test_default_implementation_comes_from_config(tmp_path):
   config = _tiny_config()
   assert config.training.per_example_grads == 'fast'  # the platform's default
   config.training.per_example_grads = 'ghost'
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['per_example_grads'] for r in out['rows']] == ['ghost']
   assert 'nonprivate_images_per_sec' not in out['rows'][0]
@@ -82,11 +89,11 @@ def test_benchmark_runs_for_every_config(name, tmp_path):
 def test_batch_smaller_than_the_micro_batch_is_one_pass_and_bad_sizes_are_named(tmp_path):
   config = _tiny_config()
   config.training.micro_batch_size = 4
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2, 8], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2, 8], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['micro_batch_size'] for r in out['rows']] == [0, 4]
   with pytest.raises(config_lib.ConfigError, match='micro_batch_size=4'):
-    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[6], augmults=[1])
+    _run(config, tmp_path, batch_sizes=[6], augmults=[1])
 
 
 @pytest.mark.parametrize('sizes,augmults,impls,expected', [
@@ -108,7 +115,7 @@ def test_bad_benchmark_flags_are_named_before_anything_runs(
   # The library entry point checks the same before building anything.
   monkeypatch.setattr(benchmark.registry, 'build', lambda *a, **k: pytest.fail('built'))
   with pytest.raises(config_lib.ConfigError):
-    benchmark.run_benchmark(_tiny_config(), str(tmp_path),
+    _run(_tiny_config(), tmp_path,
                             batch_sizes=[int(s) if s.lstrip('-').isdigit() else s
                                          for s in sizes],
                             augmults=[int(k) for k in augmults], implementations=impls)
@@ -133,7 +140,7 @@ def test_a_failure_after_some_rows_keeps_the_rows_measured(tmp_path, monkeypatch
 
   monkeypatch.setattr(benchmark, '_peak_memory', peak_then_fail)
   with pytest.raises(RuntimeError, match='simulated'):
-    benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2, 4],
+    _run(_tiny_config(), tmp_path, batch_sizes=[2, 4],
                             augmults=[1], reps=1, warmup=0, include_nonprivate=False)
   with open(os.path.join(tmp_path, run_files.BENCHMARK)) as f:
     written = json.load(f)
@@ -147,12 +154,12 @@ def test_bad_model_kwarg_is_named_before_timing(tmp_path):
   config.model.kwargs.activation = 'relu6'
   with pytest.raises(config_lib.ConfigError, match=r"config.model.kwargs=.*'relu6'.*"
                      r"do not build model 'cnn'"):
-    benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1])
+    _run(config, tmp_path, batch_sizes=[2], augmults=[1])
   assert not os.listdir(tmp_path)
 
 
 def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
-  out = benchmark.run_benchmark(_tiny_config(), str(tmp_path), batch_sizes=[2],
+  out = _run(_tiny_config(), tmp_path, batch_sizes=[2],
                                 augmults=[1], implementations=['fast'], reps=1,
                                 warmup=0, dtypes=['float32', 'bfloat16'])
   assert [r['compute_dtype'] for r in out['rows']] == ['float32', 'bfloat16']
@@ -166,6 +173,49 @@ def test_compute_dtypes_are_rows_and_validated(tmp_path, capsys):
       benchmark.parse_dtypes(bad)
   config = _tiny_config()
   config.training.compute_dtype = 'bfloat16'  # the default row follows the config
-  out = benchmark.run_benchmark(config, str(tmp_path), batch_sizes=[2], augmults=[1],
+  out = _run(config, tmp_path, batch_sizes=[2], augmults=[1],
                                 reps=1, warmup=0, include_nonprivate=False)
   assert [r['compute_dtype'] for r in out['rows']] == ['bfloat16']
+
+
+def test_no_data_is_read_a_missing_path_still_runs(tmp_path):
+  """The images are random of the published shape: cifar10 from a folder that does
+  not exist is timed all the same; a dataset whose files decide the shape needs it
+  given, and is named before anything is built."""
+  config = _tiny_config()
+  config.data.name, config.data.path = 'cifar10', str(tmp_path / 'no_such_folder')
+  out = benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                                augmults=[1], reps=1, warmup=0, include_nonprivate=False)
+  assert out['image_shape'] == [32, 32, 3] and out['num_classes'] == 10
+  assert not os.path.exists(config.data.path)
+  config.data.name = 'image_folder'
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_image_shape=H,W,C'):
+    benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                            augmults=[1])
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_num_classes=N'):
+    benchmark.run_benchmark(config, str(tmp_path / 'out'), batch_sizes=[2],
+                            augmults=[1], image_shape=(8, 8, 3))
+  with pytest.raises(config_lib.ConfigError, match='--benchmark_image_shape=8,8'):
+    benchmark.parse_shape(['8', '8'])
+
+
+def test_the_benchmark_is_a_tool_of_its_own(tmp_path):
+  """python -m image_classification.tools.benchmark: launch.py's --benchmark without
+  launch.py; a missing flag is one error line."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', WANDB_MODE='disabled')
+  tool = [sys.executable, '-m', 'image_classification.tools.benchmark']
+  proc = subprocess.run(
+      tool + ['--config=configs/quickstart.py', '--config.model.kwargs.channels=(4,)',
+              f'--workdir={tmp_path}', '--benchmark_batch_sizes=8'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (row,) = run_files.read_json(str(tmp_path), run_files.BENCHMARK)['rows']
+  assert row['batch_size'] == 8 and row['dp_images_per_sec'] > 0
+  assert '| batch | augmult |' in proc.stdout
+  proc = subprocess.run(tool + ['--config=configs/quickstart.py'], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      'error: --config and --workdir are required, e.g. python -m '
+      'image_classification.tools.benchmark --config=configs/quickstart.py '
+      '--workdir=/tmp/benchmark']

@@ -7,6 +7,7 @@ import optax
 
 from image_classification import plan as plan_lib
 from image_classification.models import registry
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -27,13 +28,14 @@ def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
   params = model.init(jax.random.PRNGKey(seed), np.zeros((1, 6, 6, 1), np.float32))['params']
   optimizer = optax.sgd(1.0)  # params_new = params - privatised gradient
   cfg = dp_step.StepConfig(
-      clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
-      expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
+      clipping_norm=clipping_norm, expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
       augmult=augmult, random_flip=random_flip, per_example_grads='vmap')
   mesh = mesh_lib.make_mesh(devices)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1),
                         noise_key=(jax.random.PRNGKey(seed + 2) if noise_key is None
-                                   else noise_key))
+                                   else noise_key),
+                        privatizer=privatizers.GaussianPrivatizer(
+                            noise_multiplier * clipping_norm))
   state = jax.device_put(dp_step.init_state(params, optimizer, False),
                          mesh_lib.replicated(mesh))
   return step, state, mesh

@@ -162,7 +162,7 @@ def test_ema_is_warmed_up_and_forgets_the_initialisation():
   base, state, mesh = helpers.make_step(noise_multiplier=1.0)
   step = dp_step.DPStep(base.apply_fn, base.optimizer,
                         dataclasses.replace(base.cfg, ema_decay=0.9999, ema_start_step=2),
-                        mesh, base.base_key, base.noise_key)
+                        mesh, base.base_key, base.noise_key, base.privatizer)
   images, labels = helpers.tiny_batch(8)
   batch = jax.device_put((images, labels, np.ones(8, bool)), mesh_lib.batch_sharding(mesh))
   expected = _flat(jax.device_get(state.params))
@@ -188,15 +188,15 @@ def test_step_config_reads_the_config_and_the_plan_numbers():
   config = base.get_config()
   config.data.augmult = 4
   config.training.ema.decay = 0.5
-  cfg = dp_step.step_config(config, clipping_norm=0.7, noise_multiplier=1.3,
+  cfg = dp_step.step_config(config, clipping_norm=0.7,
                             expected_batch_size=64.0, mean=[0.1], std=[0.2])
   assert cfg == dp_step.StepConfig(
-      clipping_norm=0.7, noise_multiplier=1.3, expected_batch_size=64.0,
+      clipping_norm=0.7, expected_batch_size=64.0,
       micro_batch_size=config.training.micro_batch_size, per_example_grads='fast',
       augmult=4, random_crop=config.data.random_crop,
       random_flip=config.data.random_flip, mean=(0.1,), std=(0.2,), ema_decay=0.5,
       ema_start_step=config.training.ema.start_step)
-  other = dp_step.step_config(config, clipping_norm=0.7, noise_multiplier=1.3,
+  other = dp_step.step_config(config, clipping_norm=0.7,
                               expected_batch_size=64.0, mean=[0.1], std=[0.2],
                               augmult=1, per_example_grads='ghost')
   assert (other.augmult, other.per_example_grads) == (1, 'ghost')

@@ -21,6 +21,7 @@ import optax
 import pytest
 
 from image_classification.models import registry
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -66,11 +67,12 @@ def sensitivities(num_devices: int) -> dict:
   out = {}
   for impl in IMPLEMENTATIONS:
     cfg = dp_step.StepConfig(
-        clipping_norm=CLIP, noise_multiplier=0.0, expected_batch_size=B,
+        clipping_norm=CLIP, expected_batch_size=B,
         micro_batch_size=0, augmult=AUGMULT, random_crop=True, random_flip=True,
         per_example_grads=impl)
     step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
-                          noise_key=jax.random.PRNGKey(2))
+                          noise_key=jax.random.PRNGKey(2),
+                          privatizer=privatizers.GaussianPrivatizer(0.0))
 
     def update(x, y, mask):
       state = jax.device_put(host_state, mesh_lib.replicated(mesh))

@@ -16,6 +16,7 @@ from image_classification.privacy.clipped_sums import fast
 from image_classification.privacy.clipped_sums import layer_rules
 from image_classification.privacy.clipped_sums import per_example
 from image_classification.privacy.clipped_sums import vmap
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib
 
@@ -220,12 +221,13 @@ def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
   out = {}
   for name in ('vmap', impl):
     cfg = dp_step.StepConfig(
-        clipping_norm=0.5, noise_multiplier=1.5, expected_batch_size=8.0,
+        clipping_norm=0.5, expected_batch_size=8.0,
         micro_batch_size=4, augmult=2, random_flip=True, random_crop=True,
         per_example_grads=name)
     optimizer = optax.sgd(0.5)
     step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(1),
-                          noise_key=jax.random.PRNGKey(2))
+                          noise_key=jax.random.PRNGKey(2),
+                          privatizer=privatizers.GaussianPrivatizer(1.5 * 0.5))
     state = jax.device_put(
         dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer,
                            train_only_head),
@@ -242,12 +244,13 @@ def test_dp_step_with_fast_paths_equals_reference(impl, train_only_head):
 
 def test_unknown_implementation_is_refused():
   """The registry's error, raised when the step is built, names the choices."""
-  cfg = dp_step.StepConfig(clipping_norm=1.0, noise_multiplier=1.0,
-                           expected_batch_size=4.0, micro_batch_size=0,
+  cfg = dp_step.StepConfig(clipping_norm=1.0, expected_batch_size=4.0,
+                           micro_batch_size=0,
                            per_example_grads='ghosts')
   with pytest.raises(ValueError, match=r"per_example_grads='ghosts'.*'vmap', 'fast'"):
     dp_step.DPStep(lambda *a, **k: None, optax.sgd(1.0), cfg, mesh_lib.make_mesh(),
-                   jax.random.PRNGKey(0), noise_key=jax.random.PRNGKey(1))
+                   jax.random.PRNGKey(0), noise_key=jax.random.PRNGKey(1),
+                   privatizer=privatizers.GaussianPrivatizer(1.0))
 
 
 _MULTI_DEVICE_SCRIPT = r"""
@@ -255,6 +258,7 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np, optax
 sys.path.insert(0, {root!r})
 from image_classification.models import registry
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step, mesh as mesh_lib
 model = registry.build('cnn', 3, channels=(8,), hidden=5)
 params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 1)))['params']
@@ -265,12 +269,13 @@ mask = np.ones(16, bool); mask[5] = False
 out = {{}}
 for impl, n in (('vmap', 1), ('fast', 4), ('ghost', 4)):
   mesh = mesh_lib.make_mesh(jax.devices()[:n])
-  cfg = dp_step.StepConfig(clipping_norm=0.5, noise_multiplier=0.0, expected_batch_size=16.0,
+  cfg = dp_step.StepConfig(clipping_norm=0.5, expected_batch_size=16.0,
                            micro_batch_size=2, augmult=2, random_flip=True,
                            per_example_grads=impl)
   opt = optax.sgd(1.0)
   step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1),
-                        noise_key=jax.random.PRNGKey(2))
+                        noise_key=jax.random.PRNGKey(2),
+                        privatizer=privatizers.GaussianPrivatizer(0.0))
   state = jax.device_put(dp_step.init_state(jax.tree_util.tree_map(jnp.copy, params), opt,
                                             False), mesh_lib.replicated(mesh))
   batch = jax.device_put((images, labels, mask), mesh_lib.batch_sharding(mesh))

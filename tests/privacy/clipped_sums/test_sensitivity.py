@@ -216,6 +216,7 @@ _DP_STEP_SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, {root!r})
+from image_classification.privacy import privatizers
 from image_classification.training import dp_step, mesh as mesh_lib
 from tests.privacy.clipped_sums import test_sensitivity as t
 model = t._OneLayer('ws_conv')
@@ -231,11 +232,12 @@ out = {{}}
 for impl, n, augmult in {configs!r}:
   mesh = mesh_lib.make_mesh(jax.devices()[:n])
   cfg = dp_step.StepConfig(
-      clipping_norm={clip!r}, noise_multiplier=0.0, expected_batch_size=float(batch),
+      clipping_norm={clip!r}, expected_batch_size=float(batch),
       micro_batch_size=2, augmult=augmult, random_flip=True, mean=(0.0,), std=(1e-4,),
       per_example_grads=impl)
   step = dp_step.DPStep(model.apply, opt, cfg, mesh, jax.random.PRNGKey(1),
-                        noise_key=jax.random.PRNGKey(2))
+                        noise_key=jax.random.PRNGKey(2),
+                        privatizer=privatizers.GaussianPrivatizer(0.0))
   norms = []
   for i in range(batch):
     state = jax.device_put(dp_step.init_state(params, opt, False),

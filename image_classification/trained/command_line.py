@@ -1,0 +1,95 @@
+"""--evaluate and --predict: using a trained model from the command line.
+
+  python launch.py --evaluate=WORKDIR [--config.data.path=...]
+  python launch.py --predict=WORKDIR --images=DIR_OR_FILES [--output=PATH.csv]
+
+Without --config, the config is the workdir's own (workdir/saved_config.py), so that
+``--config.data.path=...`` and other overrides apply to the config the run was trained
+with: ``use_workdir_config(argv)``, called before the flags are parsed, makes it the
+--config flag's default. Nothing of JAX is imported at the top of this module.
+"""
+import os
+
+from absl import app
+from absl import flags
+
+from image_classification import command_line
+from image_classification import config_file
+from image_classification.workdir import run_files
+
+EVALUATE = flags.DEFINE_string(
+    'evaluate', None, "Evaluate a training run's final parameters (EMA where used) on "
+    'the test split of its dataset: writes WORKDIR/evaluation.json (top1, top5, '
+    'per_class_accuracy, confusion_matrix) and confusion_matrix.png. Uses the '
+    "workdir's config; --config.data.path=... and other overrides apply to it.")
+PREDICT = flags.DEFINE_string(
+    'predict', None, "Classify --images with a training run's final parameters and "
+    "the run's preprocessing and class names; prints and writes a CSV (file, class, "
+    'probability, warning, error): --output, else WORKDIR/predictions.csv or, if that '
+    'exists, the next free predictions-2.csv, ... (never overwritten). An unreadable '
+    'file gets a row with its error; a file whose aspect ratio or channels differ '
+    'from the training images gets a warning (docs/predict.md).')
+OUTPUT = flags.DEFINE_string(
+    'output', None, 'With --predict: the CSV file to write (replaced if it exists).')
+IMAGES = flags.DEFINE_list(
+    'images', None, 'With --predict: image files and/or folders (searched '
+    'recursively), comma-separated.')
+
+
+def requested() -> bool:
+  """Whether the command is --evaluate or --predict (after parsing)."""
+  return bool(EVALUATE.value or PREDICT.value)
+
+
+def use_workdir_config(argv: list[str]) -> None:
+  """With --evaluate/--predict=WORKDIR and no --config: WORKDIR's own config becomes
+  the --config flag's default (its overrides then apply to it). Before parsing; a
+  workdir whose config cannot be read is one `error:` line naming the flag."""
+  workdir = flag = None
+  for i, arg in enumerate(argv):
+    for name in ('--evaluate', '--predict'):
+      if arg.startswith(name + '='):
+        workdir, flag = arg.split('=', 1)[1], name
+      elif arg == name and i + 1 < len(argv):
+        workdir, flag = argv[i + 1], name
+  if not workdir or any(a == '--config' or a.startswith('--config=') for a in argv):
+    return
+  try:
+    flags.FLAGS.set_default('config', f'{command_line.SAVED_CONFIG}:{workdir}')
+  except config_file.ConfigFileError as e:
+    command_line.fail(f'{flag}={workdir}: {e.reason}')
+
+
+def check_flags() -> None:
+  """--output without --predict is one `error:` line (before anything is imported)."""
+  if OUTPUT.value and not PREDICT.value:
+    command_line.fail('--output is for --predict only (the CSV of predictions); a '
+                      'training run writes into --workdir')
+
+
+def run(config) -> None:
+  """--evaluate and --predict with ``config`` (the workdir's own unless --config)."""
+  from image_classification.trained import inference  # pylint: disable=g-import-not-at-top
+  for workdir in filter(None, (EVALUATE.value, PREDICT.value)):
+    if not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
+      raise inference.InferenceError(
+          f'{workdir!r} holds no config.json: it is not the workdir of a training run '
+          '(launch.py --config=... --workdir=DIR)')
+  if EVALUATE.value:
+    result = inference.evaluate_workdir(EVALUATE.value, config)
+    top5 = f', top-5 {result["top5"]:.4f}' if 'top5' in result else ''
+    validation = result.get('validation')
+    print(f'test top-1 {result["top1"]:.4f}{top5} on {result["num_examples"]} images '
+          f'(step {result["step"]}, {"EMA" if result["ema"] else "final"} '
+          'parameters)'
+          + (f'; validation top-1 {validation["top1"]:.4f} (private data, no noise)'
+             if validation else '')
+          + f'; wrote {os.path.join(EVALUATE.value, run_files.EVALUATION)} and '
+          f'{run_files.CONFUSION_PNG}', flush=True)
+  if PREDICT.value:
+    if not IMAGES.value:
+      raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
+    output = OUTPUT.value or inference.new_predictions_path(PREDICT.value)
+    rows = inference.predict(PREDICT.value, IMAGES.value, out_path=output,
+                             config=config)
+    inference.print_predictions(rows, output)  # errors and warnings on stderr
