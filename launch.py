@@ -41,7 +41,7 @@ from image_classification.reporting import command_line as report_command
 from image_classification.sweeps import command_line as sweep_command
 from image_classification.tools import command_line as tool_flags
 from image_classification.trained import command_line as trained_command
-from image_classification.training import command_line as process_flags
+from image_classification.hosts import command_line as process_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 for _module in (command_line, process_flags, sweep_command, report_command,

@@ -17,6 +17,7 @@ import numpy as np
 
 from image_classification.input import input_pipeline
 from image_classification.data import local_files
+from image_classification.hosts import joining
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
 
@@ -24,7 +25,7 @@ STEP = 5
 
 
 def main(process_id: int, port: int, folder: str, out_path: str) -> None:
-  distributed.initialize(f'localhost:{port}', 2, process_id, timeout_s=120)
+  joining.initialize(f'localhost:{port}', 2, process_id, timeout_s=120)
   mesh = mesh_lib.make_mesh(jax.devices())
   sharding = mesh_lib.batch_sharding(mesh)
   train = local_files.load_image_folder_on_disk(folder, 16).train

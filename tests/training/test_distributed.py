@@ -7,13 +7,14 @@ import pytest
 
 from image_classification.data import fingerprint
 from image_classification.privacy import mechanism_secret
+from image_classification.hosts import joining
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib
 from image_classification.workdir import secret_file
 
 
 def test_one_process_needs_no_flag_and_joins_nothing():
-  assert distributed.initialize() is False
+  assert joining.initialize() is False
   assert distributed.is_writer()
 
 
@@ -26,8 +27,8 @@ def test_one_process_needs_no_flag_and_joins_nothing():
      'positive'),
 ])
 def test_incomplete_or_wrong_flags_are_named(kwargs, match):
-  with pytest.raises(distributed.DistributedError, match=match):
-    distributed.initialize(**kwargs)
+  with pytest.raises(joining.schedulers.DistributedError, match=match):
+    joining.initialize(**kwargs)
 
 
 def test_one_process_holds_every_row_and_the_global_batch_is_the_batch():

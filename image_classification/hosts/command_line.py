@@ -84,14 +84,15 @@ def enable_compilation_cache(path) -> None:
 def _join_distributed_job() -> None:
   """jax.distributed.initialize for a multi-process job (nothing for one process);
   the processes other than 0 then print nothing to stdout (errors still reach stderr)."""
-  from image_classification.training import distributed  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from image_classification.hosts import joining  # pylint: disable=g-import-not-at-top
   try:
-    joined = distributed.initialize(
+    joined = joining.initialize(
         COORDINATOR_ADDRESS.value, NUM_PROCESSES.value, PROCESS_ID.value,
         auto=DISTRIBUTED.value, timeout_s=DISTRIBUTED_TIMEOUT.value)
-  except distributed.DistributedError as e:
+  except joining.schedulers.DistributedError as e:
     command_line.fail(str(e))
-  if joined and not distributed.is_writer():
+  if joined and jax.process_index() != 0:
     # Python's prints and the C++ libraries' (gloo) alike: fd 1 goes to /dev/null.
     sys.stdout.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)
