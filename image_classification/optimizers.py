@@ -6,8 +6,23 @@ privacy cost, and free to use any state (momentum, Adam moments).
 import ml_collections
 import optax
 
+from image_classification import errors
+
 OPTIMIZERS = ('sgd', 'adam')
 SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def validate_config(training: ml_collections.ConfigDict) -> None:
+  """Checks config.training.optimizer and .lr_schedule; raises ConfigError."""
+  if training.optimizer.name not in OPTIMIZERS:
+    errors.config_fail('training.optimizer.name', training.optimizer.name,
+                       f'choose one of {OPTIMIZERS}')
+  if not training.optimizer.learning_rate > 0:
+    errors.config_fail('training.optimizer.learning_rate',
+                       training.optimizer.learning_rate, 'must be > 0')
+  if training.lr_schedule.name not in SCHEDULES:
+    errors.config_fail('training.lr_schedule.name', training.lr_schedule.name,
+                       f'choose one of {SCHEDULES}')
 
 
 def learning_rate_schedule(training: ml_collections.ConfigDict, num_steps: int):

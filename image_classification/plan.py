@@ -43,7 +43,7 @@ def _resume_field(default=dataclasses.MISSING):
   return dataclasses.field(default=default, metadata=_RESUME)
 
 
-class PlanError(errors.UserError):
+class PlanError(errors.ConfigError):
   """No plan meets the config's privacy target, or a privacy field is invalid; the
   message names the fields."""
 

@@ -22,8 +22,12 @@ LAYERS = (
     ('image_classification.data', 'image_classification.input',
      'image_classification.models', 'image_classification.optimizers'),
     ('image_classification.reporting',),
+    # training.config_checks and audit.config_checks: their sections' checks, which
+    # config.validate calls in order; they import nothing of their packages.
     ('image_classification.config', 'image_classification.config_file',
-     'image_classification.plan', 'image_classification.privacy_calculator'),
+     'image_classification.plan', 'image_classification.privacy_calculator',
+     'image_classification.training.config_checks',
+     'image_classification.audit.config_checks'),
     ('image_classification.workdir',),
     ('image_classification.trained',),
     ('image_classification.training',),
