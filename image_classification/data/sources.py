@@ -61,8 +61,7 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   """Returns the train and test sources of ``data_config.name``."""
   name = data_config.name
   path = data_config.path or ''
-  num_workers = input_pipeline.resolve_num_workers(data_config.get('num_workers',
-                                                                   input_pipeline.AUTO))
+  num_workers = input_pipeline.resolve_num_workers(data_config.num_workers)
   if name not in datasets.DATASETS:
     raise base.DataError(f'config.data.name={name!r} is not a known dataset; choose '
                          f'one of {datasets.names()}')
