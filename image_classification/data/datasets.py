@@ -12,7 +12,7 @@ standard deviations on pixels scaled to [0, 1], the standard split sizes), never
 statistic computed from the private training data.
 
 A new tfds dataset is one ``register(DatasetSpec(...))`` call below; a new on-disk
-format also needs a reader in local_files.py and a line in sources.LOCAL_READERS.
+format also needs a reader in local_files.py, registered in sources.LOCAL_READERS.
 """
 import dataclasses
 import os
@@ -20,6 +20,7 @@ import os
 import ml_collections
 
 from image_classification import errors
+from image_classification import registry
 from image_classification.data import base
 
 # Images of unknown origin (image_folder, npz): map [0, 1] to [-1, 1] in every channel.
@@ -77,7 +78,7 @@ class DatasetSpec:
         private_evaluation_note=private_evaluation_note)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS = registry.Registry('dataset')
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -87,8 +88,7 @@ def register(spec: DatasetSpec) -> DatasetSpec:
   if not (spec.builtin or spec.local_format or spec.tfds_name):
     raise ValueError(f'{spec.name}: a spec needs a source (builtin, local_format or '
                      'tfds_name)')
-  DATASETS[spec.name] = spec
-  return spec
+  return DATASETS.register(spec.name)(spec)
 
 
 def names(predicate=None) -> tuple[str, ...]:

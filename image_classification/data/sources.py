@@ -30,6 +30,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
+from image_classification import registry
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
@@ -40,21 +41,31 @@ from image_classification.data import record_split
 from image_classification.data import tfds_source
 
 
-def _image_folder(path, data_config) -> local_files.LocalData:
+# DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
+LOCAL_READERS = registry.Registry('on-disk format')
+
+
+@LOCAL_READERS.register('cifar')
+def _cifar(path, spec, _) -> local_files.LocalData:
+  return local_files.load_cifar(path, spec.name)
+
+
+@LOCAL_READERS.register('idx')
+def _idx(path, spec, _) -> local_files.LocalData:
+  return local_files.load_idx(path, spec.num_classes)
+
+
+@LOCAL_READERS.register('image_folder')
+def _image_folder(path, _, data_config) -> local_files.LocalData:
   """In memory, or on disk with random resized crops (config.data.random_resized_crop)."""
   if data_config.random_resized_crop:
     return local_files.load_image_folder_on_disk(path, data_config.image_size)
   return local_files.load_image_folder(path, data_config.image_size)
 
 
-# DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
-LOCAL_READERS = {
-    'cifar': lambda path, spec, _: local_files.load_cifar(path, spec.name),
-    'idx': lambda path, spec, _: local_files.load_idx(path, spec.num_classes),
-    'image_folder': lambda path, _, data_config: _image_folder(path, data_config),
-    'npz': lambda path, _, data_config: local_files.load_npz(
-        path, data_config.num_classes or 0),
-}
+@LOCAL_READERS.register('npz')
+def _npz(path, _, data_config) -> local_files.LocalData:
+  return local_files.load_npz(path, data_config.num_classes or 0)
 
 
 def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
