@@ -45,7 +45,7 @@ def _resume_field(default=dataclasses.MISSING):
 
 class PlanError(errors.ConfigError):
   """No plan meets the config's privacy target, or a privacy field is invalid; the
-  message names the fields."""
+  message names the fields. A ConfigError, so that callers need not re-wrap it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,10 @@ constants only.
 An extractor has ``output_shape`` ([H', W', C'] of one example's features),
 ``describe()`` (the public prior, printed in privacy.md) and ``__call__`` (float
 images [B, H, W, C] standardised -> features [B, H', W', C']).
+
+An extractor module registers its factory with ``@features.register('name')``; the
+models package imports it (one line in models/__init__.py), so the table is full
+once the package is imported.
 """
 import dataclasses
 
