@@ -32,6 +32,7 @@ from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification import config_file
 from image_classification import errors
+from image_classification.workdir import run_files
 from image_classification.workdir import saved_config as workdir_config
 from image_classification import runs
 from image_classification.privacy import mechanism_secret
@@ -155,6 +156,8 @@ def _workdir_config(workdir: str,
   except FileNotFoundError as e:
     raise Error(f'{workdir!r} holds no config.json: it is not the workdir of a '
                 'training run (api.train(config, workdir) writes it)') from e
+  except run_files.RunFileError as e:  # a field configs/base.py does not define
+    raise Error(str(e)) from e
   return _config(saved, overrides)
 
 

@@ -6,8 +6,53 @@ privacy cost, and free to use any state (momentum, Adam moments).
 import ml_collections
 import optax
 
-OPTIMIZERS = ('sgd', 'adam')
-SCHEDULES = ('constant', 'cosine', 'linear')
+from image_classification import errors
+from image_classification import registry
+
+# config.training.optimizer.name -> optax optimizer(schedule, config.training.optimizer).
+OPTIMIZERS = registry.Registry('optimizer')
+# config.training.lr_schedule.name -> optax schedule(learning_rate, decay_steps).
+SCHEDULES = registry.Registry('learning-rate schedule')
+
+
+@OPTIMIZERS.register('sgd')
+def _sgd(schedule, opt: ml_collections.ConfigDict):
+  return optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
+
+
+@OPTIMIZERS.register('adam')
+def _adam(schedule, opt: ml_collections.ConfigDict):
+  del opt  # Adam's betas are optax's defaults
+  return optax.adam(schedule)
+
+
+@SCHEDULES.register('constant')
+def _constant(lr: float, decay_steps: int):
+  del decay_steps
+  return optax.constant_schedule(lr)
+
+
+@SCHEDULES.register('cosine')
+def _cosine(lr: float, decay_steps: int):
+  return optax.cosine_decay_schedule(lr, decay_steps)
+
+
+@SCHEDULES.register('linear')
+def _linear(lr: float, decay_steps: int):
+  return optax.linear_schedule(lr, 0.0, decay_steps)
+
+
+def validate_config(training: ml_collections.ConfigDict) -> None:
+  """Checks config.training.optimizer and .lr_schedule; raises ConfigError."""
+  if training.optimizer.name not in OPTIMIZERS:
+    errors.config_fail('training.optimizer.name', training.optimizer.name,
+                       f'choose one of {tuple(OPTIMIZERS)}')
+  if not training.optimizer.learning_rate > 0:
+    errors.config_fail('training.optimizer.learning_rate',
+                       training.optimizer.learning_rate, 'must be > 0')
+  if training.lr_schedule.name not in SCHEDULES:
+    errors.config_fail('training.lr_schedule.name', training.lr_schedule.name,
+                       f'choose one of {tuple(SCHEDULES)}')
 
 
 def learning_rate_schedule(training: ml_collections.ConfigDict, num_steps: int):
@@ -15,14 +60,10 @@ def learning_rate_schedule(training: ml_collections.ConfigDict, num_steps: int):
   name = training.lr_schedule.name
   warmup = int(training.lr_schedule.warmup_steps)
   decay_steps = max(1, num_steps - warmup)
-  if name == 'constant':
-    schedule = optax.constant_schedule(lr)
-  elif name == 'cosine':
-    schedule = optax.cosine_decay_schedule(lr, decay_steps)
-  elif name == 'linear':
-    schedule = optax.linear_schedule(lr, 0.0, decay_steps)
-  else:
-    raise ValueError(f'config.training.lr_schedule.name={name!r}; choose one of {SCHEDULES}')
+  if name not in SCHEDULES:
+    raise ValueError(f'config.training.lr_schedule.name={name!r}; choose one of '
+                     f'{tuple(SCHEDULES)}')
+  schedule = SCHEDULES[name](lr, decay_steps)
   if warmup > 0:
     schedule = optax.join_schedules(
         [optax.linear_schedule(0.0, lr, warmup), schedule], [warmup])
@@ -33,12 +74,10 @@ def make_optimizer(training: ml_collections.ConfigDict, num_steps: int):
   """Returns (optax optimizer, schedule)."""
   opt = training.optimizer
   schedule = learning_rate_schedule(training, num_steps)
-  if opt.name == 'sgd':
-    tx = optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
-  elif opt.name == 'adam':
-    tx = optax.adam(schedule)
-  else:
-    raise ValueError(f'config.training.optimizer.name={opt.name!r}; choose one of {OPTIMIZERS}')
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f'config.training.optimizer.name={opt.name!r}; choose one of '
+                     f'{tuple(OPTIMIZERS)}')
+  tx = OPTIMIZERS[opt.name](schedule, opt)
   if opt.weight_decay:
     tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
   return tx, schedule

@@ -43,9 +43,9 @@ def _resume_field(default=dataclasses.MISSING):
   return dataclasses.field(default=default, metadata=_RESUME)
 
 
-class PlanError(errors.UserError):
+class PlanError(errors.ConfigError):
   """No plan meets the config's privacy target, or a privacy field is invalid; the
-  message names the fields."""
+  message names the fields. A ConfigError, so that callers need not re-wrap it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def num_steps(training: ml_collections.ConfigDict, dataset_size: int) -> int:
 
 def seeded_noise(config: ml_collections.ConfigDict) -> bool:
   """privacy.insecure_seeded_noise: the testing switch (privacy/mechanism_secret.py)."""
-  return bool(config.privacy.get('insecure_seeded_noise', False))
+  return bool(config.privacy.insecure_seeded_noise)
 
 
 def composes_with_pretrained_run(config: ml_collections.ConfigDict) -> bool:
@@ -188,7 +188,7 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
   p = config.privacy
   steps = num_steps(config.training, dataset_size)
   batch = int(config.training.batch_size)
-  name, bands = p.get('mechanism', 'dpsgd'), int(p.get('num_bands', 1))
+  name, bands = p.mechanism, int(p.num_bands)
   if not privatizers.PRIVATIZERS[name].uses_strategy:
     bands = 1
   selection = privatizers.PRIVATIZERS[name].accounted_selection(
@@ -199,7 +199,7 @@ def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPl
                 mechanism_name=name, num_bands=bands,
                 steps=steps, delta=float(p.delta), accountant=p.accountant,
                 neighboring_relation=relation, dataset_size=int(dataset_size),
-                insecure_seeded_noise=bool(p.get('insecure_seeded_noise', False)))
+                insecure_seeded_noise=bool(p.insecure_seeded_noise))
   if p.allow_non_private and (p.noise_multiplier is None or p.noise_multiplier == 0):
     return PrivacyPlan(noise_multiplier=0.0, epsilon=math.inf, target_epsilon=math.inf,
                        non_private=True, **common)
@@ -255,11 +255,11 @@ def validate_privacy(config: ml_collections.ConfigDict) -> None:
     _fail('accountant', p.accountant, f'choose one of {list(accounting.ACCOUNTANTS)}')
   if p.sampling not in selection_lib.SAMPLERS:
     _fail('sampling', p.sampling, f'choose one of {list(selection_lib.SAMPLERS)}')
-  mechanism = p.get('mechanism', 'dpsgd')
+  mechanism = p.mechanism
   if mechanism not in privatizers.PRIVATIZERS:
     _fail('mechanism', mechanism, f'choose one of {list(privatizers.PRIVATIZERS)}')
   privatizer = privatizers.PRIVATIZERS[mechanism]
-  bands = p.get('num_bands', 1)
+  bands = p.num_bands
   if not (isinstance(bands, int) and bands >= 1):
     _fail('num_bands', bands, 'must be an integer >= 1 (1 is DP-SGD)')
   if not privatizer.uses_strategy and bands != 1:
@@ -281,8 +281,8 @@ def validate_privacy(config: ml_collections.ConfigDict) -> None:
 def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> None:
   """Checks what needs the training set's size N (batch vs N, bands, delta vs 1/N)."""
   t, p = config.training, config.privacy
-  bands = p.get('num_bands', 1)
-  if privatizers.PRIVATIZERS[p.get('mechanism', 'dpsgd')].uses_strategy and bands > 1:
+  bands = p.num_bands
+  if privatizers.PRIVATIZERS[p.mechanism].uses_strategy and bands > 1:
     steps = num_steps(t, dataset_size)
     if bands > steps:
       _fail('num_bands', bands, f'is larger than the number of steps ({steps})')
@@ -298,7 +298,7 @@ def validate_with_data(config: ml_collections.ConfigDict, dataset_size: int) -> 
     raise PlanError(f'config.training.batch_size={t.batch_size!r}: is larger than the '
                     f'training set ({dataset_size} examples); lower it')
   if p.delta >= 1.0 / dataset_size:
-    if not p.get('allow_large_delta', False):
+    if not p.allow_large_delta:
       _fail('delta', p.delta,
             f'is >= 1/N = {1.0 / dataset_size:.3g} (N={dataset_size} training '
             'examples): such a delta permits releasing a few examples outright. Use '

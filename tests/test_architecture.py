@@ -25,8 +25,12 @@ LAYERS = (
      'image_classification.models', 'image_classification.optimizers',
      'image_classification.hosts'),
     ('image_classification.reporting',),
+    # training.config_checks and audit.config_checks: their sections' checks, which
+    # config.validate calls in order; they import nothing of their packages.
     ('image_classification.config', 'image_classification.config_file',
-     'image_classification.plan', 'image_classification.privacy_calculator'),
+     'image_classification.plan', 'image_classification.privacy_calculator',
+     'image_classification.training.config_checks',
+     'image_classification.audit.config_checks'),
     ('image_classification.workdir',),
     ('image_classification.command_line', 'image_classification.hosts.command_line'),
     ('image_classification.trained',),
@@ -279,3 +283,40 @@ def test_launch_is_a_switchboard():
 def test_the_size_checks_can_fail():
   assert _long_functions(40), 'some function is over 40 lines: the check sees them'
   assert max(_folder_lines().values()) > 500
+
+
+def _package_import_modules(source: str) -> list[int]:
+  """Lines of ``importlib.import_module('image_classification...')`` (a literal or an
+  f-string that starts so) in ``source``: a package module loaded out of sight of the
+  checks above. A user's module (models/custom.py, a sweep file) is named by a
+  variable and passes."""
+  lines = []
+  for node in ast.walk(ast.parse(source)):
+    if not (isinstance(node, ast.Call) and node.args and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr == 'import_module') or
+        (isinstance(node.func, ast.Name) and node.func.id in ('import_module',
+                                                              '__import__')))):
+      continue
+    arg = node.args[0]
+    if isinstance(arg, ast.JoinedStr) and arg.values:
+      arg = arg.values[0]
+    if isinstance(arg, ast.Constant) and str(arg.value).startswith(PACKAGE):
+      lines.append(node.lineno)
+  return lines
+
+
+def test_package_modules_are_imported_by_import_lines():
+  """Registries fill by import lines (e.g. models/__init__.py), not import_module."""
+  found = [f'{m}:{line} loads a package module with import_module; import it'
+           for m, path in SOURCES.items()
+           for line in _package_import_modules(path.read_text())]
+  assert not found, '\n'.join(found)
+
+
+def test_the_import_module_check_catches_a_planted_call():
+  planted = ("import importlib\n"
+             "def f(name, where):\n"
+             "  importlib.import_module(f'image_classification.models.{name}')\n"
+             "  importlib.import_module('image_classification.models.cnn')\n"
+             "  return importlib.import_module(where)\n")  # a user's module: allowed
+  assert _package_import_modules(planted) == [3, 4]

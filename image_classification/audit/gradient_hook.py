@@ -54,6 +54,7 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification.workdir import run_files
+from image_classification.audit import config_checks
 from image_classification.audit import fdp
 from image_classification.audit import gradient_canaries
 from image_classification.audit import gradient_scoring
@@ -66,8 +67,8 @@ from image_classification.training import canary_slots
 from image_classification.training import state as state_lib
 
 NEIGHBORING_RELATION = 'add/remove one gradient canary'
-SCORES = ('llr', 'sum', 'last_iterate')
-ANALYSES = ('fdp', 'fdp_gaussian', 'one_run')
+SCORES = config_checks.SCORES      # config.audit.score's choices
+ANALYSES = config_checks.ANALYSES  # config.audit.analysis's choices
 
 # Candidate numbers of guesses, as fractions of m, for choose_num_guesses.
 _GUESS_FRACTIONS = (0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12, 0.16)

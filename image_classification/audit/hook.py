@@ -233,7 +233,7 @@ def for_config(config: ml_collections.ConfigDict
   a = config.audit
   if not a.enabled:
     return None
-  if a.get('mode', 'input') == 'gradient':
+  if a.mode == 'gradient':
     return gradient_hook.GradientAuditHook(
         a.num_canaries, a.confidence, a.analysis, a.score, a.num_guesses,
         a.canary_parameter, config.seed, config.model.train_only_head)

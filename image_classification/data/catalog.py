@@ -71,7 +71,7 @@ def shape_only_splits(data_config: ml_collections.ConfigDict) -> base.DatasetSpl
   Honours max_train_examples / max_test_examples as the real loader does.
   """
   name = data_config.name
-  shape = image_shape(name, data_config.get('image_size', 0) or 0)
+  shape = image_shape(name, data_config.image_size or 0)
   spec = datasets.get(name)
 
   def size(total, limit):
@@ -79,9 +79,9 @@ def shape_only_splits(data_config: ml_collections.ConfigDict) -> base.DatasetSpl
 
   return spec.make_splits(
       ShapeOnlySource(
-          name, size(spec.num_train, data_config.get('max_train_examples', 0)), shape),
+          name, size(spec.num_train, data_config.max_train_examples), shape),
       ShapeOnlySource(
-          name, size(spec.num_test, data_config.get('max_test_examples', 0)), shape))
+          name, size(spec.num_test, data_config.max_test_examples), shape))
 
 
 def dry_run_splits(
@@ -95,6 +95,6 @@ def dry_run_splits(
   dataset.
   """
   spec = datasets.DATASETS.get(data_config.name)
-  if spec is None or spec.tfds_name is None or (data_config.get('path', '') or ''):
+  if spec is None or spec.tfds_name is None or data_config.path:
     return None
   return shape_only_splits(data_config)

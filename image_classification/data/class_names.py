@@ -30,7 +30,7 @@ def for_dataset(data_config, splits=None, num_classes: int | None = None
   spec = datasets.DATASETS.get(data_config.name)
   candidates = [tuple(getattr(splits, 'class_names', None) or ())]
   if spec is not None and spec.local_format == 'image_folder':
-    candidates.append(_folder_names(data_config.get('path', '')))
+    candidates.append(_folder_names(data_config.path))
   candidates.append(spec.class_names if spec is not None else ())
   for names in candidates:
     if len(names) == num_classes:

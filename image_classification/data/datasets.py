@@ -12,10 +12,15 @@ standard deviations on pixels scaled to [0, 1], the standard split sizes), never
 statistic computed from the private training data.
 
 A new tfds dataset is one ``register(DatasetSpec(...))`` call below; a new on-disk
-format also needs a reader in local_files.py and a line in sources.LOCAL_READERS.
+format also needs a reader in local_files.py, registered in sources.LOCAL_READERS.
 """
 import dataclasses
+import os
 
+import ml_collections
+
+from image_classification import errors
+from image_classification import registry
 from image_classification.data import base
 
 # Images of unknown origin (image_folder, npz): map [0, 1] to [-1, 1] in every channel.
@@ -73,7 +78,7 @@ class DatasetSpec:
         private_evaluation_note=private_evaluation_note)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS = registry.Registry('dataset')
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -83,8 +88,7 @@ def register(spec: DatasetSpec) -> DatasetSpec:
   if not (spec.builtin or spec.local_format or spec.tfds_name):
     raise ValueError(f'{spec.name}: a spec needs a source (builtin, local_format or '
                      'tfds_name)')
-  DATASETS[spec.name] = spec
-  return spec
+  return DATASETS.register(spec.name)(spec)
 
 
 def names(predicate=None) -> tuple[str, ...]:
@@ -127,6 +131,47 @@ def check_spec(spec: DatasetSpec) -> None:
   if problems:
     raise ValueError(f'dataset spec {spec.name}: ' + '; '.join(problems))
 
+
+
+def validate_config(data: ml_collections.ConfigDict) -> None:
+  """Checks config.data alone (what needs the data's size is plan.validate_with_data);
+  raises ConfigError naming the field and the fix."""
+  d, fail = data, errors.config_fail
+  if d.name not in DATASETS:
+    fail('data.name', d.name, f'unknown dataset; choose one of {list(names())}')
+  if d.path and not os.path.exists(d.path):
+    fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
+         "dataset's original files, or leave it empty to use tfds")
+  if d.prefetch < 0:
+    fail('data.prefetch', d.prefetch, 'must be >= 0 (0: no background loading)')
+  workers = d.num_workers
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < -1:
+    fail('data.num_workers', workers, 'give the number of worker processes that '
+         'decode on-disk images: -1 (one per core), 0 (the loading thread) or more')
+  if d.augmult < 1:
+    fail('data.augmult', d.augmult, 'must be >= 1 (1 means no augmentation multiplicity)')
+  for field in ('max_train_examples', 'max_test_examples'):
+    if d[field] < 0:
+      fail(f'data.{field}', d[field], 'must be >= 0 (0 keeps every example)')
+  if d.image_size < 0:
+    fail('data.image_size', d.image_size,
+         'must be >= 0 (0 keeps the native size; > 0 resizes to a square)')
+  num_classes = d.num_classes or 0
+  spec = DATASETS[d.name].num_classes
+  if num_classes < 0:
+    fail('data.num_classes', num_classes, 'must be >= 0 (0: from the dataset)')
+  if d.name == 'npz' and num_classes < 2:
+    fail('data.num_classes', num_classes,
+         'an npz dataset must state its number of classes (>= 2), e.g. '
+         '--config.data.num_classes=10: the model\'s head must not depend on which '
+         'labels happen to occur in the private data')
+  if spec is not None and num_classes not in (0, spec):
+    fail('data.num_classes', num_classes,
+         f'{d.name} has {spec} classes; set {spec} or leave it 0')
+  if not 0 <= d.validation_fraction < 1:
+    fail('data.validation_fraction', d.validation_fraction,
+         'must be in [0, 1): the fraction of the training split held out for model '
+         'selection (0: none)')
 
 _DIGIT_NAMES = tuple(str(i) for i in range(10))
 

@@ -30,6 +30,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
+from image_classification import registry
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import digits
@@ -40,29 +41,38 @@ from image_classification.data import record_split
 from image_classification.data import tfds_source
 
 
-def _image_folder(path, data_config) -> local_files.LocalData:
-  """In memory, or on disk with random resized crops (config.data.random_resized_crop)."""
-  if data_config.get('random_resized_crop', False):
-    return local_files.load_image_folder_on_disk(path, data_config.get('image_size', 0))
-  return local_files.load_image_folder(path, data_config.get('image_size', 0))
-
-
 # DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).
-LOCAL_READERS = {
-    'cifar': lambda path, spec, _: local_files.load_cifar(path, spec.name),
-    'idx': lambda path, spec, _: local_files.load_idx(path, spec.num_classes),
-    'image_folder': lambda path, _, data_config: _image_folder(path, data_config),
-    'npz': lambda path, _, data_config: local_files.load_npz(
-        path, data_config.get('num_classes', 0) or 0),
-}
+LOCAL_READERS = registry.Registry('on-disk format')
+
+
+@LOCAL_READERS.register('cifar')
+def _cifar(path, spec, _) -> local_files.LocalData:
+  return local_files.load_cifar(path, spec.name)
+
+
+@LOCAL_READERS.register('idx')
+def _idx(path, spec, _) -> local_files.LocalData:
+  return local_files.load_idx(path, spec.num_classes)
+
+
+@LOCAL_READERS.register('image_folder')
+def _image_folder(path, _, data_config) -> local_files.LocalData:
+  """In memory, or on disk with random resized crops (config.data.random_resized_crop)."""
+  if data_config.random_resized_crop:
+    return local_files.load_image_folder_on_disk(path, data_config.image_size)
+  return local_files.load_image_folder(path, data_config.image_size)
+
+
+@LOCAL_READERS.register('npz')
+def _npz(path, _, data_config) -> local_files.LocalData:
+  return local_files.load_npz(path, data_config.num_classes or 0)
 
 
 def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
   """Returns the train and test sources of ``data_config.name``."""
   name = data_config.name
-  path = data_config.get('path', '') or ''
-  num_workers = input_pipeline.resolve_num_workers(data_config.get('num_workers',
-                                                                   input_pipeline.AUTO))
+  path = data_config.path or ''
+  num_workers = input_pipeline.resolve_num_workers(data_config.num_workers)
   if name not in datasets.DATASETS:
     raise base.DataError(f'config.data.name={name!r} is not a known dataset; choose '
                          f'one of {datasets.names()}')
@@ -84,14 +94,14 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> base.DatasetSplits:
     splits = _load_tfds(spec, data_config)
   # tfds splits are the published ones, whose classes the spec states; files a user
   # brings (and digits' split) have their labels checked too.
-  check_classes(splits, data_config.get('num_classes', 0) or 0,
+  check_classes(splits, data_config.num_classes or 0,
                 check_labels=spec.builtin or bool(path))
   # On-disk splits are decoded by worker processes (input/input_pipeline.py).
   splits = dataclasses.replace(
       splits, train=input_pipeline.parallel(splits.train, num_workers),
       test=input_pipeline.parallel(splits.test, num_workers))
   return resize_in_memory(_truncate(splits, data_config),
-                          data_config.get('image_size', 0) or 0)
+                          data_config.image_size or 0)
 
 
 def resize_in_memory(splits: base.DatasetSplits, image_size: int) -> base.DatasetSplits:
@@ -138,8 +148,8 @@ def reads_on_disk(data_config: ml_collections.ConfigDict) -> bool:
   if spec is None:
     return False
   if spec.local_format == 'image_folder':
-    return bool(data_config.get('random_resized_crop', False))
-  return spec.random_access and not (data_config.get('path', '') or '')
+    return bool(data_config.random_resized_crop)
+  return spec.random_access and not data_config.path
 
 
 def check_classes(splits: base.DatasetSplits, configured: int = 0,
@@ -196,12 +206,12 @@ def _load_local(spec: datasets.DatasetSpec, path: str,
 
 
 def _load_tfds(spec: datasets.DatasetSpec, data_config) -> base.DatasetSplits:
-  data_dir = data_config.get('tfds_data_dir', '') or ''
+  data_dir = data_config.tfds_data_dir or ''
   if spec.random_access:
     def load(train):
       return tfds_source.load_random_access(
-          spec.name, train, data_dir, image_size=data_config.get('image_size', 0),
-          random_resized_crop=data_config.get('random_resized_crop', False))
+          spec.name, train, data_dir, image_size=data_config.image_size,
+          random_resized_crop=data_config.random_resized_crop)
   else:
     def load(train):
       return tfds_source.load_in_memory(spec.name, train, data_dir)
@@ -250,5 +260,5 @@ def _truncate(splits: base.DatasetSplits, data_config) -> base.DatasetSplits:
 
   return dataclasses.replace(
       splits,
-      train=head(splits.train, data_config.get('max_train_examples', 0)),
-      test=head(splits.test, data_config.get('max_test_examples', 0)))
+      train=head(splits.train, data_config.max_train_examples),
+      test=head(splits.test, data_config.max_test_examples))

@@ -16,13 +16,18 @@ constants only.
 An extractor has ``output_shape`` ([H', W', C'] of one example's features),
 ``describe()`` (the public prior, printed in privacy.md) and ``__call__`` (float
 images [B, H, W, C] standardised -> features [B, H', W', C']).
+
+An extractor module registers its factory with ``@features.register('name')``; the
+models package imports it (one line in models/__init__.py), so the table is full
+once the package is imported.
 """
 import dataclasses
-import importlib
 
 import jax
+import ml_collections
 import numpy as np
 
+from image_classification import errors
 from image_classification import registry as registry_lib
 from image_classification.input import augmentation
 from image_classification.data import base
@@ -40,13 +45,36 @@ PASS_THROUGH_STD = 1.0 / 255.0
 
 
 def available() -> list[str]:
-  _import_extractors()
   return sorted(_REGISTRY)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """config.model.features: a known extractor, and no augmentation (the features are
+  computed once from the un-augmented images); raises ConfigError naming the field."""
+  m, d = config.model, config.data
+  name = m.features
+  if not name:
+    if m.features_kwargs:
+      errors.config_fail('model.features_kwargs', m.features_kwargs.to_dict(),
+                         "set only with config.model.features (e.g. 'scattering')")
+    return
+  if name not in _REGISTRY:
+    errors.config_fail('model.features', name, 'unknown feature extractor; choose one '
+                       f"of {available()} or '' (none)")
+  for field in ('random_crop', 'random_flip', 'random_resized_crop'):
+    if d[field]:
+      errors.config_fail(f'data.{field}', d[field],
+                         f'config.model.features={name!r} computes the features once '
+                         'from the un-augmented images, so augmentation cannot be '
+                         'applied; set it False')
+  if d.augmult != 1:
+    errors.config_fail('data.augmult', d.augmult,
+                       f'config.model.features={name!r} takes no augmentation, so every '
+                       'view would be the same example; set 1')
 
 
 def build(name: str, image_shape, **kwargs):
   """The extractor ``name`` for images of ``image_shape``; ValueError names the fix."""
-  _import_extractors()
   if name not in _REGISTRY:
     raise ValueError(f'config.model.features={name!r} is not a known feature extractor; '
                      f"choose one of {sorted(_REGISTRY)} or '' (none)")
@@ -98,8 +126,3 @@ def _features_of(source, fn, shape, batch_size, what, extractor) -> base.ArraySo
   ids = getattr(source, 'record_ids', None)
   return base.ArraySource(out, labels, ids if isinstance(ids, np.ndarray) else None)
 
-
-def _import_extractors() -> None:
-  """Imports every extractor module so that its @register calls run."""
-  for module in ('scattering',):
-    importlib.import_module(f'image_classification.models.{module}')

@@ -36,10 +36,12 @@ import dp_accounting
 from dp_accounting import pld
 from dp_accounting import rdp
 
-ACCOUNTANTS = {
-    'rdp': rdp.RdpAccountant,
-    'pld': pld.PLDAccountant,
-}
+from image_classification import registry
+
+# config.privacy.accountant -> dp-accounting's accountant class.
+ACCOUNTANTS = registry.Registry('accountant')
+ACCOUNTANTS.register('rdp')(rdp.RdpAccountant)
+ACCOUNTANTS.register('pld')(pld.PLDAccountant)
 
 _RELATIONS = {
     'add_or_remove_one': dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,

@@ -15,8 +15,17 @@ import os
 from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
+import ml_collections
+
+from image_classification import errors
 
 MODES = ('disabled', 'offline', 'online')
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks config.wandb.mode; raises ConfigError."""
+  if config.wandb.mode not in MODES:
+    errors.config_fail('wandb.mode', config.wandb.mode, f'choose one of {MODES}')
 
 
 def _get(config: Any, path: str, default: Any) -> Any:

@@ -73,7 +73,7 @@ def model_card(config, splits, image_shape) -> dict:
       'model': custom_models.canonical_name(config.model.name),
       'model_kwargs': config.model.kwargs.to_dict(),
       # A fixed extractor the images go through before the model ('' none).
-      'features': config.model.get('features', '') or '',
+      'features': config.model.features or '',
       'features_kwargs': (config.model.features_kwargs.to_dict()
                           if 'features_kwargs' in config.model else {}),
       'num_classes': int(splits.num_classes),
@@ -89,7 +89,7 @@ def model_card(config, splits, image_shape) -> dict:
       # own (an image folder with data.image_size): then they had no one aspect ratio
       # and --predict does not warn about a file's. A flag only: no statistic of the
       # private images is recorded.
-      'resized_from_any_shape': bool(config.data.get('image_size', 0)),
+      'resized_from_any_shape': bool(config.data.image_size),
       'ema': config.training.ema.decay > 0,
   }
 
@@ -359,18 +359,18 @@ def evaluate_workdir(workdir: str, config) -> dict:
     raise InferenceError(
         f'the model takes images of shape {tuple(model.card["image_shape"])} but the '
         f'test split has {tuple(data.test.image_shape)}')
-  batch_size = int(config.training.get('eval_batch_size', 0) or 0)
+  batch_size = int(config.training.eval_batch_size or 0)
   batch_size = batch_size if batch_size > 0 else 1000
   names = model.class_names
   logits, labels = _source_logits(model, data.test, batch_size)
   result = {'split': 'test', **scores(logits, labels, names), 'class_names': names,
             'step': model.step, 'parameters': model.source,
             'ema': bool(model.card.get('ema')), 'dataset': config.data.name,
-            'data_path': config.data.get('path', '')}
+            'data_path': config.data.path}
   note = getattr(data, 'private_evaluation_note', '')
   if note:  # e.g. an image folder without test/: the test split is private data
     result['note'] = note
-  fraction = config.data.get('validation_fraction', 0.0) or 0.0
+  fraction = config.data.validation_fraction or 0.0
   if fraction:
     _, held = validation.hold_out(data, fraction)
     v_logits, v_labels = _source_logits(model, held, batch_size)
