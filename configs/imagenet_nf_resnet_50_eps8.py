@@ -17,7 +17,7 @@ calibration); dp-accounting's RDP gives epsilon 7.93 <= 8 for them.
 Differences from the released config, where our NF-ResNet differs: its head is
 zero-initialised (theirs N(0, 0.01)) and its skip gains start at 0 (theirs 1).
 
-ImageNet is read through tfds (prepared array_record copy, see data/tfds_source.py):
+ImageNet is read through tfds (prepared array_record copy, see data/readers/tfds_source.py):
   python launch.py --config=configs/imagenet_nf_resnet_50_eps8.py --workdir=DIR \
       --config.data.tfds_data_dir=/path/to/tensorflow_datasets
 """

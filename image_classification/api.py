@@ -35,7 +35,6 @@ from image_classification import errors
 from image_classification.workdir import run_files
 from image_classification.workdir import saved_config as workdir_config
 from image_classification import runs
-from image_classification.privacy import mechanism_secret
 from image_classification.reporting import progress
 from image_classification.trained import inference
 

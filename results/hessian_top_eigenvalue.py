@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from image_classification.input import augmentation
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.trained import inference
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from image_classification import api
 from image_classification.workdir import run_files
-from image_classification.data import digits
+from image_classification.data.readers import digits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Seeded noise (testing only) makes the run reproducible: with this learning rate

@@ -6,7 +6,6 @@ inside a traced function, and every dependency shows at the top of the file); an
 DP core (privacy/) knows nothing of configs, run files or models.
 """
 import ast
-import os
 import pathlib
 import subprocess
 import sys

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from image_classification import privacy_calculator
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from tests.reporting import fake_runs
 from tests.training import wiring_helpers
 

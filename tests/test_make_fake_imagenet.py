@@ -7,7 +7,7 @@ import sys
 
 from PIL import Image
 
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'results', 'make_fake_imagenet.py')

@@ -108,7 +108,7 @@ import json, resource, time
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 from configs import quickstart
 from image_classification import plan as plan_lib
-from image_classification.data import digits
+from image_classification.data.readers import digits
 n = digits.load().train.num_examples
 imports_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = []

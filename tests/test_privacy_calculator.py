@@ -13,7 +13,7 @@ from configs import quickstart
 from configs import quickstart_bandmf
 from image_classification import plan as plan_lib
 from image_classification import privacy_calculator as calculator
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.training import loop
 
 PAPER = dict(dataset_size=50_000, batch_size=4096, steps=875, noise_multiplier=10.0,

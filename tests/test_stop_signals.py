@@ -15,7 +15,7 @@ import pytest
 from configs import quickstart
 from image_classification.workdir import run_files
 from image_classification import stop_signals
-from image_classification.trained import inference
+from image_classification.trained import export as export_lib
 from image_classification.training import loop
 from image_classification.workdir import run_control
 
@@ -117,14 +117,14 @@ def test_a_signal_after_the_last_step_keeps_the_training(tmp_path, monkeypatch):
                          eval_every_steps=0)
   config.model.kwargs.channels = (4,)
   workdir = str(tmp_path / 'run')
-  export = inference.export_params
+  export = export_lib.export_params
 
   def export_then_signal(*args, **kwargs):
     export(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.01)
 
-  monkeypatch.setattr(inference, 'export_params', export_then_signal)
+  monkeypatch.setattr(export_lib, 'export_params', export_then_signal)
   with pytest.raises(run_control.Stopped) as stopped:
     loop.train(config, workdir)
   assert stopped.value.exit_code == 130
@@ -133,7 +133,7 @@ def test_a_signal_after_the_last_step_keeps_the_training(tmp_path, monkeypatch):
       'export/ are saved, the final evaluation and the run files not yet')
   assert not os.path.exists(os.path.join(workdir, run_files.SUMMARY))
   assert stop_signals.received() is None  # acted on: the next call starts clean
-  monkeypatch.setattr(inference, 'export_params', export)
+  monkeypatch.setattr(export_lib, 'export_params', export)
   summary = loop.train(config, workdir)
   assert summary['status'] == 'complete' and summary['resumed_from_step'] == 6
   with open(os.path.join(workdir, run_files.METRICS)) as f:

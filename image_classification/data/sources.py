@@ -33,12 +33,12 @@ import numpy as np
 from image_classification import registry
 from image_classification.data import base
 from image_classification.data import datasets
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.data import fingerprint as fingerprint_lib
 from image_classification.input import input_pipeline
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.data import record_split
-from image_classification.data import tfds_source
+from image_classification.data.readers import tfds_source
 
 
 # DatasetSpec.local_format -> reader of config.data.path (path, spec, data_config).

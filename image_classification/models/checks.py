@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from image_classification import errors
 
-class ModelError(errors.UserError):
+class ModelError(errors.ConfigError):
   """A model DP-SGD cannot train, or a user's model that cannot be built; the
   message names the layer or the field and the fix."""
 

@@ -76,7 +76,7 @@ def _input_spec(config: ml_collections.ConfigDict,
   shape = tuple(image_shape or ())
   if not shape:
     try:
-      shape = tuple(catalog.image_shape(name, config.data.get('image_size', 0) or 0))
+      shape = tuple(catalog.image_shape(name, config.data.image_size or 0))
     except data_base.DataError as e:
       raise config_lib.ConfigError(
           f'config.data.name={name!r}: the benchmark times random images of the '
@@ -88,7 +88,7 @@ def _input_spec(config: ml_collections.ConfigDict,
         f'config.data.name={name!r} has no published number of classes (the files '
         'decide) and the benchmark reads no data: give --benchmark_num_classes=N')
   mean, std = spec.normalisation(shape[-1])
-  if config.model.get('features', ''):  # the model is timed on the features it sees
+  if config.model.features:  # the model is timed on the features it sees
     extractor = features.build(config.model.features, shape,
                                **config.model.features_kwargs.to_dict())
     shape = tuple(extractor.output_shape)
@@ -465,7 +465,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
   if implementations is not None:
     _check_implementations(tuple(implementations))
   t = config.training
-  dtypes = tuple(dtypes or (t.get('compute_dtype', 'float32') or 'float32',))
+  dtypes = tuple(dtypes or (t.compute_dtype or 'float32',))
   _check_dtypes(dtypes)
   setup = _build(config, dtypes, image_shape, num_classes)
   implementations = tuple(implementations or (t.per_example_grads,))

@@ -43,9 +43,9 @@ import numpy as np
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.input import input_pipeline
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.input import on_disk
-from image_classification.data import tfds_source
+from image_classification.data.readers import tfds_source
 from image_classification.tools import command_line
 
 RESULT_FILE = 'input_benchmark.json'
@@ -78,7 +78,7 @@ def training_source(data_config: ml_collections.ConfigDict, seed: int = 0):
   """The training split of ``data_config`` on disk, read with training's random
   resized crop plus a flip (what the benchmark times)."""
   name = data_config.name
-  path = data_config.get('path', '') or ''
+  path = data_config.path or ''
   spec = datasets.DATASETS.get(name)
   folder = name == 'image_folder'
   if not (folder or (spec is not None and spec.random_access and not path)):
@@ -87,7 +87,7 @@ def training_source(data_config: ml_collections.ConfigDict, seed: int = 0):
         f'config.data.name={name!r}: the input benchmark measures datasets read from '
         f'disk ({", ".join(on_disk_names)}); the others are held in memory and read '
         'by indexing arrays')
-  image_size = data_config.get('image_size', 0) or 0
+  image_size = data_config.image_size or 0
   if image_size <= 0:
     raise base.DataError(
         f'config.data.image_size={image_size}: the input benchmark crops and resizes '
@@ -96,7 +96,7 @@ def training_source(data_config: ml_collections.ConfigDict, seed: int = 0):
     source = local_files.load_image_folder_on_disk(path, image_size).train
   else:
     source = tfds_source.load_random_access(
-        name, True, data_config.get('tfds_data_dir', '') or '', image_size=image_size)
+        name, True, data_config.tfds_data_dir or '', image_size=image_size)
   return source.with_crop(on_disk.HostCrop(image_size, random_resized_crop=True,
                                            random_flip=True, seed=seed))
 
@@ -176,7 +176,7 @@ def run_input_benchmark(config: ml_collections.ConfigDict, workdir: str,
   if num_images < 1 or batch_size < 1 or repetitions < 1:
     raise base.DataError(f'num_images={num_images}, batch_size={batch_size}, '
                          f'repetitions={repetitions}: each must be >= 1')
-  source = training_source(config.data, config.get('seed', 0))
+  source = training_source(config.data, config.seed)
   n = min(num_images, source.num_examples)
   indices = np.random.default_rng(_INDEX_SEED).choice(source.num_examples, n,
                                                       replace=False)

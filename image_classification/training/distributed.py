@@ -34,7 +34,6 @@ refuses such a job before anything is compiled.
 """
 import hashlib
 import json
-import os
 from typing import Callable
 
 import jax

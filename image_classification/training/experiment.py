@@ -61,10 +61,7 @@ class Experiment:
           self.data, self.validation, self.features, compute=not dry_run)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
-    try:
-      self.plan = plan_lib.make_plan(config, self.dataset_size)
-    except plan_lib.PlanError as e:
-      raise config_lib.ConfigError(str(e)) from e
+    self.plan = plan_lib.make_plan(config, self.dataset_size)  # PlanError: a ConfigError
     path = config.model.pretrained_path
     self.pretrained = (pretrained.composition(
         path, config.data, plan_lib.composes_with_pretrained_run(config))
@@ -78,8 +75,8 @@ class Experiment:
       # BatchNorm or other cross-example state refused, naming the layer.
       abstract = checks.inspect(self.model, self.image_shape, self.data.num_classes,
                                 config.model.name)
-    except checks.ModelError as e:
-      raise config_lib.ConfigError(str(e)) from e
+    except checks.ModelError:  # a ConfigError that names the layer: as it is
+      raise
     except (TypeError, ValueError) as e:
       raise config_lib.ConfigError(
           f'config.model.kwargs={config.model.kwargs.to_dict()} do not build model '

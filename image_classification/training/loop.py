@@ -40,7 +40,7 @@ from image_classification.reporting import progress as progress_lib
 from image_classification.reporting import round_up
 from image_classification.reporting import run_checks
 from image_classification.reporting import wandb_logger
-from image_classification.trained import inference
+from image_classification.trained import export
 from image_classification.trained import pretrained
 from image_classification.training import actions as actions_lib
 from image_classification.training import canary_slots
@@ -181,7 +181,7 @@ def start(exp: experiment_lib.Experiment, workdir: str, start_time: float) -> Ru
       if jax.process_count() > 1 else None)
   if randomness.insecure:
     print(f'WARNING: {mechanism_secret.INSECURE_WARNING}', flush=True)
-  inference.write_model_card(workdir, inference.model_card(
+  export.write_model_card(workdir, export.model_card(
       config, exp.images, tuple(exp.images.train.image_shape)))
   run = _build(exp, workdir, writer, randomness, checkpoints)
   _restore(run)
@@ -345,7 +345,7 @@ def finish(run: Run) -> dict:
   run.checkpoints.close()
   eps = run.epsilon_at(step)
   if run.on_validation is None:  # else the selected parameters are exported below
-    inference.export_params(run.workdir, run.eval_params(), step=step, epsilon=eps,
+    export.export_params(run.workdir, run.eval_params(), step=step, epsilon=eps,
                             delta=plan.delta, **exp.composed_total(eps))
   _stop_after_the_last_step(run, 'the final evaluation and the run files')
   final_accuracies, selected = _final_evaluation(run)
@@ -397,7 +397,7 @@ def _final_evaluation(run: Run) -> tuple[dict, dict | None]:
     run.on_validation.offer(step, run.eval_params(), final_accuracies)
     selected = {**run.on_validation.best, 'final_step': step}
     eps = run.epsilon_at(step)
-    inference.export_params(run.workdir, run.on_validation.params() if run.writer else {},
+    export.export_params(run.workdir, run.on_validation.params() if run.writer else {},
                             step=selected['step'], epsilon=eps, delta=plan.delta,
                             selected_on_validation=selected, **exp.composed_total(eps))
   input_pipeline.close(exp.data.test, exp.validation)

@@ -8,8 +8,7 @@ import pytest
 from configs import quickstart_audit
 from configs import quickstart_audit_nonprivate
 from image_classification import runs
-from image_classification.audit import hook
-from image_classification.data import digits
+from image_classification.data.readers import digits
 
 
 def _shrunk(config, steps):

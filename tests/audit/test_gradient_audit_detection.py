@@ -12,7 +12,6 @@ import pytest
 
 from configs import quickstart_audit_gradient
 from image_classification import runs
-from image_classification.audit import hook
 
 
 @pytest.mark.slow

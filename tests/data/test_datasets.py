@@ -10,7 +10,7 @@ from image_classification.data import base
 from image_classification.data import catalog
 from image_classification.data import datasets
 from image_classification.data import sources
-from image_classification.data import tfds_source
+from image_classification.data.readers import tfds_source
 
 
 @pytest.mark.parametrize('name', datasets.names())

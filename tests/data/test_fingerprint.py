@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from image_classification.data import base
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.data import fingerprint
 from image_classification.input import input_pipeline
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.data import sources
 from image_classification.data import validation
 from tests.data import image_folders

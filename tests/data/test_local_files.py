@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from image_classification.data import base
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.data import record_split
 
 # ----------------------------------------------------------------------- writers

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from image_classification.data import base
-from image_classification.data import digits
-from image_classification.data import local_files
+from image_classification.data.readers import digits
+from image_classification.data.readers import local_files
 from image_classification.data import record_split
-from image_classification.data import tfds_source
+from image_classification.data.readers import tfds_source
 from image_classification.data import validation
 
 

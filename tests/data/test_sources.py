@@ -13,7 +13,7 @@ from configs import quickstart
 from image_classification.data import base
 from image_classification.data import catalog
 from image_classification.data import datasets
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.data import sources
 from tests.data import test_local_files as formats
 

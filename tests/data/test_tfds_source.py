@@ -10,7 +10,7 @@ from configs import base as base_config
 from image_classification.data import base
 from image_classification.data import datasets
 from image_classification.data import sources
-from image_classification.data import tfds_source
+from image_classification.data.readers import tfds_source
 
 tfds = pytest.importorskip('tensorflow_datasets')
 

@@ -9,10 +9,9 @@ import pytest
 from configs import mnist_eps3
 from configs import quickstart
 from image_classification.data import base
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.data import validation
 from image_classification.workdir import run_files
-from image_classification.workdir import checkpoint_store
 from image_classification.training import experiment
 from image_classification.training import loop
 from image_classification.workdir import resume

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from image_classification.input import input_pipeline
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.hosts import joining
 from image_classification.training import distributed
 from image_classification.training import mesh as mesh_lib

@@ -28,7 +28,7 @@ from configs import base as base_config
 from image_classification import config as config_lib
 from image_classification.data import base
 from image_classification.input import input_pipeline
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from image_classification.input import on_disk
 from image_classification.data import record_split
 from image_classification.data import sources

@@ -11,8 +11,6 @@ import pytest
 from image_classification.models import registry
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
-from image_classification.workdir import run_files
-from image_classification.workdir import checkpoint_store
 from image_classification.privacy import privatizers
 from image_classification.training import dp_step
 from image_classification.training import mesh as mesh_lib

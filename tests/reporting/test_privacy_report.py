@@ -2,7 +2,6 @@
 delta, a pre-trained checkpoint, a private evaluation split, composition with an
 earlier run."""
 from image_classification import plan as plan_lib
-from image_classification.workdir import run_files
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.reporting import privacy_report

@@ -11,7 +11,7 @@ import pytest
 from configs import base as base_config
 from image_classification.data import base
 from image_classification.tools import input_benchmark
-from image_classification.data import local_files
+from image_classification.data.readers import local_files
 from tests.data import image_folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

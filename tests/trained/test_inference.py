@@ -12,7 +12,7 @@ import pytest
 
 from image_classification.data import class_names
 from image_classification.data import datasets
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.data import record_split
 from image_classification.data import validation
 from image_classification.workdir import run_files

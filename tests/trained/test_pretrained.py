@@ -411,7 +411,7 @@ def test_a_chain_through_another_dataset_composes_with_the_first_run(
   """A (digits) -> B (an npz of other images) -> C (digits): C composes with A,
   and B is named as assumed disjoint."""
   from image_classification.workdir import run_files  # pylint: disable=g-import-not-at-top
-  from image_classification.data import digits  # pylint: disable=g-import-not-at-top
+  from image_classification.data.readers import digits  # pylint: disable=g-import-not-at-top
   from image_classification.training import loop  # pylint: disable=g-import-not-at-top
   other = digits.load().test  # images the digits run never trained on
   npz = str(tmp_path / 'other.npz')

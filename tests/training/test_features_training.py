@@ -14,7 +14,7 @@ from configs import mnist_eps3
 from configs import quickstart
 from image_classification import config as config_lib
 from image_classification.workdir import run_files
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.trained import inference
 from image_classification.training import loop
 

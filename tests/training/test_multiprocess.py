@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from image_classification.workdir import run_files
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.workdir import checkpoint_store
 from image_classification.workdir import secret_file
 

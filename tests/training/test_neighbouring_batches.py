@@ -18,7 +18,6 @@ import sys
 import jax
 import numpy as np
 import optax
-import pytest
 
 from image_classification.models import registry
 from image_classification.privacy import privatizers

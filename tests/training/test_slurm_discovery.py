@@ -17,7 +17,6 @@ import sys
 import pytest
 
 from image_classification.hosts import schedulers
-from image_classification.training import distributed
 from tests.training import test_multiprocess as multiprocess
 
 ROOT = multiprocess.ROOT

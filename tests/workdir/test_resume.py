@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from image_classification.privacy import mechanism_secret
 from image_classification.workdir import run_files
 from image_classification.workdir import checkpoint_store
 from image_classification.training import loop

@@ -9,7 +9,7 @@ import pytest
 
 from configs import quickstart
 from image_classification.workdir import run_files
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.training import experiment
 from image_classification.training import loop
 from tests import test_configs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from image_classification.data import digits
+from image_classification.data.readers import digits
 from image_classification.privacy import mechanism_secret
 from image_classification.workdir import run_files
 from image_classification.workdir import checkpoint_store

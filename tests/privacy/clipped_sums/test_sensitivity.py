@@ -8,7 +8,6 @@ directions that weight standardisation removes) and measure each example's actua
 contribution to the clipped sum: the norm of the sum when every other example is
 masked out. It must not exceed C (up to float rounding of the final scaling).
 """
-import functools
 
 import flax.linen as nn
 import jax
