@@ -1,6 +1,6 @@
 """One of two JAX processes (2 CPU devices each) reading a global batch of 8 rows from
 an on-disk image folder through the input pipeline (1 worker); run by
-tests/data/test_input_pipeline.py:
+tests/input/test_input_pipeline.py:
 
   python -m tests.data.two_process_reads PROCESS_ID PORT FOLDER OUT_JSON
 

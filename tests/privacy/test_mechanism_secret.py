@@ -2,7 +2,7 @@
 derivations of a 256-bit secret, the noise key is an argument of the compiled step (not
 a constant in it), and the seeded derivation exists only behind the labelled testing
 switch (privacy/mechanism_secret.py). Keeping the secret in the workdir, and keeping it
-out of every published file, is tests/training/test_secret_file.py's."""
+out of every published file, is tests/workdir/test_secret_file.py's."""
 import jax
 import numpy as np
 import optax
