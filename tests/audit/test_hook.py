@@ -178,7 +178,7 @@ def test_finish_scores_like_evaluation_and_refuses_a_plan_without_canaries(tmp_p
 
 # ---------------------------------------------------------------- real training
 def _train_and_audit(config, workdir):
-  """hook.train (the loop with the audit hook); audit.json, checked against the run."""
+  """runs.train (the loop with the audit plug-in); audit.json, checked against the run."""
   summary = runs.train(config, workdir)
   with open(os.path.join(workdir, 'audit.json')) as f:
     out = json.load(f)
