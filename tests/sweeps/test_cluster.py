@@ -73,6 +73,10 @@ def without_wall_time(md_text):
   return '\n'.join(out)
 
 
+# Slow (about 20 s; the local executor also runs in
+# test_local_jobs_draw_their_own_secrets_and_the_submitit_folder_holds_none).
+# `python -m pytest -q -m slow` runs it.
+@pytest.mark.slow
 def test_local_executor_table_equals_the_sequential_sweep(tmp_path):
   # Seeded noise, so that two trainings of a point are equal.
   config = tiny_config(**{'privacy.insecure_seeded_noise': True})

@@ -177,7 +177,10 @@ def assert_same_run(one, two, whole_rows=True):
 @pytest.mark.parametrize('overrides', [
     {},
     # augmult views and micro-batches: per device 64 / 4 = 16 slots, 2 micro-batches.
-    {'data.augmult': 2, 'data.random_flip': True, 'training.micro_batch_size': 8},
+    # Slow (about 25 s; augmult and micro-batches across devices are also
+    # tests/training/test_neighbouring_batches.py's four-device checks): -m slow.
+    pytest.param({'data.augmult': 2, 'data.random_flip': True,
+                  'training.micro_batch_size': 8}, marks=pytest.mark.slow),
 ], ids=['plain', 'augmult_microbatch'])
 def test_two_processes_match_one_process(tmp_path, env, overrides):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')

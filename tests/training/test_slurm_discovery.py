@@ -50,6 +50,9 @@ def fake_srun_on_path(tmp_path) -> str:
   return str(folder)
 
 
+# Slow (about 25 s; two processes training like one is also test_multiprocess.py).
+# `python -m pytest -q -m slow` runs it.
+@pytest.mark.slow
 def test_sbatch_script_on_fake_slurm_trains_like_one_process_with_two_devices(tmp_path):
   env = dict(os.environ)
   env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),

@@ -89,6 +89,10 @@ def _stop_once_training(workdir, sig, min_rows):
   return proc.returncode, stdout, stderr
 
 
+# Slow (about 110 s: it resumes a 3000-step run to the end). The stop itself is also
+# test_ctrl_c_stops_with_a_checkpoint_and_status_130, the exact resume test_resume.py.
+# `python -m pytest -q -m slow` runs it.
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_the_same_command_resumes(
     tmp_path):
   workdir = str(tmp_path / 'run')
