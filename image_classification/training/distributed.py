@@ -55,8 +55,8 @@ def _allgather(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=False))
 
 
-def _broadcast(x: np.ndarray) -> np.ndarray:
-  """Process 0's ``x`` on every process."""
+def broadcast_from_writer(x: np.ndarray) -> np.ndarray:
+  """Process 0's ``x`` on every process (a collective: every process calls it)."""
   if jax.process_count() == 1:
     return np.asarray(x)
   return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))
@@ -147,11 +147,6 @@ def check_same_data(fingerprint: Callable[[], fingerprint_lib.Fingerprint],
 def barrier(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
-
-
-def broadcast_from_writer(x: np.ndarray) -> np.ndarray:
-  """Process 0's ``x`` on every process (a collective: every process calls it)."""
-  return _broadcast(x)
 
 
 # ---------------------------------------------------------------------- batches
