@@ -5,7 +5,7 @@
 #      shape (batch 256 x augmult 16, micro-batch 64 per device), float32 and bfloat16
 #      (config.training.compute_dtype), DP step against the same model's
 #      non-private step;
-#   2. peers at batch 256 (../shared/peers beside the project, where present):
+#   2. peers at batch 256 (the peer libraries' benchmark folder named by PEERS):
 #      bench_jax.py (jax_nonprivate, jax_dp_plain, jax_privacy if installed) and
 #      bench_torch.py --device cuda --tf32 (torch_nonprivate, opacus_hooks), skipped
 #      where their Python lacks the package or there is no CUDA;
@@ -21,7 +21,8 @@
 #                      (the JAX peer at batch 8, one repetition)
 #   PYTHON             the project's Python (default: python3)
 #   PEER_PYTHON        Python for the torch peers (default: PEERS/.venv/bin/python
-#                      if present, else PYTHON); PEERS  the peers folder
+#                      if present, else PYTHON); PEERS  the folder of the peer
+#                      benchmarks (bench_jax.py, bench_torch.py); unset: skipped
 #   BENCH_BATCH BENCH_AUGMULTS BENCH_MICRO BENCH_IMPLS BENCH_DTYPES  our benchmark
 #   PEER_BATCH PEER_REPS  peers;  E2E_STEPS E2E_DTYPE  the end-to-end run
 #   WORK               scratch folder (default: a new mktemp -d)
@@ -37,7 +38,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 OUT="${1:-$HERE/gpu_benchmark.json}"
 PY="${PYTHON:-python3}"
-PEERS="${PEERS:-$ROOT/../shared/peers}"
+PEERS="${PEERS:-}"
 WORK="${WORK:-$(mktemp -d)}"
 TINY="${GPU_BENCH_TINY:-0}"
 STAGES=" ${GPU_BENCH_STAGES:-ours peers e2e} "
@@ -108,8 +109,8 @@ if [[ "$STAGES" == *" peers "* ]]; then : > "$LOG/peers.jsonl"; else PEER_RUNS="
 for run in $PEER_RUNS; do
   kind="${run%%:*}"; workload="${run#*:}"
   stage "peer $workload B=$PEER_BATCH"
-  if [ ! -d "$PEERS" ]; then
-    echo "{\"workload\": \"$workload\", \"skipped\": \"no peers folder at $PEERS\"}" >> "$LOG/peers.jsonl"; continue
+  if [ -z "$PEERS" ] || [ ! -d "$PEERS" ]; then
+    echo "{\"workload\": \"$workload\", \"skipped\": \"no peers folder (PEERS=$PEERS)\"}" >> "$LOG/peers.jsonl"; continue
   fi
   if [ "$kind" = torch ]; then
     if ! "$PEER_PYTHON" -c 'import torch, opacus, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then

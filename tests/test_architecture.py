@@ -319,3 +319,37 @@ def test_the_import_module_check_catches_a_planted_call():
              "  importlib.import_module('image_classification.models.cnn')\n"
              "  return importlib.import_module(where)\n")  # a user's module: allowed
   assert _package_import_modules(planted) == [3, 4]
+
+
+# The project stands on its own: no tracked file points at a folder beside the
+# repository (a datasets or peers folder of one machine). Spelled in two halves so
+# that this file does not match itself.
+_OUTSIDE = ('..' + '/shared', 'shared' + '/data/', 'shared' + '/peers')
+
+
+def _files_pointing_outside(paths) -> list[str]:
+  found = []
+  for path in paths:
+    try:
+      text = pathlib.Path(path).read_text(encoding='utf-8')
+    except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+      continue
+    for number, line in enumerate(text.splitlines(), 1):
+      if any(marker in line for marker in _OUTSIDE):
+        found.append(f'{path}:{number}: {line.strip()[:100]}')
+  return found
+
+
+def test_no_tracked_file_points_outside_the_repository():
+  listed = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True)
+  if listed.returncode != 0:
+    pytest.fail(f'git ls-files failed in {ROOT}: {listed.stderr}')
+  paths = [ROOT / p for p in listed.stdout.splitlines()]
+  assert len(paths) > 100, 'git ls-files listed too few files'
+  assert not _files_pointing_outside(paths), _files_pointing_outside(paths)
+
+
+def test_the_outside_path_check_catches_a_planted_path(tmp_path):
+  planted = tmp_path / 'notes.md'
+  planted.write_text('data in ' + _OUTSIDE[0] + '/data/mnist\n')
+  assert len(_files_pointing_outside([planted, tmp_path / 'missing.md'])) == 1
