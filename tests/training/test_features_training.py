@@ -1,7 +1,7 @@
-"""A run on ScatterNet features end to end (8x8 digits, a few steps): the features are
-computed once, only the model on top is trained, privacy.md names the public prior,
-the exported model classifies raw images through the same extractor, and the configs
-that would augment features are refused before anything is computed."""
+"""A run on ScatterNet features end to end (8x8 digits resized to 32x32, a few steps):
+the features are computed once, only the model on top is trained, privacy.md names the
+public prior, the exported model classifies raw images through the same extractor, and
+the configs that would augment features are refused before anything is computed."""
 import os
 import subprocess
 import sys
@@ -14,16 +14,18 @@ from configs import mnist_eps3
 from configs import quickstart
 from image_classification import config as config_lib
 from image_classification.workdir import run_files
+from image_classification.data import sources
 from image_classification.data.readers import digits
 from image_classification.trained import inference
 from image_classification.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PRIOR = 'ScatterNet (J=2, L=8) fixed wavelet features, no data used to build them'
+PRIOR = 'ScatterNet (J=3, L=8) fixed wavelet features, no data used to build them'
 
 
 def _config():
-  """configs/mnist_eps3.py's recipe on the bundled 8x8 digits, shortened."""
+  """configs/mnist_eps3.py's recipe on the bundled 8x8 digits (resized to 32x32 by the
+  recipe's data.image_size, as MNIST's 28x28 are), shortened."""
   config = mnist_eps3.get_config()
   config.data.name = 'digits'
   config.data.validation_fraction = 0.2
@@ -57,9 +59,10 @@ def test_privacy_report_names_the_public_prior(run):
 
 def test_only_the_model_on_the_features_is_trained(run):
   _, summary = run
-  # 8x8 digits -> 2x2x81 features -> a 10-class linear model: nothing else has weights.
-  assert summary['num_params'] == 2 * 2 * 81 * 10 + 10
-  assert summary['image_shape'] == [2, 2, 81]
+  # 8x8 digits resized to 32x32 -> J=3: 4x4x217 features -> a 10-class linear model:
+  # nothing else has weights.
+  assert summary['num_params'] == 4 * 4 * 217 * 10 + 10
+  assert summary['image_shape'] == [4, 4, 217]
   assert summary['test_accuracy'] > 0.5  # it learns from the features
 
 
@@ -67,8 +70,8 @@ def test_exported_model_classifies_raw_images_through_the_extractor(run):
   workdir, summary = run
   model = inference.load(workdir)
   assert model.card['features'] == 'scattering'
-  assert model.card['image_shape'] == [8, 8, 1]  # the images, not the features
-  test = digits.load().test
+  assert model.card['image_shape'] == [32, 32, 1]  # the images, not the features
+  test = sources.resize_in_memory(digits.load(), 32).test
   images, labels = test.get(np.arange(test.num_examples))
   predicted = np.argmax(model.probabilities(images), axis=-1)
   assert np.mean(predicted == labels) == pytest.approx(summary['test_accuracy'],
@@ -107,15 +110,15 @@ def test_features_kwargs_without_features_are_refused():
 
 
 def test_extractor_that_does_not_fit_the_images_ends_in_one_error_line(tmp_path):
-  # J=4 needs sides divisible by 16, the digits are 8x8: refused while building the
-  # experiment, before any feature is computed.
+  # J=6 needs sides divisible by 64, the recipe's images are 32x32: refused while
+  # building the experiment, before any feature is computed.
   proc = subprocess.run(
       [sys.executable, 'launch.py', '--config=configs/mnist_eps3.py',
-       '--config.data.name=digits', '--config.model.features_kwargs.J=4',
+       '--config.data.name=digits', '--config.model.features_kwargs.J=6',
        f'--workdir={tmp_path / "run"}', '--dry_run'],
       cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu', WANDB_MODE='disabled'),
       capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
-  assert lines[-1].startswith('error: ') and 'divisible by 2^J=16' in lines[-1]
+  assert lines[-1].startswith('error: ') and 'divisible by 2^J=64' in lines[-1]
   assert 'Traceback' not in proc.stderr
