@@ -109,7 +109,7 @@ if [[ "$STAGES" == *" peers "* ]]; then : > "$LOG/peers.jsonl"; else PEER_RUNS="
 for run in $PEER_RUNS; do
   kind="${run%%:*}"; workload="${run#*:}"
   stage "peer $workload B=$PEER_BATCH"
-  if [ -z "$PEERS" ] || [ ! -d "$PEERS" ]; then
+  if [ ! -d "$PEERS" ]; then
     echo "{\"workload\": \"$workload\", \"skipped\": \"no peers folder (PEERS=$PEERS)\"}" >> "$LOG/peers.jsonl"; continue
   fi
   if [ "$kind" = torch ]; then
