@@ -18,7 +18,9 @@ from image_classification.data import sources
 from tests.data import test_local_files as formats
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHARED_MNIST = REPO_ROOT.parent / 'shared' / 'data' / 'mnist'
+# The four original MNIST IDX files, when you have them: MNIST_IDX_DIR=DIR python -m
+# pytest tests/data/test_sources.py checks the reader against their known counts.
+REAL_MNIST = pathlib.Path(os.environ.get('MNIST_IDX_DIR', '/nonexistent'))
 
 
 def data_config(**overrides):
@@ -265,9 +267,10 @@ def test_import_stays_light():
                  env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f'{SHARED_MNIST} is absent')
+@pytest.mark.skipif(not REAL_MNIST.is_dir(),
+                    reason='set MNIST_IDX_DIR to a folder of the four MNIST IDX files')
 def test_real_mnist_files():
-  splits = sources.load_dataset(data_config(name='mnist', path=str(SHARED_MNIST)))
+  splits = sources.load_dataset(data_config(name='mnist', path=str(REAL_MNIST)))
   assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
   assert splits.train.image_shape == (28, 28, 1)
   train_images, train_labels = splits.train.get(np.arange(60000))
