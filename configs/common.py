@@ -170,7 +170,8 @@ def scatternet(experiment: str, dataset: str, model: str = 'feature_linear',
   validation split J=3 scored 0.9890 and 0.9900 against 0.9873 for J=2 on the same
   32x32 images; expected batch 4096 and learning rate 8 were kept after 18 other
   variants, none better beyond the noise, and 11 variants of J=3 (lr, groups, batch,
-  epochs, J=4, L=16, 40 or 48 pixel sides) found nothing better (results/records.md)."""
+  epochs, J=4, L=16, 40 or 48 pixel sides, zero-padding) found nothing better
+  (results/records.md)."""
   config = base.get_config()
   config.experiment = experiment
   config.data.name = dataset
