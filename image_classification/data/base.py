@@ -38,17 +38,27 @@ class ImageSource(Protocol):
     ...
 
 
+# What an ArraySource's record_ids are (see ArraySource).
+IDS_FILE_PATHS = 'file paths'
+IDS_CONTENT_AS_LOADED = 'content as loaded'
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySource:
   """An ImageSource over arrays held in host memory.
 
-  ``record_ids``: optional stable identifiers of the records (bytes, one per row;
-  an image folder's relative file paths), from which a held-out split is decided per
-  record (data/record_split.py); None: the records' content identifies them.
+  ``record_ids``: optional stable identifiers of the records (bytes, one per row),
+  from which a held-out split is decided per record (data/record_split.py); None: the
+  records' content identifies them. ``record_ids_kind`` says what they are:
+  ``IDS_FILE_PATHS`` (an image folder's relative file paths) or
+  ``IDS_CONTENT_AS_LOADED`` (the content ids of the records before
+  ``config.data.image_size`` resized them, so that a split does not depend on the
+  image size).
   """
   images: np.ndarray
   labels: np.ndarray
   record_ids: np.ndarray | None = dataclasses.field(default=None, compare=False)
+  record_ids_kind: str = dataclasses.field(default=IDS_FILE_PATHS, compare=False)
 
   def __post_init__(self):
     if self.images.ndim != 4:
@@ -57,6 +67,9 @@ class ArraySource:
     if self.labels.shape != (self.images.shape[0],):
       raise DataError(
           f'{self.images.shape[0]} images but labels of shape {self.labels.shape}')
+    if self.record_ids_kind not in (IDS_FILE_PATHS, IDS_CONTENT_AS_LOADED):
+      raise ValueError(f'record_ids_kind={self.record_ids_kind!r}: one of '
+                       f'{IDS_FILE_PATHS!r}, {IDS_CONTENT_AS_LOADED!r}')
     if self.record_ids is not None and len(self.record_ids) != self.images.shape[0]:
       raise DataError(
           f'{self.images.shape[0]} images but {len(self.record_ids)} record ids')
@@ -65,7 +78,8 @@ class ArraySource:
     """The records ``indices`` (a copy in host memory), with their ids."""
     indices = np.asarray(indices)
     return ArraySource(self.images[indices], self.labels[indices],
-                       None if self.record_ids is None else self.record_ids[indices])
+                       None if self.record_ids is None else self.record_ids[indices],
+                       self.record_ids_kind)
 
   @property
   def num_examples(self) -> int:

@@ -15,8 +15,9 @@ step (training/distributed.py ``check_same_data``; docs/privacy.md, invariant 12
   (data/record_split.py's stable ids where a source has them):
   * an image file: its path relative to the dataset root (no file is read; a file
     whose content differs under the same path is not seen);
-  * arrays in memory without ids (npz, IDX, CIFAR, digits, tfds read into memory):
-    the images' dtype, shape and bytes;
+  * arrays in memory without file paths (npz, IDX, CIFAR, digits, tfds read into
+    memory): the images' dtype, shape and bytes as held, i.e. after any resize to
+    ``config.data.image_size``;
   * a tfds split on disk: its array_record files (name, size, the examples each
     contributes), since reading every record would be a pass over the dataset;
   * any other source (an audit's view): the record ids of record_split.source_ids,
@@ -74,8 +75,10 @@ def of_ids(num_examples: int, labels, ids, records_by: str) -> Fingerprint:
 
 
 def _of_arrays(source: base.ArraySource) -> Fingerprint:
-  if source.record_ids is not None:
+  if source.record_ids is not None and source.record_ids_kind == base.IDS_FILE_PATHS:
     return of_ids(source.num_examples, source.labels, source.record_ids, 'file paths')
+  # Arrays resized in memory keep their records' content ids from before the resize
+  # (for the splits); the fingerprint hashes what is trained on, the resized images.
   images = np.ascontiguousarray(source.images)
   content = digest([f'{images.dtype.str}{images.shape}'.encode(), images])
   return Fingerprint(source.num_examples, labels_digest(source.labels), content,

@@ -17,7 +17,10 @@ Identifiers (``record_ids``):
 * an image file: its path relative to the dataset root (``train/cat/001.png``), as
   ``local_files.load_image_folder`` passes them in ``ArraySource.record_ids``;
 * a record held in memory (npz, IDX, CIFAR, digits, a tfds split read into memory):
-  the SHA-256 of its content, the image's shape, dtype and bytes and its label;
+  the SHA-256 of its content as loaded, the image's shape, dtype and bytes and its
+  label, before any resize to ``config.data.image_size`` (data/sources.py keeps
+  these ids on the resized arrays), so a record is on the same side at every image
+  size;
 * a source with its own ids (``record_ids()``, e.g. tfds_source.CroppingSource):
   those.
 

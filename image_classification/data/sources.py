@@ -110,6 +110,10 @@ def resize_in_memory(splits: base.DatasetSplits, image_size: int) -> base.Datase
   In-memory sources are resized image by image (PIL, bilinear, per channel; the
   aspect ratio is not kept, as in image folders); a source read on demand must
   already have that size (random-access tfds sources resize when they read).
+  A resized source keeps its records' ids, and a source without ids gets the
+  content ids of its records as loaded (``base.IDS_CONTENT_AS_LOADED``): a held-out
+  split taken afterwards (data/validation.py) holds out the same records at every
+  image size.
   """
   if not image_size:
     return splits
@@ -123,7 +127,12 @@ def resize_in_memory(splits: base.DatasetSplits, image_size: int) -> base.Datase
           f'{splits.name} images are {height}x{width} and are read on demand, so '
           f'config.data.image_size={image_size} cannot resize them; set it to 0')
     images, labels = source.get(np.arange(source.num_examples))
-    return base.ArraySource(_resize_images(images, image_size), labels)
+    if source.record_ids is not None:
+      ids, kind = source.record_ids, source.record_ids_kind
+    else:  # identify each record by its content as loaded, not as resized
+      ids = np.array(record_split.content_ids(images, labels), dtype=object)
+      kind = base.IDS_CONTENT_AS_LOADED
+    return base.ArraySource(_resize_images(images, image_size), labels, ids, kind)
 
   return dataclasses.replace(splits, train=resize(splits.train),
                              test=resize(splits.test))

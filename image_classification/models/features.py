@@ -124,5 +124,8 @@ def _features_of(source, fn, shape, batch_size, what, extractor) -> base.ArraySo
     padded[:len(idx)] = images  # one shape: one compilation
     out[idx] = np.asarray(fn(padded))[:len(idx)]
   ids = getattr(source, 'record_ids', None)
-  return base.ArraySource(out, labels, ids if isinstance(ids, np.ndarray) else None)
+  if not isinstance(ids, np.ndarray):
+    return base.ArraySource(out, labels)
+  return base.ArraySource(out, labels, ids,
+                          getattr(source, 'record_ids_kind', base.IDS_FILE_PATHS))
 

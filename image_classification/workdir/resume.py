@@ -122,6 +122,15 @@ def _close(a, b, rel=1e-6) -> bool:
   return a == b
 
 
+# Why a plan field may have changed, where the cause is not the config.
+_HINTS = {
+    'dataset_size': (
+        ' (the training split holds other records: the data under config.data.path '
+        'changed, or the run started before in-memory validation splits were keyed on '
+        'each record as loaded rather than as resized to config.data.image_size)'),
+}
+
+
 def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], float]
                  ) -> None:
   """Refuses a resume whose checkpoint disagrees with the new run's seed or plan.
@@ -143,7 +152,8 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
   for k in plan_lib.RESUME_FIELDS:
     old = metadata.get('plan', {}).get(k, _PLAN_DEFAULTS.get(k))
     if not _close(old, new_plan.get(k)):
-      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan.get(k)!r} now')
+      problems.append(f'plan.{k}: {old!r} in the checkpoint, {new_plan.get(k)!r} now'
+                      + _HINTS.get(k, ''))
   step = int(metadata['step'])
   if not problems and not _close(metadata.get('epsilon'), _number(epsilon_at(step))):
     problems.append(f'epsilon after {step} steps: {metadata.get("epsilon")} in the '

@@ -212,3 +212,57 @@ def test_random_access_source_ids_are_per_record_not_per_crop():
   source = tfds_source.CroppingSource(plain, image_size=8)
   assert source.record_ids() == [record_split.content_id(r['image'], r['label'])
                                  for r in plain]
+
+
+def test_validation_split_holds_out_the_same_records_at_every_image_size(tmp_path):
+  """The validation split of an in-memory dataset is keyed on each record as loaded,
+  not as resized: MNIST from its IDX files at its native 28x28 and resized to 32 or 40
+  holds out the same records in the same order (the resized images of exactly those),
+  so validation accuracies at different `config.data.image_size` compare the same
+  records. The fingerprint still hashes the resized images that are trained on."""
+  from image_classification.data import fingerprint  # pylint: disable=g-import-not-at-top
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  from tests.data import test_local_files as formats  # pylint: disable=g-import-not-at-top
+  from tests.data import test_sources  # pylint: disable=g-import-not-at-top
+  train_x, train_y, _, _ = formats.write_mnist(tmp_path, n_train=300, rows=28, cols=28)
+  # The split every image size must give: each record's side by its content as read.
+  expected_train, expected_held = record_split.split(
+      record_split.content_ids(train_x[..., None], train_y), 0.2,
+      record_split.VALIDATION_KEY)
+  assert 30 < len(expected_held) < 90
+  fingerprints = set()
+  for size in (0, 28, 32, 40):
+    splits = sources.load_dataset(test_sources.data_config(
+        name='mnist', path=str(tmp_path), image_size=size))
+    reduced, held = validation.hold_out(splits, 0.2)
+    for source, expected in ((reduced.train, expected_train), (held, expected_held)):
+      images, labels = source.get(np.arange(source.num_examples))
+      np.testing.assert_array_equal(labels, train_y[expected])
+      side = (size or 28)
+      assert images.shape == (len(expected), side, side, 1)
+      np.testing.assert_array_equal(
+          images[:3], [test_sources._bilinear(train_x[i][..., None], side)
+                       if size not in (0, 28) else train_x[i][..., None]
+                       for i in expected[:3]])
+    # What a multi-host check compares: the images trained on, so 32 and 40 differ.
+    print_ = fingerprint.of(reduced.train)
+    assert print_.records_by == 'image content'
+    fingerprints.add(print_.records)
+  assert len(fingerprints) == 3  # 0 and 28 are the same data; 32 and 40 are not
+
+
+def test_resizing_keeps_an_image_folders_file_path_ids():
+  ids = np.array([b'train/a/0.png', b'train/b/1.png'], dtype=object)
+  splits = base.DatasetSplits(
+      name='folder', train=base.ArraySource(np.zeros((2, 4, 4, 3), np.uint8),
+                                            np.array([0, 1], np.int32), ids),
+      test=base.ArraySource(np.zeros((1, 4, 4, 3), np.uint8), np.zeros(1, np.int32)),
+      num_classes=2, mean=(0.0,) * 3, std=(1.0,) * 3)
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  resized = sources.resize_in_memory(splits, 8)
+  assert resized.train.image_shape == (8, 8, 3)
+  assert list(record_split.source_ids(resized.train)) == list(ids)
+  assert resized.train.record_ids_kind == base.IDS_FILE_PATHS
+  assert resized.test.record_ids_kind == base.IDS_CONTENT_AS_LOADED
+  assert list(record_split.source_ids(resized.test.take(np.array([0])))) == \
+      record_split.content_ids(np.zeros((1, 4, 4, 3), np.uint8), np.zeros(1))

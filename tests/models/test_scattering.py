@@ -78,8 +78,12 @@ def test_precompute_keeps_labels_and_uses_public_constants_only():
                               base.ArraySource(images[:4], labels[:4]), 3,
                               mean=(0.5,), std=(0.25,))
   net = features.build('scattering', (8, 8, 1))
-  held = base.ArraySource(images[:3], labels[:3])
+  ids = np.array([bytes([i]) for i in range(3)], dtype=object)
+  held = base.ArraySource(images[:3], labels[:3], ids, base.IDS_CONTENT_AS_LOADED)
   new, val = features.precompute(splits, held, net, batch_size=4)  # 10 = 4 + 4 + 2
+  # The records keep their ids and what those are (data/base.py).
+  assert list(val.record_ids) == list(ids)
+  assert val.record_ids_kind == base.IDS_CONTENT_AS_LOADED and new.train.record_ids is None
   assert new.train.image_shape == (2, 2, 81) and new.test.num_examples == 4
   np.testing.assert_array_equal(new.train.labels, labels)
   np.testing.assert_array_equal(val.labels, labels[:3])

@@ -209,6 +209,12 @@ def test_different_plan_or_seed_is_refused():
     resume.check_resume(metadata, 1, plan, same_ledger)
   with pytest.raises(checkpoint_store.CheckpointError, match='epsilon after 6 steps'):
     resume.check_resume(metadata, 0, plan, lambda step: 0.2 * step)
+  # Another training split: the message says what can change it besides the config.
+  with pytest.raises(checkpoint_store.CheckpointError,
+                     match=r'plan.dataset_size: 1437 in the checkpoint, 1400 now \(the '
+                           r'training split holds other records.*image_size'):
+    resume.check_resume(metadata, 0, dataclasses.replace(plan, dataset_size=1400),
+                        same_ledger)
 
 
 def test_a_checkpoint_of_the_64_bit_noise_key_is_not_resumed_with_the_128_bit_one():
