@@ -3,6 +3,8 @@
 They act on the privatised gradient, so everything here is post-processing: no
 privacy cost, and free to use any state (momentum, Adam moments).
 """
+import math
+
 import ml_collections
 import optax
 
@@ -47,9 +49,19 @@ def validate_config(training: ml_collections.ConfigDict) -> None:
   if training.optimizer.name not in OPTIMIZERS:
     errors.config_fail('training.optimizer.name', training.optimizer.name,
                        f'choose one of {tuple(OPTIMIZERS)}')
-  if not training.optimizer.learning_rate > 0:
-    errors.config_fail('training.optimizer.learning_rate',
-                       training.optimizer.learning_rate, 'must be > 0')
+  o = training.optimizer
+  if not (o.learning_rate > 0 and math.isfinite(o.learning_rate)):
+    errors.config_fail('training.optimizer.learning_rate', o.learning_rate,
+                       'must be a finite number > 0')
+  if not 0 <= o.momentum < 1:
+    errors.config_fail('training.optimizer.momentum', o.momentum,
+                       'must be in [0, 1) (0: plain SGD)')
+  if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
+    errors.config_fail('training.optimizer.weight_decay', o.weight_decay,
+                       'must be a finite number >= 0')
+  if not training.lr_schedule.warmup_steps >= 0:
+    errors.config_fail('training.lr_schedule.warmup_steps',
+                       training.lr_schedule.warmup_steps, 'must be >= 0 (0: no warm-up)')
   if training.lr_schedule.name not in SCHEDULES:
     errors.config_fail('training.lr_schedule.name', training.lr_schedule.name,
                        f'choose one of {tuple(SCHEDULES)}')

@@ -243,11 +243,13 @@ def validate_privacy(config: ml_collections.ConfigDict) -> None:
             'run without noise)')
   if not 0 < p.delta < 1:
     _fail('delta', p.delta, 'must be in (0, 1); usually well below 1/N')
-  if not p.clipping_norm > 0:
-    _fail('clipping_norm', p.clipping_norm, 'must be > 0')
-  if p.noise_multiplier is not None and p.noise_multiplier < 0:
+  if not (p.clipping_norm > 0 and math.isfinite(p.clipping_norm)):
+    _fail('clipping_norm', p.clipping_norm, 'must be a finite number > 0')
+  if p.noise_multiplier is not None and not (p.noise_multiplier >= 0
+                                             and math.isfinite(p.noise_multiplier)):
+    # NaN passes every comparison: it would train on NaN noise and report epsilon 0.
     _fail('noise_multiplier', p.noise_multiplier,
-          'must be >= 0, or None to calibrate it to the target epsilon')
+          'must be a finite number >= 0, or None to calibrate it to the target epsilon')
   if p.noise_multiplier == 0 and not p.allow_non_private:
     _fail('noise_multiplier', 0.0, 'zero noise gives no privacy; set '
           'privacy.allow_non_private=True to run without DP on purpose')

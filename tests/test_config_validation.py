@@ -55,6 +55,23 @@ def _config(**overrides):
     ({'data.name': 'npz', 'data.path': __file__}, 'data.num_classes'),
     ({'data.name': 'npz', 'data.path': __file__, 'data.num_classes': 1},
      'data.num_classes'),
+    # Non-finite and out-of-range numbers: NaN passes every comparison, and a NaN
+    # noise multiplier trained on NaN noise and reported epsilon 0.
+    ({'privacy.noise_multiplier': float('nan')}, 'privacy.noise_multiplier'),
+    ({'privacy.noise_multiplier': float('inf')}, 'privacy.noise_multiplier'),
+    ({'privacy.clipping_norm': float('inf')}, 'privacy.clipping_norm'),
+    ({'training.optimizer.learning_rate': float('inf')},
+     'training.optimizer.learning_rate'),
+    ({'training.optimizer.learning_rate': float('nan')},
+     'training.optimizer.learning_rate'),
+    ({'training.optimizer.momentum': -5.0}, 'training.optimizer.momentum'),
+    ({'training.optimizer.momentum': 1.0}, 'training.optimizer.momentum'),
+    ({'training.optimizer.weight_decay': -1.0}, 'training.optimizer.weight_decay'),
+    ({'training.lr_schedule.warmup_steps': -10}, 'training.lr_schedule.warmup_steps'),
+    ({'training.ema.start_step': -100}, 'training.ema.start_step'),
+    ({'training.num_steps': 0, 'training.num_epochs': float('nan')},
+     'training.num_epochs'),
+    ({'training.num_steps': 0, 'training.num_epochs': -1.0}, 'training.num_epochs'),
 ])
 def test_bad_field_is_named(overrides, field):
   with pytest.raises(config_lib.ConfigError) as e:

@@ -6,6 +6,7 @@ Imports nothing of the training package, so that config.validate (a lower layer:
 tests/test_architecture.py puts this module beside it) calls it with the other
 sections' checks, in one order.
 """
+import math
 import ml_collections
 
 from image_classification import errors
@@ -41,6 +42,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
   optimizers.validate_config(t)
   if not 0 <= t.ema.decay < 1:
     _fail('training.ema.decay', t.ema.decay, 'must be in [0, 1) (0 disables EMA)')
+  if not t.ema.start_step >= 0:
+    _fail('training.ema.start_step', t.ema.start_step,
+          'must be >= 0 (the step from which the EMA averages)')
   for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps'):
     if t[field] < 0:
       _fail(f'training.{field}', t[field], 'must be >= 0')
@@ -60,6 +64,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
 
 def _validate_length(t: ml_collections.ConfigDict) -> None:
   """Exactly one of training.num_steps and training.num_epochs."""
+  if not math.isfinite(t.num_epochs):  # NaN passes every comparison below
+    _fail('training.num_epochs', t.num_epochs, 'must be a finite number >= 0')
+  if t.num_steps < 0:
+    _fail('training.num_steps', t.num_steps, 'must be >= 0')
+  if t.num_epochs < 0:
+    _fail('training.num_epochs', t.num_epochs, 'must be >= 0')
   if t.num_steps > 0 and t.num_epochs > 0:
     _fail('training.num_steps', t.num_steps,
           f'and training.num_epochs={t.num_epochs} are both set; set exactly one, the '
@@ -69,5 +79,3 @@ def _validate_length(t: ml_collections.ConfigDict) -> None:
     _fail('training.num_steps', t.num_steps,
           f'set exactly one of training.num_steps and training.num_epochs to > 0 '
           f'(num_epochs={t.num_epochs})')
-  if t.num_steps < 0 or t.num_epochs < 0:
-    _fail('training.num_steps', t.num_steps, 'must be >= 0')
