@@ -43,7 +43,8 @@ def measure(path: str, overrides: dict) -> None:
   images = jnp.zeros((n,) + exp.image_shape, jnp.uint8)
   labels, mask = jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
   start = time.time()
-  m = step.step.lower(state, images, labels, mask, step.noise_key).compile(
+  m = step.step.lower(state, images, labels, mask, step.noise_key,
+                      step.augment_key).compile(
       ).memory_analysis()
   xla = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
          - m.alias_size_in_bytes)

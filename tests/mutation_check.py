@@ -154,9 +154,9 @@ MUTATIONS = {
         [W + '::test_poisson_overflow_chunks_in_the_real_loop']),
     'noise_per_chunk': (
         'image_classification/training/dp_step.py',
-        '      part = self.clipped_sum(state, *chunk, i)\n',
-        '      part = self.clipped_sum(state, *chunk, i)\n'
-        '      part = (noise.add_noise(part[0], jax.random.fold_in(self.base_key, i),\n'
+        '      part = self.clipped_sum(state, *chunk, i, self.augment_key)\n',
+        '      part = self.clipped_sum(state, *chunk, i, self.augment_key)\n'
+        '      part = (noise.add_noise(part[0], jax.random.PRNGKey(i),\n'
         '                              self.cfg.clipping_norm),'
         ' part[1])\n',
         [W + '::test_poisson_overflow_chunks_in_the_real_loop']),

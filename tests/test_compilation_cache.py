@@ -37,6 +37,7 @@ def test_second_run_reuses_the_cache_which_holds_no_secret(tmp_path):
   r = mechanism_secret.from_secret(secret)
   needles = [secret, r.sampling_seed.to_bytes(32, 'little'),
              r.noise_key().astype('<u4').tobytes(), r.noise_key().astype('>u4').tobytes(),
+             r.augment_key().astype('<u4').tobytes(), r.augment_key().astype('>u4').tobytes(),
              secret.hex().encode(), str(r.sampling_seed).encode()]
   for name in first:
     with open(os.path.join(cache, name), 'rb') as f:

@@ -32,7 +32,7 @@ class ImageSource(Protocol):
     """Returns (images [n, H, W, C], labels int32 [n]) for ``indices``.
 
     ``step``: the training step the examples are read for. A source whose reads are
-    random (a random crop on the host) draws from (seed, step, index) only, so that a
+    random (a random crop on the host) draws from (seed, step, record) only, so that a
     resumed run reads exactly what the uninterrupted run read.
     """
     ...

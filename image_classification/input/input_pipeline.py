@@ -26,7 +26,7 @@ temporary folder), each connection authenticated by a random key; the ring is a 
 (memory with no name in any file system) whose descriptor goes to the workers over
 that socket. Off Linux there is no ring: the images are pickled through grain's pipes.
 
-Determinism: an example's crop depends on (seed, step, index) only (on_disk.HostCrop),
+Determinism: an example's crop depends on (seed, step, record id) only (on_disk.HostCrop),
 so the batch of (step, indices) is the same with 0, 1 or many workers, in one process
 or several, before and after a restart; the pipeline keeps no state to checkpoint.
 

@@ -15,16 +15,22 @@ used for evaluation, then a bicubic resize to ``image_size`` x ``image_size``, a
 when ``random_flip`` (the input benchmark), a horizontal flip. In training the flip
 stays on the device, one per augmult view (input/augmentation.py).
 
-Determinism: the random crop (and flip) of example ``index`` read at training step
-``step`` is drawn from ``numpy.random.default_rng([seed, stream, step, index])``
-alone: public randomness, not the data, that does not depend on which other examples
-are read, in which order, by which process, or before or after a restart.
+Determinism: the random crop (and flip) of a record read at training step ``step`` is
+drawn from ``numpy.random.default_rng([seed, stream, step, h])`` alone, ``h`` a hash of
+the record's stable id (its path relative to the dataset root, a tfds record's
+file_name; data/record_split.py): public randomness that does not depend on which
+other examples are read, in which order, by which process, or before or after a
+restart, nor on the other records of the dataset. Keyed by the index instead, adding
+one file would shift the index, and so the crop, of every file after it: with the
+crops public, the neighbouring datasets' sums would differ in every shifted example
+read at a step, not in the added one alone (docs/privacy.md, invariant 18).
 
 Privacy: which examples a training step reads is secret. A read that fails raises a
 ``base.DataError`` that names neither the file nor the index on the private split
 (``private=True``); the failing file is found with ``check_decodable``.
 """
 import dataclasses
+import hashlib
 import math
 import os
 
@@ -36,7 +42,7 @@ from image_classification.data import fingerprint as fingerprint_lib
 # Centre crop keeps image_size / (image_size + CROP_PADDING) of the shorter side
 # (224 of 256 at image_size=224), as in the usual ImageNet evaluation.
 CROP_PADDING = 32
-CROP_STREAM = 0xC809  # the random-resized-crop stream: (seed, stream, step, index)
+CROP_STREAM = 0xC809  # the random-resized-crop stream: (seed, stream, step, record)
 
 
 def center_crop_box(height: int, width: int, image_size: int,
@@ -98,15 +104,17 @@ class HostCrop:
   random_flip: bool = False
   seed: int = 0
 
-  def __call__(self, image, step: int, index: int) -> np.ndarray:
-    """``image``: uint8 [H, W, C] or a decoded PIL image -> uint8 [S, S, C]."""
+  def __call__(self, image, step: int, record_id: bytes) -> np.ndarray:
+    """``image``: uint8 [H, W, C] or a decoded PIL image -> uint8 [S, S, C], the crop of
+    record ``record_id`` (its stable id) read at ``step``."""
     if isinstance(image, np.ndarray):
       height, width = image.shape[:2]
     else:
       width, height = image.size
     rng = None
     if self.random_resized_crop or self.random_flip:
-      rng = np.random.default_rng([int(self.seed), CROP_STREAM, int(step), int(index)])
+      rng = np.random.default_rng([int(self.seed), CROP_STREAM, int(step),
+                                   record_number(record_id)])
     if self.random_resized_crop:
       box = random_resized_crop_box(height, width, rng)
     else:
@@ -115,6 +123,11 @@ class HostCrop:
     if self.random_flip and rng.random() < 0.5:
       array = np.ascontiguousarray(array[:, ::-1])
     return array
+
+
+def record_number(record_id: bytes) -> int:
+  """A record's stable id as a 128-bit integer (SHA-256, truncated), for seeding."""
+  return int.from_bytes(hashlib.sha256(bytes(record_id)).digest()[:16], 'little')
 
 
 class ReadError(base.DataError):
@@ -172,8 +185,13 @@ class ImageFolderSource:
   def record_ids(self, count: int | None = None) -> list[bytes]:
     """Stable ids of the first ``count`` records: their '/'-separated paths relative
     to the dataset root (no file is read)."""
-    sep = os.sep.encode()
-    return [self.id_prefix + bytes(f).replace(sep, b'/') for f in self.files[:count]]
+    return [self.record_id(i) for i in range(min(count if count is not None
+                                                     else len(self.files),
+                                                     len(self.files)))]
+
+  def record_id(self, index: int) -> bytes:
+    """Record ``index``'s stable id: its '/'-separated path relative to the root."""
+    return self.id_prefix + bytes(self.files[index]).replace(os.sep.encode(), b'/')
 
   def fingerprint(self) -> fingerprint_lib.Fingerprint:
     """N, the labels and the files' paths relative to the dataset root, in index
@@ -195,7 +213,7 @@ class ImageFolderSource:
     except (OSError, ValueError, SyntaxError) as e:
       # Not chained: the cause's message names the file.
       raise read_failure(repr(path), e, self.private) from None
-    return self.crop(picture, step, index), int(self.labels[index])
+    return self.crop(picture, step, self.record_id(index)), int(self.labels[index])
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return read_in_order(self, indices, step)

@@ -8,7 +8,7 @@ devices, so that the device never waits for the host when the host keeps up.
 
 The batches are exactly those of the synchronous loop: ``make`` is a pure function of
 the step (the sampler's draw depends only on the run's secret seed and the step; a
-source's random reads only on (seed, step, index)), and the steps are produced and
+source's random reads only on (seed, step, record)), and the steps are produced and
 consumed in order. ``depth=0`` is the synchronous loop itself (no thread).
 
 Shutdown: ``close()`` (also on leaving a ``with`` block, whatever the exit: the end of

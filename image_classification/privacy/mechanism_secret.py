@@ -1,4 +1,5 @@
-"""The secret randomness of the DP mechanism: the noise key and the batch-selection seed.
+"""The secret randomness of the DP mechanism: the noise key, the batch-selection seed and
+the augmentation key.
 
 Privacy semantics. The Gaussian mechanism protects a clipped sum only while its noise is
 unknown to the adversary, and Poisson (or fixed-size) subsampling amplifies privacy only
@@ -13,8 +14,15 @@ while nobody knows which examples were drawn. Both therefore come from a secret:
   sweep tables, reports), nor compiled into an executable: the noise key reaches the
   jitted step as an argument, so XLA dumps and the compilation cache do not hold it.
 
-``config.seed`` drives only the initialisation and the augmentation/dropout keys, which
-need not be secret (an example's contribution is clipped whatever its augmentation).
+``config.seed`` drives only the initialisation. The augmentation and dropout keys come
+from the secret too (``augment_key``): they are drawn per batch slot, and adding one
+example to the data shifts the slots of the examples sorted after it. With public keys
+the adversary would know how each of those examples is augmented in either world, and
+the clipped sum would differ by far more than C (every shifted example's crop, flip and
+dropout mask change); with secret keys, i.i.d. across slots, the other examples'
+augmentations have the same distribution in both worlds and the sensitivity is C
+(training/dp_step.py; docs/privacy.md, invariant 18). Until 2026-12-07 these keys came
+from ``config.seed``, which config.json publishes.
 
 The noise key is a 128-bit key of the Threefry-4x32-20 generator (four uint32 words;
 privacy/noise_generator.py): the 256-bit secret is hashed (SHA-256, domain-separated)
@@ -25,7 +33,7 @@ key was JAX's default threefry2x32 key, 64 bits: a search of 2^64 keys, each tes
 against a hundred released coordinates, is within reach of a well-funded attacker.) The batch-selection seed keeps all 256 bits (numpy's SeedSequence takes them
 whole).
 
-For tests and debugging only, ``privacy.insecure_seeded_noise=True`` derives both from
+For tests and debugging only, ``privacy.insecure_seeded_noise=True`` derives all three from
 ``config.seed`` as earlier versions did, with the same 64-bit threefry2x32 key, so that
 such runs stay bit for bit what they were: anyone who holds the config can then
 regenerate the noise and the batches, and every report of such a run says so in its
@@ -60,11 +68,19 @@ class MechanismRandomness:
   noise_key_words: tuple[int, ...]
   sampling_seed: int                 # the batch selection's numpy seed
   insecure: bool
+  # The augmentation and dropout key: NOISE_KEY_WORDS uint32 words (threefry4x32) from
+  # a secret; from the insecure seed, the two words of PRNGKey(seed), as before.
+  augment_key_words: tuple[int, ...] = ()
 
   def noise_key(self) -> np.ndarray:
     """The base noise key as a raw uint32 array (pass it to the step as an argument;
     privacy/noise.py picks the generator from its length)."""
     return np.asarray(self.noise_key_words, dtype=np.uint32)
+
+  def augment_key(self) -> np.ndarray:
+    """The augmentation and dropout key as raw uint32 words (an argument of the step,
+    like the noise key; training/dp_step.py ``example_keys``)."""
+    return np.asarray(self.augment_key_words, dtype=np.uint32)
 
   def __repr__(self) -> str:
     return f'MechanismRandomness(insecure={self.insecure}, secret=<hidden>)'
@@ -98,15 +114,18 @@ def _derive(secret: bytes, label: bytes) -> bytes:
 
 
 def from_secret(secret: bytes) -> MechanismRandomness:
-  """The noise key (128 bits) and sampling seed (256 bits) of a secret: independent,
-  domain-separated SHA-256 derivations."""
+  """The noise key (128 bits), sampling seed (256 bits) and augmentation key (128 bits)
+  of a secret: independent, domain-separated SHA-256 derivations."""
   check_secret(secret)
-  noise = _derive(secret, b'noise')
-  words = tuple(int.from_bytes(noise[4 * i:4 * i + 4], 'little')
-                for i in range(NOISE_KEY_WORDS))
+
+  def words(label):
+    digest = _derive(secret, label)
+    return tuple(int.from_bytes(digest[4 * i:4 * i + 4], 'little')
+                 for i in range(NOISE_KEY_WORDS))
+
   sampling_seed = int.from_bytes(_derive(secret, b'sampling'), 'little')
-  return MechanismRandomness(noise_key_words=words, sampling_seed=sampling_seed,
-                             insecure=False)
+  return MechanismRandomness(noise_key_words=words(b'noise'), sampling_seed=sampling_seed,
+                             insecure=False, augment_key_words=words(b'augment'))
 
 
 def from_seed(seed: int) -> MechanismRandomness:
@@ -114,4 +133,4 @@ def from_seed(seed: int) -> MechanismRandomness:
   (a 64-bit threefry2x32 noise key, so that seeded runs reproduce earlier ones)."""
   words = tuple(int(w) for w in np.asarray(jax.random.PRNGKey(int(seed))))
   return MechanismRandomness(noise_key_words=words, sampling_seed=int(seed),
-                             insecure=True)
+                             insecure=True, augment_key_words=words)

@@ -278,6 +278,7 @@ class _Setup:
   optimizer: Any
   base_key: Any
   noise_key: np.ndarray
+  augment_key: np.ndarray
   params: Any
   privatizer: Any
   clipping_norm: float
@@ -310,12 +311,12 @@ def _build(config: ml_collections.ConfigDict, dtypes: Sequence[str],
   t = config.training
   optimizer, _ = optimizers.make_optimizer(t, max(int(t.num_steps or 0), 1000))
   base_key = jax.random.PRNGKey(config.seed)
-  # The noise generator a run of this config draws from (privacy/noise.py): the 128-bit
-  # key of a secret, or the seeded 64-bit key of the testing switch. The key itself is
-  # public here: a benchmark on random data releases nothing private.
-  noise_key = (mechanism_secret.from_seed(config.seed) if plan_lib.seeded_noise(config)
-               else mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES))
-               ).noise_key()
+  # The generators a run of this config draws its noise and augmentation keys from
+  # (privacy/noise.py, training/dp_step.py): the 128-bit keys of a secret, or the seeded
+  # 64-bit keys of the testing switch. The keys themselves are public here: a benchmark
+  # on random data releases nothing private.
+  randomness = (mechanism_secret.from_seed(config.seed) if plan_lib.seeded_noise(config)
+                else mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES)))
   # The noise as a run adds it, through the privatizer (the one route of sigma to the
   # step); its scale does not change the cost.
   clipping_norm, noise_multiplier = plan_lib.timing_parameters(config)
@@ -324,7 +325,8 @@ def _build(config: ml_collections.ConfigDict, dtypes: Sequence[str],
       {'params': base_key, 'dropout': base_key},
       jnp.zeros((1,) + shape, jnp.float32))['params']
   return _Setup(devices, mesh_lib.make_mesh(devices), shape, num_classes, mean, std,
-                models, optimizer, base_key, np.asarray(noise_key), params,
+                models, optimizer, base_key, randomness.noise_key(),
+                randomness.augment_key(), params,
                 plan_lib.timing_privatizer(config), clipping_norm, noise_multiplier)
 
 
@@ -346,15 +348,17 @@ def _time_nonprivate(setup: _Setup, model, cfg, batch, reps, warmup, min_rep_sec
 def _time_dp(setup: _Setup, model, cfg, batch, reps, warmup, min_rep_seconds):
   """The real DP step (dp_step.DPStep.step) on ``batch``; the row's DP fields."""
   images, labels, mask, _ = batch
-  # Random data and a fixed public key: a benchmark releases nothing private.
-  step = dp_step.DPStep(model.apply, setup.optimizer, cfg, setup.mesh, setup.base_key,
+  # Random data and fixed public keys: a benchmark releases nothing private.
+  step = dp_step.DPStep(model.apply, setup.optimizer, cfg, setup.mesh, setup.augment_key,
                         noise_key=setup.noise_key, privatizer=setup.privatizer)
   state = setup.fresh_state()
   t0 = time.perf_counter()
-  compiled = step.step.lower(state, images, labels, mask, step.noise_key).compile()
+  compiled = step.step.lower(state, images, labels, mask, step.noise_key,
+                             step.augment_key).compile()
   compile_s = time.perf_counter() - t0
   state, sec, times, cpu, steps = _time_steps(
-      lambda s: compiled(s, images, labels, mask, step.noise_key)[0], state,
+      lambda s: compiled(s, images, labels, mask, step.noise_key, step.augment_key)[0],
+      state,
       reps, warmup, min_rep_seconds)
   del state
   peak, peak_source = _peak_memory(setup.devices)

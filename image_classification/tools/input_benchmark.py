@@ -15,7 +15,7 @@ images with the same crops, times
 Each measurement reads ``num_images`` examples (a fixed public draw, not the
 training's batches) as ``get`` calls of ``batch_size`` rows, as a host reads its share
 of a step; the crops are training's (an Inception-style random resized crop to
-``config.data.image_size``) plus a horizontal flip, drawn from (seed, step, index)
+``config.data.image_size``) plus a horizontal flip, drawn from (seed, step, record)
 alone. The figures are medians over ``repetitions``: images per second (wall time)
 and CPU seconds per image (this process and its workers, from /proc: on a shared
 machine it moves much less than wall time, and it says how many cores a rate needs).
@@ -102,15 +102,18 @@ def training_source(data_config: ml_collections.ConfigDict, seed: int = 0):
 
 
 def _pil_decoder(source):
-  """index -> decoded RGB PIL image, the plain way (no pipeline code)."""
+  """index -> (decoded RGB PIL image, the record's stable id, which keys its crop), the
+  plain way (no pipeline code)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if isinstance(source, on_disk.ImageFolderSource):
     def decode(index):
       with Image.open(source.file(index)) as picture:
-        return picture.convert('RGB')
+        return picture.convert('RGB'), source.record_id(index)
   else:
     def decode(index):
-      return Image.fromarray(np.asarray(source.records[index]['image'])).convert('RGB')
+      record = source.records[index]
+      return (Image.fromarray(np.asarray(record['image'])).convert('RGB'),
+              tfds_source.record_id(record))
   return decode
 
 
@@ -122,8 +125,9 @@ def pil_loop(source, requests) -> np.ndarray:
   out = []
   for step, indices in requests:
     for index in indices:
-      picture = decode(int(index))
-      rng = np.random.default_rng([crop.seed, on_disk.CROP_STREAM, step, int(index)])
+      picture, record = decode(int(index))
+      rng = np.random.default_rng([crop.seed, on_disk.CROP_STREAM, step,
+                                   on_disk.record_number(record)])
       top, left, height, width = on_disk.random_resized_crop_box(
           picture.height, picture.width, rng)
       picture = picture.resize((crop.image_size, crop.image_size),

@@ -7,8 +7,13 @@ One logical batch (padded to a static capacity, with a mask) flows as:
   on every device) -> divide by the expected batch size -> optax -> EMA.
 The noise key is secret (privacy/mechanism_secret.py): it is passed to the jitted
 functions as an argument on every call, never closed over, so it is not baked into a
-compiled executable (the compilation cache, XLA dumps). ``base_key`` (from config.seed)
-drives only augmentation and dropout, which need not be secret.
+compiled executable (the compilation cache, XLA dumps). The augmentation and dropout
+keys are secret too and travel the same way (``augment_key``): they are drawn per batch
+slot, and adding one example to the data shifts the slots of the examples after it, so
+with keys an adversary knows the other examples' augmentations would change with it
+and the sum would move by more than C. With keys unknown to the adversary (i.i.d.
+across slots) the other examples' augmentations have the same distribution whichever
+slots they land in, and the step's sensitivity is C (docs/privacy.md, invariant 18).
 A batch larger than the capacity (a rare Poisson overflow) is processed as several
 chunks whose clipped sums are added before the single noise draw.
 """
@@ -101,11 +106,23 @@ def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def example_keys(base_key, step, chunk, size):
-  """Per-example keys for augmentation and dropout: one per batch slot, depending on
-  (step, chunk, slot) only, so they do not depend on how the batch is sharded."""
+def example_keys(augment_key, step, chunk, size):
+  """Per-example keys for augmentation and dropout (raw threefry2x32 keys, [size, 2]
+  uint32): one per batch slot, depending on (key, step, chunk, slot) only, so they do
+  not depend on how the batch is sharded.
+
+  ``augment_key``: a secret's 128-bit key (four uint32 words, threefry4x32;
+  privacy/mechanism_secret.py), from which each step's slot keys are pseudo-random
+  bits; or a two-word threefry2x32 key (the insecure seeded mode, benchmarks, tests),
+  split as earlier versions did.
+  """
+  if np.shape(augment_key)[-1] == noise.noise_generator.KEY_WORDS:
+    key = noise.base_noise_key(augment_key)
+    key = jax.random.fold_in(jax.random.fold_in(
+        jax.random.fold_in(key, _AUGMENT_STREAM), step), chunk)
+    return jax.random.bits(key, (size, 2), jnp.uint32)
   key = jax.random.fold_in(jax.random.fold_in(
-      jax.random.fold_in(base_key, _AUGMENT_STREAM), step), chunk)
+      jax.random.fold_in(augment_key, _AUGMENT_STREAM), step), chunk)
   return jax.random.split(key, size)
 
 
@@ -127,9 +144,12 @@ class DPStep:
   """Builds the jitted functions of one DP-SGD step for a model and a mesh."""
 
   def __init__(self, apply_fn: Callable, optimizer: optax.GradientTransformation,
-               cfg: StepConfig, mesh, base_key, noise_key, privatizer,
+               cfg: StepConfig, mesh, augment_key, noise_key, privatizer,
                canaries: canary_slots.GradientCanaries | None = None):
-    """``base_key``: public key of augmentation and dropout; ``noise_key``: the run's
+    """``augment_key``: the key of augmentation and dropout as raw uint32 words
+    (``example_keys``: four, the run's secret 128-bit key; two, a public key of the
+    insecure seeded mode or a benchmark), passed to the jitted functions as an argument
+    like the noise key; ``noise_key``: the run's
     secret base noise key as raw uint32 words (privacy/noise.py: four, a 128-bit
     threefry4x32 key; two, the insecure seeded threefry2x32 key), step t's noise uses
     fold-ins of t.
@@ -142,7 +162,7 @@ class DPStep:
     self.optimizer = optimizer
     self.cfg = cfg
     self.mesh = mesh
-    self.base_key = base_key
+    self.augment_key = np.asarray(augment_key, dtype=np.uint32)
     self.noise_key = np.asarray(noise_key, dtype=np.uint32)
     self.canaries = canaries
     self.num_devices = mesh.devices.size
@@ -223,8 +243,8 @@ class DPStep:
         self._device_sum, mesh=self.mesh,
         in_specs=(P(), P(), data, data, data, data), out_specs=P())
 
-    def clipped_sum(state, images, labels, mask, chunk):
-      keys = example_keys(self.base_key, state.step, chunk, images.shape[0])
+    def clipped_sum(state, images, labels, mask, chunk, augment_key):
+      keys = example_keys(augment_key, state.step, chunk, images.shape[0])
       return sharded(state.params, state.frozen, images, labels, mask, keys)
 
     return clipped_sum
@@ -251,17 +271,17 @@ class DPStep:
       stats = {**stats, canary_slots.OBSERVATION: canary_slots.observe(grads, self.canaries)}
     return new_state, stats
 
-  def _fused_step(self, state, images, labels, mask, noise_key):
-    summed, stats = self._sum_fn(state, images, labels, mask, 0)
+  def _fused_step(self, state, images, labels, mask, noise_key, augment_key):
+    summed, stats = self._sum_fn(state, images, labels, mask, 0, augment_key)
     return self._update(state, summed, stats, noise_key)
 
   def run(self, state, chunks):
     """One logical batch given as a list of (images, labels, mask) device arrays."""
     if len(chunks) == 1:
-      return self.step(state, *chunks[0], self.noise_key)
+      return self.step(state, *chunks[0], self.noise_key, self.augment_key)
     total = None
     for i, chunk in enumerate(chunks):
-      part = self.clipped_sum(state, *chunk, i)
+      part = self.clipped_sum(state, *chunk, i, self.augment_key)
       total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
     return self.apply_update(state, *total, self.noise_key)
 

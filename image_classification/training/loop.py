@@ -192,7 +192,7 @@ def start(exp: experiment_lib.Experiment, workdir: str, start_time: float) -> Ru
 def _build(exp, workdir, writer, randomness, checkpoints) -> Run:
   """Parameters, optimiser, privatizer and the jitted DP step (not compiled yet)."""
   config, plan, t = exp.config, exp.plan, exp.config.training
-  base_key = jax.random.PRNGKey(config.seed)  # public: initialisation and augmentation
+  base_key = jax.random.PRNGKey(config.seed)  # public: the initialisation only
   params = exp.init_variables(
       jax.random.fold_in(base_key, experiment_lib.INIT_STREAM))['params']
   if config.model.pretrained_path:  # fine-tuning: public weights, a fresh head
@@ -207,7 +207,8 @@ def _build(exp, workdir, writer, randomness, checkpoints) -> Run:
   # The gradient audit's canaries (training/canary_slots.py); None without that audit.
   canaries = (exp.audit.step_canaries(state.params, plan) if exp.audit is not None
               else None)
-  step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh, base_key,
+  step_fn = dp_step.DPStep(exp.model.apply, optimizer, step_cfg, exp.mesh,
+                           augment_key=randomness.augment_key(),
                            noise_key=randomness.noise_key(), privatizer=privatizer,
                            canaries=canaries)
   ledger = plan.ledger()

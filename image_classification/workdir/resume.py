@@ -16,8 +16,9 @@ What a resumed run needs, and why restoring the step is enough:
   resume with another one is refused: a checkpoint of a version that drew the noise
   from a 64-bit threefry2x32 key (absent field) would otherwise continue with another
   noise stream, and BandMF would rebuild a noise state that never ran.
-- The augmentation and dropout keys of step t are ``dp_step.example_keys(base_key, t,
-  ...)``, where base_key is PRNGKey(config.seed): public, pure functions of (seed, t).
+- The augmentation and dropout keys of step t are ``dp_step.example_keys(augment_key,
+  t, ...)``, where augment_key is derived from the same secret (a pure function of the
+  secret and t; it must be secret, docs/privacy.md invariant 18).
 - The privacy ledger is ``plan.ledger().epsilon(t)``, a pure function of
   (plan, t).
 So restoring the step restores the data order, the keys and the spent budget. Each

@@ -125,9 +125,10 @@ def test_cropping_source_on_plain_records():
   assert images.shape == (2, 4, 4, 1) and list(labels) == [5, 5]
 
 
-def test_random_crops_depend_on_step_and_index_only():
+def test_random_crops_depend_on_step_and_record_only():
   """A resumed run re-reads a step with the crops the interrupted run used: the crop
-  is a function of (seed, step, index), not of a generator's history."""
+  is a function of (seed, step, the record's id), not of a generator's history, nor of
+  the record's index (a record inserted before it changes nothing)."""
   rng = np.random.default_rng(2)
   records = [{'image': rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), 'label': i}
              for i in range(4)]
@@ -145,6 +146,11 @@ def test_random_crops_depend_on_step_and_index_only():
   np.testing.assert_array_equal(alone[0], first[1])
   later, _ = source().get(np.array([1, 2, 3]), step=6)
   assert not np.array_equal(later, first)  # another step, other crops
+  shifted = tfds_source.CroppingSource(
+      [{'image': np.zeros((40, 50, 3), np.uint8), 'label': 9}] + records, image_size=8,
+      channels=3, random_resized_crop=True, seed=3)
+  moved, _ = shifted.get(np.array([2, 3, 4]), step=5)  # the same records, one index on
+  np.testing.assert_array_equal(moved, first)
 
 
 def test_read_records_uses_batched_reads():

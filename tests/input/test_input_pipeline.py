@@ -67,11 +67,35 @@ def test_an_image_folder_on_disk_decodes_and_crops_when_read(folder):
   np.testing.assert_array_equal(images[0], on_disk.crop_and_resize(array, box, SIZE))
   np.testing.assert_array_equal(test.get(np.array([3, 0]))[0], images)
   assert list(labels) == [int(test.labels[3]), int(test.labels[0])]
-  # Training: random resized crops drawn from (seed, step, index) alone.
+  # Training: random resized crops drawn from (seed, step, record) alone.
   batch, _ = train.get(np.array([5, 9, 5]), step=2)
   np.testing.assert_array_equal(batch[0], batch[2])
   np.testing.assert_array_equal(train.get(np.array([9]), step=2)[0][0], batch[1])
   assert not np.array_equal(train.get(np.array([5]), step=3)[0][0], batch[0])
+
+
+def test_a_file_added_to_the_folder_changes_no_other_files_crop(folder, tmp_path):
+  """The random crop of a file at a step is keyed by the file's path, not by its index:
+  a file added with a name sorted first shifts every other file's index, and with
+  index-keyed crops (public randomness) each of them would be cropped differently in
+  the two neighbouring datasets, so the sum would change by more than the added
+  example's contribution (docs/privacy.md, invariant 18)."""
+  grown = shutil.copytree(folder, str(tmp_path / 'grown'))
+  classes = sorted(os.listdir(os.path.join(grown, 'train')))
+  first = sorted(os.listdir(os.path.join(grown, 'train', classes[0])))[0]
+  shutil.copy(os.path.join(grown, 'train', classes[0], first),
+              os.path.join(grown, 'train', classes[0], '0000_added' + os.path.splitext(first)[1]))
+  before = local_files.load_image_folder_on_disk(folder, SIZE).train
+  after = local_files.load_image_folder_on_disk(grown, SIZE).train
+  assert after.num_examples == before.num_examples + 1
+  ids_after = after.record_ids()
+  assert ids_after[0].endswith(b'0000_added' + os.path.splitext(first)[1].encode())
+  where = {record: i for i, record in enumerate(ids_after)}
+  old = np.arange(before.num_examples)
+  new = np.array([where[record] for record in before.record_ids()])
+  assert (new == old + 1).all()  # every other file moved one index on
+  for step in (0, 7):
+    np.testing.assert_array_equal(after.get(new, step=step)[0], before.get(old, step=step)[0])
 
 
 def test_on_disk_and_in_memory_folders_have_the_same_records(folder, tmp_path):

@@ -28,11 +28,22 @@ def test_noise_and_sampling_are_independent_derivations_of_the_secret():
   assert as_int != r.sampling_seed % 2**128
 
 
+def test_the_augmentation_key_is_a_third_independent_derivation_of_the_secret():
+  r = mechanism_secret.from_secret(bytes(32))
+  other = mechanism_secret.from_secret(bytes(31) + b'\x01')
+  assert len(r.augment_key_words) == 4  # 128 bits, like the noise key
+  assert r.augment_key_words != r.noise_key_words
+  assert r.augment_key_words != other.augment_key_words
+  assert r.augment_key().dtype == np.uint32
+
+
 def test_the_testing_switch_reproduces_the_seeded_keys():
   for seed in (0, 7, 2**40 + 3):
     r = mechanism_secret.from_seed(seed)
     assert r.insecure
     np.testing.assert_array_equal(r.noise_key(), np.asarray(jax.random.PRNGKey(seed)))
+    # Augmentation and dropout as before the augmentation key was secret.
+    np.testing.assert_array_equal(r.augment_key(), np.asarray(jax.random.PRNGKey(seed)))
     assert r.sampling_seed == seed
 
 
@@ -53,9 +64,21 @@ def test_the_noise_key_is_not_compiled_into_the_step():
   state = dp_step.init_state(params, optimizer, False)
   images = np.zeros((4, 6, 6, 1), np.uint8)
   lowered = step.step.lower(state, images, np.zeros(4, np.int32), np.ones(4, bool),
-                            step.noise_key)
+                            step.noise_key, step.augment_key)
   text = lowered.as_text() + lowered.compile().as_text()
   for w in words:
+    assert str(w) not in text and f'{w:x}' not in text.lower()
+  # The augmentation key travels the same way.
+  augment = mechanism_secret.from_secret(bytes(range(7, 39))).augment_key_words
+  secret_augment = dp_step.DPStep(model.apply, optimizer, cfg, mesh,
+                                  np.asarray(augment, np.uint32),
+                                  noise_key=np.asarray(words, np.uint32),
+                                  privatizer=step.privatizer)
+  lowered = secret_augment.step.lower(state, images, np.zeros(4, np.int32),
+                                      np.ones(4, bool), secret_augment.noise_key,
+                                      secret_augment.augment_key)
+  text = lowered.as_text() + lowered.compile().as_text()
+  for w in augment + words:
     assert str(w) not in text and f'{w:x}' not in text.lower()
   # And the key given is the key used: two keys, two different updates.
   other = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(0),

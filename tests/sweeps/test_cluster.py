@@ -109,7 +109,9 @@ def _needles(config, secret_hex):
              'sampling seed': str(randomness.sampling_seed).encode(),
              'sampling seed bytes': randomness.sampling_seed.to_bytes(32, 'little'),
              'noise key': randomness.noise_key().astype('<u4').tobytes(),
-             'noise key (big-endian)': randomness.noise_key().astype('>u4').tobytes()}
+             'noise key (big-endian)': randomness.noise_key().astype('>u4').tobytes(),
+             'augmentation key': randomness.augment_key().astype('<u4').tobytes(),
+             'augmentation key (big-endian)': randomness.augment_key().astype('>u4').tobytes()}
   selection = runs.check(config).plan.batch_selection(randomness.sampling_seed)
   for step in range(config.training.num_steps):
     idx = np.asarray(selection.indices(step))

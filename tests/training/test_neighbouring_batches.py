@@ -52,7 +52,9 @@ def sensitivities(num_devices: int) -> dict:
   D + x_k holds x_k in slot k; D holds there what the trainer puts in a padding slot
   (the image of training index 0, mask False). Every other slot, and the per-slot
   augmentation keys, are the same in both: a valid coupling of the mechanism's
-  internal randomness, under which a correct step moves by at most lr C / B.
+  internal randomness, because the keys are secret and i.i.d. across slots (the last
+  test shows what known keys would allow), under which a correct step moves by at most
+  lr C / B.
   """
   devices = jax.devices()[:num_devices]
   mesh = mesh_lib.make_mesh(devices)
@@ -128,3 +130,46 @@ def test_same_bound_on_four_devices_without_micro_batching():
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['ndev'] == 4
   _check(result)
+
+
+def test_keys_an_adversary_knows_would_break_the_bound_through_the_slot_shift():
+  """Why the augmentation keys are secret (docs/privacy.md, invariant 18).
+
+  The trainer lays a batch out in index order, so an example added with the lowest
+  index takes slot 0 and shifts every other example one slot on. With per-slot keys the
+  adversary knows (as PRNGKey(config.seed) was), each shifted example is flipped by
+  another key in the two worlds, and the update moves by far more than lr C / B: here
+  63 half-black images of alternating orientation, flips only. The tests above couple
+  the two worlds with equal keys per example, which is valid only because the keys are
+  secret and i.i.d. across slots (tests/workdir/test_secret_file.py checks that the
+  trainer's are)."""
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  model = registry.build('cnn', 2, channels=(8,), flatten=True)
+  clip, b, lr, capacity, n = 0.05, 64.0, 0.5, 64, 63
+  half = np.zeros((8, 8, 1), np.uint8)
+  half[:, 4:] = 255
+  images = np.stack([half if i % 2 else half[:, ::-1] for i in range(n + 1)])
+  labels = np.zeros(n + 1, np.int32)
+  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1), np.float32))['params']
+  optimizer = optax.sgd(lr)
+  host_state = jax.device_get(dp_step.init_state(params, optimizer, False))
+  cfg = dp_step.StepConfig(clipping_norm=clip, expected_batch_size=b, micro_batch_size=0,
+                           random_flip=True, per_example_grads='vmap')
+  step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(3),
+                        noise_key=jax.random.PRNGKey(2),
+                        privatizer=privatizers.GaussianPrivatizer(0.0))
+
+  def update(indices):  # the trainer's layout: sorted indices first, padding after
+    x = np.repeat(images[:1], capacity, 0)
+    y, mask = np.zeros(capacity, np.int32), np.zeros(capacity, bool)
+    x[:len(indices)], y[:len(indices)], mask[:len(indices)] = (
+        images[indices], labels[indices], True)
+    state = jax.device_put(host_state, mesh_lib.replicated(mesh))
+    new, _ = step.run(state, [jax.device_put((x, y, mask), mesh_lib.batch_sharding(mesh))])
+    return np.concatenate([np.ravel(a) - np.ravel(c) for a, c in zip(
+        jax.tree_util.tree_leaves(jax.device_get(new.params)),
+        jax.tree_util.tree_leaves(host_state.params))])
+
+  others = list(range(1, n + 1))
+  move = np.linalg.norm(update([0] + others) - update(others))
+  assert move > 3 * lr * clip / b, (move, lr * clip / b)

@@ -161,15 +161,14 @@ def test_the_testing_switch_reproduces_seeded_runs_and_says_so(tmp_path, capsys)
 
 def _needles(secret: bytes) -> tuple[list[str], list[bytes]]:
   r = mechanism_secret.from_secret(secret)
-  words = r.noise_key_words
-  assert len(words) == 4
-  texts = [secret.hex(), str(r.sampling_seed), f'{r.sampling_seed:x}',
-           *(str(w) for w in words), *(f'{w:08x}' for w in words),
-           str((words[0] << 32) | words[1]), str((words[2] << 32) | words[3])]
+  texts = [secret.hex(), str(r.sampling_seed), f'{r.sampling_seed:x}']
   raw = [secret, r.sampling_seed.to_bytes(32, 'little'),
-         r.sampling_seed.to_bytes(32, 'big'), np.asarray(r.noise_key_words,
-                                                         '<u4').tobytes(),
-         np.asarray(r.noise_key_words, '>u4').tobytes()]
+         r.sampling_seed.to_bytes(32, 'big')]
+  for words in (r.noise_key_words, r.augment_key_words):  # the noise, the augmentation
+    assert len(words) == 4
+    texts += [*(str(w) for w in words), *(f'{w:08x}' for w in words),
+              str((words[0] << 32) | words[1]), str((words[2] << 32) | words[3])]
+    raw += [np.asarray(words, '<u4').tobytes(), np.asarray(words, '>u4').tobytes()]
   return texts, raw
 
 
@@ -217,3 +216,35 @@ def test_the_file_is_never_overwritten_and_a_wrong_size_is_refused(tmp_path):
 def test_the_privacy_report_names_the_file():
   assert secret_file.SECRET_FILE in mechanism_secret.describe(insecure=False)
   assert secret_file.SECRET_FILE not in mechanism_secret.describe(insecure=True)
+
+
+def test_the_step_augments_with_the_secrets_key_not_one_from_config_seed(tmp_path):
+  """Augmentation and dropout keys are drawn per batch slot, and adding one example
+  shifts the slots of the examples sorted after it: with keys the adversary can compute
+  (from config.seed, which config.json publishes) the other examples' augmentations
+  would change with it and the step's sensitivity would exceed C (docs/privacy.md,
+  invariant 18). The trainer's step must hold the workdir secret's key."""
+  import time  # pylint: disable=g-import-not-at-top
+  config = _config()
+  config.data.random_flip = True
+  keys = []
+  for name in ('a', 'b'):
+    workdir = str(tmp_path / name)
+    secret = bytes(range(32)) if name == 'a' else bytes(range(1, 33))
+    secret_file.write(workdir, secret)
+    exp = loop.prepare(config, workdir, dry_run=False, dataset=digits.load(), audit=None)
+    run = loop.start(exp, workdir, time.time())
+    try:
+      key = np.asarray(run.step_fn.augment_key)
+    finally:
+      run.checkpoints.close()
+    np.testing.assert_array_equal(
+        key, mechanism_secret.from_secret(secret).augment_key())
+    assert key.shape == (4,)  # 128 bits, not PRNGKey(config.seed)'s 64
+    keys.append(key)
+  assert not np.array_equal(keys[0], keys[1])  # same config.seed, other secret
+  # And the key reaches the augmentation: per-slot keys differ between the secrets.
+  from image_classification.training import dp_step  # pylint: disable=g-import-not-at-top
+  slot_keys = [np.asarray(dp_step.example_keys(k, 3, 0, 8)) for k in keys]
+  assert slot_keys[0].shape == (8, 2) and not np.array_equal(*slot_keys)
+  assert len({tuple(k) for k in slot_keys[0]}) == 8  # one key per slot

@@ -199,15 +199,24 @@ def load_random_access(name: str, train: bool, data_dir: str = '', *,
       random_resized_crop=train and random_resized_crop, seed=seed, private=train)
 
 
+def record_id(record: dict) -> bytes:
+  """A tfds record's stable id: its ``file_name`` feature where it has one (ImageNet's
+  'n01440764_10026.JPEG'), else the content hash of its decoded image and label."""
+  name = record.get('file_name')
+  if name is not None and len(name):
+    return b'file_name:' + (name if isinstance(name, bytes) else str(name).encode())
+  return record_split.content_id(np.asarray(record['image']), record['label'])
+
+
 class CroppingSource:
   """Random access to records {'image': uint8 [H, W, C], 'label'} of any size.
 
   Each ``get`` decodes the requested records, crops and resizes them to
   ``image_size`` x ``image_size`` on the host (``on_disk.HostCrop``). The random crop
-  of an example read at training step t is drawn from (seed, t, index) alone: public
-  randomness, never the data, so it does not change the privacy analysis (each
-  example still enters a batch at most once per step), and a resumed run recomputes a
-  step with exactly the crops the interrupted run used. ``read_one`` reads a single
+  of an example read at training step t is drawn from (seed, t, the record's stable
+  id) alone (``record_id``: its file_name, else its content): public randomness that
+  no other record changes (on_disk.py says why the index would not do), and a resumed
+  run recomputes a step with exactly the crops the interrupted run used. ``read_one`` reads a single
   record (what a worker process of input/input_pipeline.py calls); the records object
   must then be picklable (tfds's array_record data sources are).
   """
@@ -237,10 +246,11 @@ class CroppingSource:
     return (self.crop.image_size, self.crop.image_size, self._channels)
 
   def _example(self, record, index: int, step: int) -> tuple[np.ndarray, int]:
+    del index  # the crop is keyed by the record, not by its position
     image = np.asarray(record['image'])
     if image.ndim == 2:
       image = image[..., None]
-    return self.crop(image, step, index), int(record['label'])
+    return self.crop(image, step, record_id(record)), int(record['label'])
 
   def read_one(self, index: int, step: int = 0) -> tuple[np.ndarray, int]:
     index = int(index)
@@ -266,14 +276,7 @@ class CroppingSource:
     ids = []
     for start in range(0, n, READ_CHUNK):
       indices = list(range(start, min(n, start + READ_CHUNK)))
-      for record in read_records(self.records, indices):
-        name = record.get('file_name')
-        if name is not None and len(name):
-          ids.append(b'file_name:' + (name if isinstance(name, bytes)
-                                      else str(name).encode()))
-        else:
-          ids.append(record_split.content_id(np.asarray(record['image']),
-                                             record['label']))
+      ids.extend(record_id(record) for record in read_records(self.records, indices))
     return ids
 
   def fingerprint(self) -> fingerprint_lib.Fingerprint:
