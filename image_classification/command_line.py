@@ -45,7 +45,7 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-def _override_error(argv, error: Exception) -> str:
+def override_error(argv, error: Exception) -> str:
   """The message for a --config.a.b=v override that the config file does not hold."""
   config = flags.FLAGS['config'].parser.loaded
   spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
@@ -78,7 +78,7 @@ def parse_flags(argv):
   except flags.Error as e:  # e.g. --config.training.batch_size=abc, --host_devices=0
     fail(f'{e}. Pass --helpfull to see the flags.')
   except (AttributeError, KeyError) as e:
-    fail(_override_error(argv, e))
+    fail(override_error(argv, e))
   stop_if_signalled()
   return parsed
 

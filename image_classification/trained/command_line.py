@@ -10,7 +10,6 @@ with: ``use_workdir_config(argv)``, called before the flags are parsed, makes it
 """
 import os
 
-from absl import app
 from absl import flags
 
 from image_classification import command_line
@@ -58,13 +57,38 @@ def use_workdir_config(argv: list[str]) -> None:
     flags.FLAGS.set_default('config', f'{command_line.SAVED_CONFIG}:{workdir}')
   except config_file.ConfigFileError as e:
     command_line.fail(f'{flag}={workdir}: {e.reason}')
+  except (AttributeError, KeyError) as e:  # an override the run's config lacks
+    command_line.fail(command_line.override_error(argv, e))
 
 
 def check_flags() -> None:
-  """--output without --predict is one `error:` line (before anything is imported)."""
+  """Flags that do not fit --evaluate / --predict are one `error:` line, before
+  anything is imported or loaded; --output never replaces a file that is not a CSV
+  (the run's own files, an input image) nor a folder."""
   if OUTPUT.value and not PREDICT.value:
     command_line.fail('--output is for --predict only (the CSV of predictions); a '
                       'training run writes into --workdir')
+  if requested() and command_line.WORKDIR.value:
+    command_line.fail(
+        f'--workdir={command_line.WORKDIR.value} is not used with '
+        f'--{"evaluate" if EVALUATE.value else "predict"}: the run is the one in '
+        f'--{"evaluate" if EVALUATE.value else "predict"}=WORKDIR, and its results are '
+        'written there; leave --workdir out')
+  if PREDICT.value and not IMAGES.value:
+    command_line.fail('--predict needs --images=FILE_OR_FOLDER[,...]')
+  if PREDICT.value and OUTPUT.value:
+    _check_output(OUTPUT.value, IMAGES.value)
+
+
+def _check_output(output: str, images: list[str]) -> None:
+  if os.path.isdir(output):
+    command_line.fail(f'--output={output} is a folder; give the CSV file to write, e.g. '
+                      f'--output={os.path.join(output, "predictions.csv")}')
+  if any(os.path.exists(i) and os.path.samefile(i, output) for i in images):
+    command_line.fail(f'--output={output} is one of the --images; give another file')
+  if os.path.exists(output) and not output.lower().endswith('.csv'):
+    command_line.fail(f'--output={output} exists and is not a .csv file, so it would be '
+                      'replaced by the predictions; give a new file or a .csv to replace')
 
 
 def run(config) -> None:
@@ -87,8 +111,6 @@ def run(config) -> None:
           + f'; wrote {os.path.join(EVALUATE.value, run_files.EVALUATION)} and '
           f'{run_files.CONFUSION_PNG}', flush=True)
   if PREDICT.value:
-    if not IMAGES.value:
-      raise app.UsageError('--predict needs --images=FILE_OR_FOLDER[,...]')
     output = OUTPUT.value or inference.new_predictions_path(PREDICT.value)
     rows = inference.predict(PREDICT.value, IMAGES.value, out_path=output,
                              config=config)

@@ -172,7 +172,15 @@ def load(workdir: str, config=None) -> TrainedModel:
   path = os.path.join(workdir, run_files.EXPORT, run_files.PARAMS)
   if os.path.exists(path):
     with open(path, 'rb') as f:
-      params = flax.serialization.msgpack_restore(f.read())
+      raw = f.read()
+    try:
+      params = flax.serialization.msgpack_restore(raw)
+    except Exception as e:  # pylint: disable=broad-except  # msgpack raises several kinds
+      raise InferenceError(
+          f'{path} is not a readable flax msgpack file ({type(e).__name__}: {e}): it '
+          'was truncated or overwritten. Delete it to fall back to the latest '
+          f'checkpoint in {os.path.join(workdir, checkpoint_store.CHECKPOINTS)}, or '
+          'restore it from a copy') from None
     info = run_files.read_json(os.path.join(workdir, run_files.EXPORT),
                                run_files.PARAMS_INFO)
     return TrainedModel(card, params, int(info['step']), path)

@@ -188,6 +188,20 @@ def test_a_workdir_without_export_loads_its_latest_checkpoint(workdir, tmp_path)
                              inference.load(workdir).logits(images), rtol=1e-6)
 
 
+def test_a_truncated_export_is_named_with_the_way_out(workdir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  params = os.path.join(copy, 'export', 'params.msgpack')
+  with open(params, 'r+b') as f:
+    f.truncate(100)
+  with pytest.raises(inference.InferenceError, match=r'params.msgpack is not a readable '
+                     r'flax msgpack file .*Delete it to fall back to the latest checkpoint'):
+    inference.load(copy)
+  os.remove(params)  # the way out the message gives
+  assert inference.load(copy).step == 20
+
+
 def test_class_names(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   def data(name, path=''):
@@ -251,3 +265,39 @@ def test_a_workdir_from_before_the_export_is_evaluated_from_its_config(workdir,
   result = run_files.read_json(old, run_files.EVALUATION)
   assert result['top1'] == run_files.read_json(old, run_files.SUMMARY)['test_accuracy']
   assert inference.read_card(old) == inference.read_card(workdir)
+
+
+def test_predict_and_evaluate_flags_that_would_lose_data_are_refused_first(workdir,
+                                                                           tmp_path):
+  """--output never replaces a run's own file, an input image or a folder; --workdir
+  and a missing --images are refused; an override the run's config lacks is one
+  `error:` line: each before the model is loaded, and nothing is written."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = str(tmp_path / 'one.png')
+  Image.fromarray(np.full((8, 8), 100, np.uint8)).save(image)
+  with open(image, 'rb') as f:
+    image_bytes = f.read()
+  with open(os.path.join(workdir, run_files.CONFIG), 'rb') as f:
+    config_bytes = f.read()
+  folder = str(tmp_path / 'out')
+  os.makedirs(folder)
+  cases = {
+      (f'--output={os.path.join(workdir, run_files.CONFIG)}',): 'is not a .csv file',
+      (f'--output={image}',): 'is one of the --images',
+      (f'--output={folder}',): 'is a folder',
+      (f'--workdir={tmp_path / "other"}',): '--workdir=',
+  }
+  for extra, message in cases.items():
+    proc = _launch([f'--predict={workdir}', f'--images={image}', *extra])
+    assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr[-2000:])
+    assert 'Traceback' not in proc.stderr
+  proc = _launch([f'--predict={workdir}'])
+  assert proc.returncode == 2 and '--predict needs --images' in proc.stderr
+  proc = _launch([f'--evaluate={workdir}', '--config.data.pathh=/x'])
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert 'pathh' in proc.stderr and 'path' in proc.stderr
+  with open(image, 'rb') as f:
+    assert f.read() == image_bytes
+  with open(os.path.join(workdir, run_files.CONFIG), 'rb') as f:
+    assert f.read() == config_bytes
+  assert os.listdir(folder) == [] and not os.path.exists(tmp_path / 'other')
