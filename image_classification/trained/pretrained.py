@@ -323,6 +323,19 @@ def dataset_identity(data: Mapping[str, Any]) -> dict[str, Any]:
 _NAMED_BY_PATH = ('image_folder', 'npz')
 
 
+def _recorded_identity(config: Mapping, privacy: Mapping) -> dict[str, Any]:
+  """An earlier run's dataset identity: as its privacy.json records it (the real path
+  resolved where it ran), else from its config.json, where a relative path cannot be
+  resolved (it was relative to the directory that run was launched from): then the
+  path is unknown and the data are assumed the same as any of the same name."""
+  if isinstance(privacy.get('dataset_identity'), Mapping):
+    return dict(privacy['dataset_identity'])
+  data = config.get('data', {})
+  if data.get('name') in _NAMED_BY_PATH and not os.path.isabs(data.get('path') or ''):
+    return {'name': data.get('name')}
+  return dataset_identity(data)
+
+
 def _same_data(dataset: Mapping[str, Any], data_config) -> bool:
   """Whether an ancestor with ``dataset`` (dataset_identity) trained on this run's
   data: the same name, and for image_folder/npz the same real path (unknown, in an
@@ -349,7 +362,7 @@ def _ancestor(path: str, config: Mapping, privacy: Mapping) -> dict[str, Any]:
   if unfinished and privacy.get('target_epsilon') is not None:
     epsilon = max(epsilon if epsilon is not None else 0.0, privacy['target_epsilon'])
   return {'path': path, 'platform_run': True,
-          'dataset': dataset_identity(config.get('data', {})),
+          'dataset': _recorded_identity(config, privacy),
           'epsilon': epsilon, 'delta': privacy.get('delta'),
           'non_private': bool(privacy.get('non_private')),
           **({'charged_planned_budget': True} if unfinished else {})}

@@ -147,8 +147,13 @@ class Experiment:
                                      'total_delta_with_pretrained': total[1]}
 
   def privacy_json(self, steps_taken: int, epsilon: float) -> dict:
-    """privacy.json after ``steps_taken`` steps; with composed ancestors, the total."""
+    """privacy.json after ``steps_taken`` steps; with composed ancestors, the total.
+    ``dataset_identity``: the training data as a descendant fine-tuned from this run
+    must recognise it (trained/pretrained.py), with an image folder's or npz file's
+    real path resolved here, where the run reads it (config.json keeps the path as
+    typed, which may be relative to the directory the run was launched from)."""
     return {**self.plan_json(), 'steps_taken': steps_taken, 'epsilon': epsilon,
+            'dataset_identity': pretrained.dataset_identity(self.config.data.to_dict()),
             **self.composed_total(epsilon)}
 
 

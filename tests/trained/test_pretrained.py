@@ -449,6 +449,52 @@ def test_a_chain_through_another_dataset_composes_with_the_first_run(
   assert text.count('**composed** with it') == 1
 
 
+def test_a_relative_data_path_is_recognised_from_another_directory(
+    tmp_path, monkeypatch):
+  """A parent trained on 'faces.npz' launched from project/, a child on
+  'project/faces.npz' launched from its parent folder: the same file, so the child is
+  refused unless composed, and its total counts the parent (privacy.json records the
+  real path where the parent ran; config.json keeps the path as typed). A record
+  without it, whose relative path cannot be resolved, is assumed the same data."""
+  import json  # pylint: disable=g-import-not-at-top
+  from image_classification import config as config_lib  # pylint: disable=g-import-not-at-top
+  from image_classification.data.readers import digits  # pylint: disable=g-import-not-at-top
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  project = tmp_path / 'project'
+  project.mkdir()
+  images = digits.load().test
+  np.savez(project / 'faces.npz', x_train=images.images[:200], y_train=images.labels[:200],
+           x_test=images.images[200:], y_test=images.labels[200:])
+  config = _tiny_config()
+  config.data.name, config.data.path, config.data.num_classes = 'npz', 'faces.npz', 10
+  monkeypatch.chdir(project)
+  loop.train(config, 'parent')
+  parent = str(project / 'parent')
+  assert _privacy_json(parent)['dataset_identity'] == {
+      'name': 'npz', 'path': os.path.realpath(project / 'faces.npz')}
+  monkeypatch.chdir(tmp_path)
+  config.data.path = os.path.join('project', 'faces.npz')
+  config.model.pretrained_path = parent
+  with pytest.raises(config_lib.ConfigError, match='compose_with_pretrained_run'):
+    loop.train(config, str(tmp_path / 'refused'))
+  config.privacy.compose_with_pretrained_run = True
+  loop.train(config, str(tmp_path / 'child'))
+  child = _privacy_json(str(tmp_path / 'child'))
+  assert [a['composed'] for a in child['lineage']] == [True]
+  assert child['total_epsilon_with_pretrained'] == pytest.approx(
+      _privacy_json(parent)['epsilon'] + child['epsilon'], rel=1e-12)
+  # A parent's privacy.json from before the identity was recorded: unresolvable, so
+  # assumed the same data (refused unless composed), never "other data".
+  with open(os.path.join(parent, 'privacy.json')) as f:
+    record = json.load(f)
+  del record['dataset_identity']
+  with open(os.path.join(parent, 'privacy.json'), 'w') as f:
+    json.dump(record, f)
+  with pytest.raises(pretrained.PretrainedError, match='same dataset'):
+    pretrained.composition(parent, _data('npz', os.path.join('project', 'other.npz')),
+                           compose=False)
+
+
 def test_an_unfinished_ancestor_is_charged_its_whole_planned_budget(tmp_path):
   """A parent stopped at step 5 of 20 may train on after the child starts from its
   weights: the child's total counts the parent's target epsilon, not the 5 steps."""
