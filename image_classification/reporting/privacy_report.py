@@ -6,6 +6,11 @@ it computes nothing. Every epsilon and delta is rounded UP (reporting/round_up.p
 """
 from image_classification.reporting import round_up
 
+# After a test accuracy measured on an evaluation split carved out of the private
+# training data (an image folder without test/): released without noise, not covered by
+# the guarantee (docs/privacy.md, invariant 8). Every console line and table says so.
+PRIVATE_TEST_LABEL = ' (private data, no noise)'
+
 
 def privacy_markdown(privacy: dict, epsilon_rdp: float | None = None,
                      epsilon_pld: float | None = None) -> str:

@@ -25,6 +25,7 @@ import time
 from absl import logging as absl_logging
 import numpy as np
 
+from image_classification.reporting import privacy_report
 from image_classification.reporting import round_up
 
 _HIDDEN = (
@@ -108,8 +109,12 @@ class Progress:
   REFRESH_SEC = 0.25
 
   def __init__(self, total_steps: int, stream=None, live: bool | None = None,
-               images_per_step: float = 0.0, epochs_per_step: float = 0.0):
+               images_per_step: float = 0.0, epochs_per_step: float = 0.0,
+               test_on_private_data: bool = False):
+    """``test_on_private_data``: the evaluation split was carved out of the private
+    training data, so its accuracy is labelled as released without noise."""
     self.total = total_steps
+    self.test_label = privacy_report.PRIVATE_TEST_LABEL if test_on_private_data else ''
     self.epochs_per_step = epochs_per_step
     self.stream = stream or sys.stdout
     self.live = _is_terminal(self.stream) if live is None else live
@@ -220,7 +225,7 @@ class Progress:
     if validation_accuracy is not None:
       text += f' | validation acc {validation_accuracy:.4f} (no noise)'
     if test_accuracy is not None:
-      text += f' | test acc {test_accuracy:.4f}'
+      text += f' | test acc {test_accuracy:.4f}{self.test_label}'
     return text
 
   def log(self, step, epsilon, loss, images_per_sec, test_accuracy=None,

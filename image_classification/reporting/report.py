@@ -19,6 +19,7 @@ from absl import logging
 
 from image_classification.workdir import run_files
 from image_classification.reporting import plots
+from image_classification.reporting import privacy_report
 from image_classification.reporting import round_up
 from image_classification import errors
 
@@ -273,6 +274,12 @@ def load_run(name: str, run_dir: str,
       'sampling': _get(privacy, 'sampling'),
       'neighboring_relation': _get(privacy, 'neighboring_relation'),
       'non_private': non_private,
+      # The test split was carved out of the private training data (no noise).
+      'test_on_private_data': bool(_first(_get(summary, 'test_on_private_data'),
+                                          _get(privacy, 'evaluation_data'), False)),
+      # A fine-tuning run that composes with earlier runs on the same data.
+      'total_epsilon': _first(_get(summary, 'total_epsilon_with_pretrained'),
+                              _get(privacy, 'total_epsilon_with_pretrained')),
       'insecure_seeded_noise': bool(_first(
           _get(privacy, 'insecure_seeded_noise'),
           _get(config, 'privacy', 'insecure_seeded_noise'), False)),
@@ -287,6 +294,18 @@ def load_run(name: str, run_dir: str,
 # ------------------------------------------------------------------ report
 
 
+def test_label(row: dict[str, Any]) -> str:
+  """After a test accuracy measured on private data (privacy_report.PRIVATE_TEST_LABEL)."""
+  return privacy_report.PRIVATE_TEST_LABEL if row.get('test_on_private_data') else ''
+
+
+def total_label(row: dict[str, Any]) -> str:
+  """After a fine-tuning run's own epsilon: the total with its composed ancestors,
+  which is the guarantee for that data."""
+  total = row.get('total_epsilon')
+  return '' if total is None else f' (total {format_epsilon(total, False)})'
+
+
 def _table_row(row: dict[str, Any]) -> list[str]:
   non_private = row['non_private']
   accounting = ', '.join(str(row[k]) for k in
@@ -297,8 +316,8 @@ def _table_row(row: dict[str, Any]) -> list[str]:
       + (INSECURE_LABEL if row.get('insecure_seeded_noise') else ''),
       row['model'] or '',
       row['dataset'] or '',
-      format_accuracy(row['test_accuracy']),
-      format_epsilon(row['epsilon'], non_private),
+      format_accuracy(row['test_accuracy']) + test_label(row),
+      format_epsilon(row['epsilon'], non_private) + total_label(row),
       '' if non_private else format_delta(row['delta']),
       format_int(row['steps']),
       '0 (non-private)' if non_private else format_float(
@@ -391,9 +410,12 @@ def _render(rows: list[dict[str, Any]], problems: list[str],
          markdown_table(REPORT_HEADER, [_table_row(r) for r in rows]) if rows
          else 'No runs found.\n',
          '',
-         'Test accuracy is on the test set. Epsilon is the spent budget at the '
+         'Test accuracy is on the test set; where that set was carved out of the '
+         'private training data it is marked "private data, no noise" (released '
+         'without noise, outside the guarantee). Epsilon is the spent budget at the '
          'end of the run (accounting: accountant, batch sampling, neighbouring '
-         'relation). Runs marked non-private were trained without DP and carry '
+         'relation); for a run fine-tuned from earlier runs on the same data, the '
+         'total with them follows in brackets, and that total is the guarantee. Runs marked non-private were trained without DP and carry '
          'no privacy guarantee.\n',
          PRIVACY_NOTE + '\n',
          'The train loss in the curves is computed on private data without '

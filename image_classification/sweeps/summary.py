@@ -114,8 +114,9 @@ def summarize_sweep(workdir: str, points: Sequence[Mapping[str, Any]],
     row.update(point)
     row.update({'status': status, 'error': error or ''})
     for key in ('test_accuracy', 'epsilon', 'delta', 'steps', 'wall_time_sec',
-                'non_private', 'insecure_seeded_noise'):
+                'non_private', 'insecure_seeded_noise', 'test_on_private_data'):
       row[key] = summary.get(key)
+    row['total_epsilon'] = summary.get('total_epsilon_with_pretrained')
     if status in ('running', 'stopped', 'not finished'):
       # Progress so far: the last logged step and the epsilon spent up to it.
       logged, _ = run_files.read_metrics(point_dir)
@@ -180,8 +181,8 @@ def _markdown(rows: list[dict[str, Any]], fields: list[str]) -> str:
          + (report.INSECURE_LABEL if row.get('insecure_seeded_noise') else '')] +
         [format_value(row[f]) if f in row['overrides'] else '(base)'
          for f in fields] +
-        [report.format_accuracy(row['test_accuracy']),
-         report.format_epsilon(row['epsilon'], non_private),
+        [report.format_accuracy(row['test_accuracy']) + report.test_label(row),
+         report.format_epsilon(row['epsilon'], non_private) + report.total_label(row),
          '' if non_private else report.format_delta(row['delta']),
          report.format_int(row['steps']),
          report.format_duration(row['wall_time_sec']),

@@ -103,7 +103,10 @@ def run(config) -> None:
     result = inference.evaluate_workdir(EVALUATE.value, config)
     top5 = f', top-5 {result["top5"]:.4f}' if 'top5' in result else ''
     validation = result.get('validation')
-    print(f'test top-1 {result["top1"]:.4f}{top5} on {result["num_examples"]} images '
+    # An evaluation split carved out of the private training data: no noise.
+    from image_classification.reporting import privacy_report  # pylint: disable=g-import-not-at-top
+    label = privacy_report.PRIVATE_TEST_LABEL if result.get('note') else ''
+    print(f'test top-1 {result["top1"]:.4f}{top5}{label} on {result["num_examples"]} images '
           f'(step {result["step"]}, {"EMA" if result["ema"] else "final"} '
           'parameters)'
           + (f'; validation top-1 {validation["top1"]:.4f} (private data, no noise)'

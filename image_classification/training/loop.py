@@ -277,7 +277,8 @@ def _open_outputs(run: Run, start_time: float) -> None:
                  if run.writer else _NoMetrics())
   run.progress = progress_lib.Progress(
       plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult,
-      epochs_per_step=plan.expected_batch_size / exp.dataset_size)
+      epochs_per_step=plan.expected_batch_size / exp.dataset_size,
+      test_on_private_data=bool(exp.data.private_evaluation_note))
   run.control = run_control.RunControl(t.checkpoint_every_minutes)
   run.clock = run_control.WallClock(run.workdir, run.start_step, start_time=start_time)
   run.meter = actions_lib.Meter(start_time, config.data.augmult)
@@ -424,7 +425,8 @@ def _description(run: Run) -> dict:
           'num_params': exp.num_params, 'image_shape': list(exp.image_shape),
           'num_classes': exp.data.num_classes,
           'class_names': list(exp.data.class_names) or None,
-          'device': mesh_lib.describe(exp.devices)}
+          'device': mesh_lib.describe(exp.devices),
+          'test_on_private_data': bool(exp.data.private_evaluation_note)}
 
 
 def _composed_ancestors(exp: experiment_lib.Experiment) -> int:

@@ -122,6 +122,9 @@ def summary(*, outcome: dict, plan, insecure: bool, clock, start_step: int,
       'num_classes': description['num_classes'],
       'class_names': description['class_names'],
       'device': description['device'],
+      # The test split was carved out of the private training data (its accuracy is
+      # released without noise; privacy.json's evaluation_data says how).
+      'test_on_private_data': bool(description.get('test_on_private_data')),
       # The run trained but did not learn (reporting/run_checks.py); [] when it did.
       'warnings': warnings}
   if 'validation_accuracy' in final_accuracies:
@@ -150,7 +153,9 @@ def done_line(summary_json: dict, plan, workdir: str, composed_ancestors: int,
   eps = summary_json['epsilon']
   eps_text = ('inf (NON-PRIVATE)' if plan.non_private
               else round_up.round_up(eps, decimals=3))
-  return (f'done: test accuracy {summary_json["test_accuracy"]:.4f} at '
+  label = (privacy_report.PRIVATE_TEST_LABEL if summary_json.get('test_on_private_data')
+           else '')
+  return (f'done: test accuracy {summary_json["test_accuracy"]:.4f}{label} at '
           f'(epsilon={eps_text}, delta={round_up.round_up(plan.delta, 3)})'
           f'{_total_text(summary_json, composed_ancestors)} after '
           f'{summary_json["steps"]} steps in {summary_json["wall_time_sec"]:.0f}s'
@@ -160,7 +165,7 @@ def done_line(summary_json: dict, plan, workdir: str, composed_ancestors: int,
           + (f'; exported the parameters of step {selected["step"]}, the best '
              f'validation accuracy {selected["validation_accuracy"]:.4f} (private data, '
              f'no noise; the final step: test accuracy '
-             f'{final_accuracies["test_accuracy"]:.4f})' if selected else '')
+             f'{final_accuracies["test_accuracy"]:.4f}{label})' if selected else '')
           + f'; run files in {workdir}')
 
 

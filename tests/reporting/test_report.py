@@ -87,3 +87,34 @@ def test_formatting():
   assert report.format_epsilon(float('nan')) == ''
   assert report.format_accuracy(0.8123) == '81.23'
   assert report.markdown_table(['a'], [['x|y']]).splitlines()[2] == r'| x\|y |'
+
+
+def test_private_test_accuracy_and_fine_tuning_totals_are_marked(tmp_path):
+  """A test accuracy on an evaluation split carved out of the private data is marked
+  as released without noise, and a composed fine-tuning run shows its total (the
+  guarantee for that data) beside its own epsilon; a plain run shows neither. The
+  same in the report and in a sweep's table."""
+  import json  # pylint: disable=g-import-not-at-top
+  from image_classification.sweeps import summary as sweep_summary  # pylint: disable=g-import-not-at-top
+  plain = fake_runs.write_run(str(tmp_path / 'plain'), accuracy=0.8, epsilon=4.0)
+  carved = fake_runs.write_run(str(tmp_path / 'carved'), accuracy=0.7, epsilon=4.0)
+  tuned = fake_runs.write_run(str(tmp_path / 'tuned'), accuracy=0.9, epsilon=2.0)
+  for run, extra in ((carved, {'test_on_private_data': True}),
+                     (tuned, {'total_epsilon_with_pretrained': 6.0,
+                              'total_delta_with_pretrained': 2e-5})):
+    with open(os.path.join(run, 'summary.json')) as f:
+      summary = json.load(f)
+    summary.update(extra)
+    with open(os.path.join(run, 'summary.json'), 'w') as f:
+      json.dump(summary, f)
+  md = open(report.make_report([plain, carved, tuned], str(tmp_path / 'r'))['report']).read()
+  assert '| plain | cnn | digits | 80.00 | 4.00 | 1e-05 |' in md
+  assert '| carved | cnn | digits | 70.00 (private data, no noise) | 4.00 | 1e-05 |' in md
+  assert '| tuned | cnn | digits | 90.00 | 2.00 (total 6.00) | 1e-05 |' in md
+  rows = [{'point': name, 'overrides': {}, 'status': 'complete', 'steps': 30,
+           'wall_time_sec': 1.0, 'delta': 1e-5, **report.read_summary(run),
+           'total_epsilon': report.read_summary(run).get('total_epsilon_with_pretrained')}
+          for name, run in (('carved', carved), ('tuned', tuned))]
+  table = sweep_summary._markdown(rows, [])  # pylint: disable=protected-access
+  assert '| carved | 70.00 (private data, no noise) | 4.00 |' in table
+  assert '| tuned | 90.00 | 2.00 (total 6.00) |' in table

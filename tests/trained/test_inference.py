@@ -217,7 +217,9 @@ def test_class_names(tmp_path):
                                  num_classes=2) == ['cat', 'zebra']
 
 
-def test_image_folder_run_predicts_folder_names(tmp_path):
+def test_image_folder_run_predicts_folder_names(tmp_path, capsys):
+  """And, the folder having no test/, its evaluation split is carved out of the
+  private data: every test accuracy printed or tabled says it has no noise."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from configs import quickstart  # pylint: disable=g-import-not-at-top
   from image_classification.training import loop  # pylint: disable=g-import-not-at-top
@@ -232,12 +234,23 @@ def test_image_folder_run_predicts_folder_names(tmp_path):
   config = quickstart.get_config()
   config.data.name, config.data.path = 'image_folder', str(tmp_path / 'data')
   config.training.update(num_steps=3, batch_size=8, log_every_steps=3,
-                         eval_every_steps=0)
+                         eval_every_steps=3)
   config.privacy.update(noise_multiplier=1.0, target_epsilon=100.0, delta=1e-3)
   config.model.kwargs.channels = (4,)
   config.wandb.mode = 'disabled'
   workdir = str(tmp_path / 'run')
   loop.train(config, workdir)
+  out = capsys.readouterr().out
+  label = '(private data, no noise)'
+  assert [line for line in out.splitlines() if '| test acc ' in line
+          and line.split('| test acc ')[1].split(' ', 1)[1].startswith(label)]
+  assert f'done: test accuracy ' in out and out.split('done: test accuracy ')[1].split(
+      ' at (')[0].endswith(label)
+  assert run_files.read_json(workdir, run_files.SUMMARY)['test_on_private_data'] is True
+  from image_classification.reporting import report  # pylint: disable=g-import-not-at-top
+  report.make_report([workdir], str(tmp_path / 'report'))
+  with open(tmp_path / 'report' / 'report.md') as f:
+    assert label in f.read()
   card = inference.read_card(workdir)
   assert card['class_names'] == ['left', 'right'] and card['image_shape'] == [8, 8, 1]
   rows = inference.predict(workdir, [str(tmp_path / 'data' / 'train' / 'right')])
