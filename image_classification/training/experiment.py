@@ -89,6 +89,14 @@ class Experiment:
           self.model.apply, abstract['params'], self.image_shape,
           self.per_example_grads, config.data.augmult)
     self.abstract_params = abstract['params']
+    # Fine-tuning: the weights are read and fitted to the model now, so that a bad
+    # file fails before any run file is written (a dry run or a sweep's check does not
+    # read them); the trainer merges them into the initialised parameters.
+    self.pretrained_weights = None
+    if path and not dry_run:
+      self.pretrained_weights = pretrained.read_params(path)
+      pretrained.merge_pretrained(self.pretrained_weights, self.abstract_params,
+                                  source=path)
     self.num_params = int(sum(np.prod(x.shape) for x in
                               jax.tree_util.tree_leaves(abstract['params'])))
     if audit is not None:  # e.g. the gradient audit's canaries need model coordinates

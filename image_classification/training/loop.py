@@ -195,8 +195,9 @@ def _build(exp, workdir, writer, randomness, checkpoints) -> Run:
   base_key = jax.random.PRNGKey(config.seed)  # public: the initialisation only
   params = exp.init_variables(
       jax.random.fold_in(base_key, experiment_lib.INIT_STREAM))['params']
-  if config.model.pretrained_path:  # fine-tuning: public weights, a fresh head
-    params = pretrained.load_pretrained(config.model.pretrained_path, params)
+  if exp.pretrained_weights is not None:  # fine-tuning: the weights, a fresh head
+    params = pretrained.merge_pretrained(exp.pretrained_weights, params,
+                                         source=config.model.pretrained_path)
   optimizer, schedule = optimizers.make_optimizer(t, plan.steps)
   privatizer = plan.privatizer()
   state = dp_step.init_state(params, optimizer, config.model.train_only_head, privatizer)

@@ -512,3 +512,26 @@ def test_an_unfinished_ancestor_is_charged_its_whole_planned_budget(tmp_path):
   with open(os.path.join(a, 'privacy.json'), 'w') as f:
     json.dump(record, f)
   assert pretrained.composition(a, _data(), compose=True)['lineage'][0]['epsilon'] == 1.0
+
+
+def test_unreadable_or_misfit_weights_fail_before_any_run_file_is_written(tmp_path):
+  """A pretrained_path that is not a parameter file, or whose backbone does not fit
+  the model, is refused before config.json or the secret is written, so the same
+  --workdir runs once the path is fixed."""
+  from image_classification.training import loop  # pylint: disable=g-import-not-at-top
+  text = tmp_path / 'notes.txt'
+  text.write_text('not weights')
+  wide = str(tmp_path / 'wide.npz')
+  pretrained.save_params(wide, _params(10, channels=(32, 64)))
+  config = _tiny_config()
+  workdir = str(tmp_path / 'run')
+  for bad, message in ((str(text), 'notes.txt'), (wide, 'wide.npz')):
+    config.model.pretrained_path = bad
+    with pytest.raises(pretrained.PretrainedError, match=message):
+      loop.train(config, workdir)
+    assert not os.path.exists(workdir) or os.listdir(workdir) == []
+  good = str(tmp_path / 'good.npz')
+  pretrained.save_params(good, _params(10, channels=(4,)))
+  config.model.pretrained_path = good
+  loop.train(config, workdir)
+  assert _privacy_json(workdir)['pretrained_path'] == good
