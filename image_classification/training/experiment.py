@@ -54,11 +54,9 @@ class Experiment:
       self.data = audit.prepare(self.data)
     # A fixed public feature extractor (config.model.features): every image, the
     # held-out ones too, replaced by its features once, before the first step.
+    # They are computed last (minutes for a large dataset), after every check below.
     self.features = self._feature_extractor(config)
     self.images = self.data  # what the model card describes: the images, not features
-    if self.features is not None:
-      self.data, self.validation = features_lib.precompute(
-          self.data, self.validation, self.features, compute=not dry_run)
     self.dataset_size = self.data.train.num_examples
     config_lib.validate_with_data(config, self.dataset_size)
     self.plan = plan_lib.make_plan(config, self.dataset_size)  # PlanError: a ConfigError
@@ -66,7 +64,9 @@ class Experiment:
     self.pretrained = (pretrained.composition(
         path, config.data, plan_lib.composes_with_pretrained_run(config))
                        if path and os.path.exists(path) else None)
-    self.image_shape = tuple(self.data.train.image_shape)
+    # What the model sees: the features' shape where an extractor computes them.
+    self.image_shape = tuple(self.features.output_shape if self.features is not None
+                             else self.data.train.image_shape)
     try:  # a bad model kwarg fails here, in tracing, before anything compiles
       self.model = registry.build(
           config.model.name, self.data.num_classes,
@@ -101,6 +101,9 @@ class Experiment:
                               jax.tree_util.tree_leaves(abstract['params'])))
     if audit is not None:  # e.g. the gradient audit's canaries need model coordinates
       audit.check_model(abstract['params'])
+    if self.features is not None:  # every check has passed: the long part
+      self.data, self.validation = features_lib.precompute(
+          self.data, self.validation, self.features, compute=not dry_run)
 
   def _feature_extractor(self, config):
     name = config.model.features

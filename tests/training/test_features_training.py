@@ -122,3 +122,22 @@ def test_extractor_that_does_not_fit_the_images_ends_in_one_error_line(tmp_path)
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert lines[-1].startswith('error: ') and 'divisible by 2^J=64' in lines[-1]
   assert 'Traceback' not in proc.stderr
+
+
+def test_data_size_plan_and_model_errors_come_before_the_features(tmp_path, capsys):
+  """Computing the features takes minutes on a large dataset, so every check that the
+  data size, the plan or the model can fail comes first."""
+  cases = [({'training.batch_size': 4096}, 'larger than the training set'),
+           ({'model.kwargs.num_groups': 5}, 'num_groups'),
+           ({'privacy.delta': 0.01}, 'privacy.delta')]
+  for overrides, message in cases:
+    config = _config()
+    for key, value in overrides.items():
+      section, field = key.rsplit('.', 1)
+      node = config
+      for part in section.split('.'):
+        node = node[part]
+      node[field] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+      loop.train(config, str(tmp_path / 'run'))
+    assert 'features of' not in capsys.readouterr().out  # none were computed
