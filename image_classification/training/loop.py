@@ -52,6 +52,7 @@ from image_classification.training import mesh as mesh_lib
 from image_classification.training import resources
 from image_classification.workdir import selection as selection_lib
 from image_classification.workdir import checkpoint_store
+from image_classification.workdir import lock as workdir_lock
 from image_classification.workdir import records
 from image_classification.workdir import resume
 from image_classification.workdir import run_control
@@ -114,9 +115,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   exp = prepare(config, workdir, dry_run, dataset, audit)
   if isinstance(exp, dict):  # a complete run, or a dry run: nothing to train
     return exp
-  run = start(exp, workdir, start_time)
-  fit(run, actions_lib.periodic_actions(run))
-  return finish(run)
+  # One training process per workdir (workdir/lock.py): a second command fails here.
+  with workdir_lock.held(workdir, writer=distributed.is_writer()):
+    run = start(exp, workdir, start_time)
+    fit(run, actions_lib.periodic_actions(run))
+    return finish(run)
 
 
 # ------------------------------------------------------------------ prepare
