@@ -82,7 +82,8 @@ def _apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
       raise Error(f'overrides: field names are dotted strings, got {path!r}')
     if config_file.missing_field(config, path) is not None:
       if not _under_open_group(path):
-        raise Error(config_file.override_error(config, spec, path))
+        raise Error(config_file.override_error(config, spec, path,
+                                               base_config.OPEN_GROUPS))
       parent, _, key = path.rpartition('.')
       config_path.get_value(parent, config)[key] = value  # a new model kwarg
       continue

@@ -56,7 +56,7 @@ def override_error(argv, error: Exception) -> str:
   if field is None:
     return (f'loading --config={spec} with its overrides failed: '
             f'{type(error).__name__}: {error}')
-  text = config_file.override_error(config, spec, field)
+  text = config_file.override_error(config, spec, field, base_config.OPEN_GROUPS)
   if config_file.missing_field(config, field)[0] == 'model.kwargs':
     text += "; model.kwargs are the keyword arguments of the model's constructor"
     try:

@@ -76,14 +76,23 @@ def did_you_mean(config, path: str) -> str:
           if close else '')
 
 
-def override_error(config, spec: str, path: str) -> str:
-  """The message for ``--config.PATH=v`` when the config of ``spec`` lacks PATH."""
+def override_error(config, spec: str, path: str,
+                   open_groups: Sequence[str] = ()) -> str:
+  """The message for ``--config.PATH=v`` when the config of ``spec`` lacks PATH.
+
+  Only a field of an ``open_groups`` group (a model's keyword arguments) can be added
+  to a config file; any other field must be one the schema defines, so the message
+  points to the existing fields instead."""
   parent, _, held = missing_field(config, path) or ('', '', [])
-  return (f'--config.{path}: {spec} has no field config.{path}'
+  text = (f'--config.{path}: {spec} has no field config.{path}'
           f'{did_you_mean(config, path)}'
-          + (f'; config.{parent} holds {held}' if parent else '') + '. An override '
-          'can only set a field the config file defines: add it to the config file '
-          f'(e.g. config.{path} = <value> in get_config())')
+          + (f'; config.{parent} holds {held}' if parent else ''))
+  if any(parent == g or parent.startswith(g + '.') for g in open_groups):
+    return text + ('. An override can only set a field the config file defines: add '
+                   f'it to the config file (e.g. config.{path} = <value> in '
+                   'get_config())')
+  return text + ('. The config fields are fixed by configs/base.py (docs/configs.md '
+                 'lists them): check the spelling')
 
 
 def _walk(config, schema, open_groups: Sequence[str], prefix: str = ''):

@@ -161,3 +161,16 @@ def test_the_field_check_names_the_first_wrong_field_and_the_fix():
   del config.data['prefetch']
   with pytest.raises(ValueError, match='lacks config.data.prefetch'):
     config_file.check_fields(config, schema, base.OPEN_GROUPS)
+
+
+def test_a_misspelt_override_is_not_told_to_add_the_field(tmp_path):
+  """Outside model.kwargs the fields are fixed: the message points to the spelling,
+  not to adding a field the config-file check would refuse."""
+  proc = _launch(['--config=configs/quickstart.py', '--config.training.batchsize=8',
+                  f'--workdir={tmp_path / "run"}'])
+  line = _error_line(proc)
+  assert 'did you mean config.training.batch_size?' in line
+  assert 'check the spelling' in line and 'add it to the config file' not in line
+  proc = _launch(['--config=configs/quickstart.py', '--config.model.kwargs.widht=8',
+                  f'--workdir={tmp_path / "run"}'])
+  assert proc.returncode == 2
