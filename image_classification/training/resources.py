@@ -248,8 +248,15 @@ def _first_line(error: BaseException) -> str:
   return text if len(text) <= 200 else text[:200] + '...'
 
 
-def message(kind: str, error: BaseException, config, workdir: str) -> str:
+def message(kind: str, error: BaseException, config, workdir: str,
+            dry_run: bool = False) -> str:
   """The one line for running out of ``kind`` ('memory' or 'disk')."""
+  if dry_run and kind == 'memory':  # a dry run trains nothing: the data did not fit
+    return (f'out of host memory during the dry run ({type(error).__name__}: '
+            f'{_first_line(error)}), while loading the data: a dataset held in memory '
+            f'is resized to config.data.image_size={config.data.image_size} for every '
+            'image; lower it, or keep an image folder on disk '
+            '(config.data.random_resized_crop=True). Nothing was written')
   steps = checkpoint_store.completed_steps(workdir)
   resume = (f'it resumes from the checkpoint of step {steps[-1]}' if steps
             else 'it starts again from step 0 (no checkpoint was complete)')
@@ -259,6 +266,11 @@ def message(kind: str, error: BaseException, config, workdir: str) -> str:
             'files were removed, the complete checkpoints kept)')
   micro = config.training.micro_batch_size
   where = 'host memory' if isinstance(error, MemoryError) else 'device memory'
+  if isinstance(error, MemoryError) and not steps:
+    # Before the first checkpoint the host's memory goes mostly to the data.
+    where += (' (if it ran out while loading the data, which is held in host memory '
+              f'at config.data.image_size={config.data.image_size}: lower that, or keep '
+              'an image folder on disk with config.data.random_resized_crop=True)')
   return (f'out of {where} ({type(error).__name__}: {_first_line(error)}): run the '
           'same command with a lower --config.training.micro_batch_size (now '
           f'{micro}' + (', the whole per-device batch' if not micro else '')
@@ -273,6 +285,7 @@ def translate_errors(train):
   raises ResourceError (one line, the fix), after removing unfinished files."""
   @functools.wraps(train)
   def wrapper(config, workdir, *args, **kwargs):
+    dry_run = bool(kwargs.get('dry_run', args[0] if args else False))
     try:
       return train(config, workdir, *args, **kwargs)
     except ResourceError:
@@ -283,6 +296,6 @@ def translate_errors(train):
         raise
       if jax.process_index() == 0:
         remove_stray_files(workdir)
-      raise ResourceError(message(kind, e, config, workdir)) from e
+      raise ResourceError(message(kind, e, config, workdir, dry_run)) from e
   return wrapper
 

@@ -116,9 +116,24 @@ def test_out_of_host_memory_names_host_memory(tmp_path, monkeypatch):
   def no_memory(self, state, chunks):
     raise MemoryError()
   monkeypatch.setattr(dp_step.DPStep, 'run', no_memory)
-  with pytest.raises(api.Error, match=r'^out of host memory \(MemoryError: '
+  with pytest.raises(api.Error, match=r'^out of host memory \(if it ran out while '
+                     r'loading the data.*config.data.image_size.*\(MemoryError: '
                      r'MemoryError\).*starts again from step 0'):
     api.train(_config(), str(tmp_path))
+
+
+def test_out_of_host_memory_in_a_dry_run_names_the_data_not_a_resume(tmp_path,
+                                                                     monkeypatch):
+  from image_classification.data import sources  # pylint: disable=g-import-not-at-top
+  def no_memory(splits, image_size):
+    raise MemoryError()
+  monkeypatch.setattr(sources, 'resize_in_memory', no_memory)
+  config = _config()
+  with pytest.raises(api.Error, match=r'^out of host memory during the dry run .*'
+                     r'config.data.image_size=.*Nothing was written') as raised:
+    api.train(config, str(tmp_path / 'run'), dry_run=True)
+  assert 'micro_batch_size' not in str(raised.value)
+  assert 'step 0' not in str(raised.value)
 
 
 # Runs launch.py with orbax's metadata writer failing for step 4's checkpoint as a
