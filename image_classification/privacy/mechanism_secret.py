@@ -91,10 +91,11 @@ def describe(insecure: bool) -> str:
   if insecure:
     return INSECURE_WARNING
   # The file is workdir/secret_file.py's SECRET_FILE (a test keeps the two equal).
-  return ('noise and batch selection drawn from a 256-bit secret taken from the '
-          "operating system's entropy at the start of the run, kept private in the "
-          'workdir (mechanism_secret.json, deleted when the run completes) and never '
-          'published; every noise draw depends on a 128-bit key derived from it')
+  return ('noise, batch selection and augmentation keys drawn from a 256-bit secret '
+          "taken from the operating system's entropy at the start of the run, kept "
+          'private in the workdir (mechanism_secret.json, deleted when the run '
+          'completes) and never published; every noise draw depends on a 128-bit key '
+          'derived from it')
 
 
 def fresh_secret() -> bytes:
