@@ -79,6 +79,7 @@ def main(argv):
   if _missing_flag():
     command_line.fail(_missing_flag())
   trained_command.check_flags()
+  sweep_command.check_flags(command_line.CONFIG.value)
   process_flags.start()  # XLA devices, the compilation cache, a multi-process job
   # Imported after flag parsing so that --help is instant; before command_line.run,
   # so that a signal during these imports is 'nothing was done'.

@@ -174,3 +174,18 @@ def test_a_misspelt_override_is_not_told_to_add_the_field(tmp_path):
   proc = _launch(['--config=configs/quickstart.py', '--config.model.kwargs.widht=8',
                   f'--workdir={tmp_path / "run"}'])
   assert proc.returncode == 2
+
+
+def test_a_bad_sweep_file_fails_before_jax_loads(tmp_path):
+  """A missing sweep file, or a point naming no config field, is one error line from
+  the flag checks (before JAX, the data or any point): no run file is written."""
+  bad = tmp_path / 'bad_sweep.py'
+  bad.write_text("def get_sweep():\n  return [{'training.batchsize': 8}]\n")
+  cases = {str(tmp_path / 'missing.py'): 'does not exist',
+           str(bad): 'training.batchsize'}
+  for sweep, message in cases.items():
+    workdir = tmp_path / 'sweep'
+    line = _error_line(_launch(['--config=configs/quickstart.py', f'--sweep={sweep}',
+                                f'--workdir={workdir}', '--host_devices=2']))
+    assert message in line, line
+    assert not workdir.exists()

@@ -44,6 +44,19 @@ RESOURCES = {  # per point; else the sweep file's get_resources(), else defaults
 }
 
 
+def check_flags(config) -> None:
+  """Loads the --sweep file and checks its points against ``config`` before JAX is
+  imported: a missing or broken sweep file is one `error:` line within a second."""
+  if not SWEEP.value or config is None:
+    return
+  from image_classification import command_line  # pylint: disable=g-import-not-at-top
+  from image_classification.sweeps import sweep_file  # pylint: disable=g-import-not-at-top
+  try:
+    sweep_file.load_sweep(SWEEP.value, config)
+  except SweepError as e:
+    command_line.fail(str(e))
+
+
 def refuse_stray_flags() -> None:
   """Raises SweepError for a sweep-only flag given without --sweep."""
   stray = [f'--{f.name}' for f in (EXECUTOR, POINT, REPORT_ONLY, *RESOURCES.values())
