@@ -162,7 +162,7 @@ def test_ema_is_warmed_up_and_forgets_the_initialisation():
   base, state, mesh = helpers.make_step(noise_multiplier=1.0)
   step = dp_step.DPStep(base.apply_fn, base.optimizer,
                         dataclasses.replace(base.cfg, ema_decay=0.9999, ema_start_step=2),
-                        mesh, base.base_key, base.noise_key, base.privatizer)
+                        mesh, base.augment_key, base.noise_key, base.privatizer)
   images, labels = helpers.tiny_batch(8)
   batch = jax.device_put((images, labels, np.ones(8, bool)), mesh_lib.batch_sharding(mesh))
   expected = _flat(jax.device_get(state.params))
