@@ -84,7 +84,8 @@ def _check_output(output: str, images: list[str]) -> None:
   if os.path.isdir(output):
     command_line.fail(f'--output={output} is a folder; give the CSV file to write, e.g. '
                       f'--output={os.path.join(output, "predictions.csv")}')
-  if any(os.path.exists(i) and os.path.samefile(i, output) for i in images):
+  if os.path.exists(output) and any(os.path.exists(i) and os.path.samefile(i, output)
+                                    for i in images):
     command_line.fail(f'--output={output} is one of the --images; give another file')
   if os.path.exists(output) and not output.lower().endswith('.csv'):
     command_line.fail(f'--output={output} exists and is not a .csv file, so it would be '
