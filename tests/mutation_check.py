@@ -231,8 +231,10 @@ def _run(name):
     results = []
     for test in MUTATIONS[name][3]:
       # '-m': the slow tests named here run too (pytest.ini deselects them by default).
-      proc = subprocess.run([PY, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider',
-                             '-m', 'slow or not slow', test], cwd=ROOT,
+      # '-n 0': one process (with pytest.ini's workers, -x ends as 'interrupted', 2).
+      proc = subprocess.run([PY, '-m', 'pytest', '-q', '-x', '-n', '0', '-p',
+                             'no:cacheprovider', '-m', 'slow or not slow', test],
+                            cwd=ROOT,
                             capture_output=True, text=True, check=False)
       results.append((test, proc.returncode))
   finally:
