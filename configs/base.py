@@ -15,8 +15,9 @@ OPEN_GROUPS = ('model.kwargs', 'model.features_kwargs')
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.experiment = 'base'
-  # Initialisation, augmentation and dropout only (public randomness). The noise and the
-  # batches never depend on it (see privacy.insecure_seeded_noise).
+  # The initialisation only (public randomness). The noise, the batches and the
+  # augmentation and dropout keys never depend on it: they come from the run's secret
+  # (docs/privacy.md; privacy.insecure_seeded_noise is the testing exception).
   config.seed = 0
 
   # ---------------------------------------------------------------- data

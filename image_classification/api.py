@@ -16,7 +16,8 @@ checkpoints and raises run_control.Stopped, as on the command line.
 
 Privacy: a run trained here is the same mechanism, with the same secret randomness
 (WORKDIR/mechanism_secret.json) and the same reports, as one started with launch.py;
-``config.seed`` still drives only initialisation and augmentation.
+``config.seed`` drives only the initialisation (augmentation and dropout keys come from
+the secret too: docs/privacy.md, invariant 18).
 """
 import copy
 import csv

@@ -49,6 +49,10 @@ def override_error(argv, error: Exception) -> str:
   """The message for a --config.a.b=v override that the config file does not hold."""
   config = flags.FLAGS['config'].parser.loaded
   spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if spec is None:  # --evaluate/--predict=WORKDIR: that run's own config
+    workdir = next((a.split('=', 1)[1] for a in argv
+                    if a.startswith(('--evaluate=', '--predict='))), None)
+    spec = f'the config.json of {workdir}' if workdir else 'the config'
   fields = [a[len('--config.'):].split('=', 1)[0] for a in argv
             if a.startswith('--config.')]
   field = next((f for f in fields if config is not None

@@ -53,10 +53,10 @@ def validate_config(training: ml_collections.ConfigDict) -> None:
   if not (o.learning_rate > 0 and math.isfinite(o.learning_rate)):
     errors.config_fail('training.optimizer.learning_rate', o.learning_rate,
                        'must be a finite number > 0')
-  if not 0 <= o.momentum < 1:
+  if not 0 <= (o.momentum or 0.0) < 1:  # None: no momentum
     errors.config_fail('training.optimizer.momentum', o.momentum,
                        'must be in [0, 1) (0: plain SGD)')
-  if not (o.weight_decay >= 0 and math.isfinite(o.weight_decay)):
+  if not ((o.weight_decay or 0.0) >= 0 and math.isfinite(o.weight_decay or 0.0)):
     errors.config_fail('training.optimizer.weight_decay', o.weight_decay,
                        'must be a finite number >= 0')
   if not training.lr_schedule.warmup_steps >= 0:

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from image_classification import api
 from image_classification import optimizers
 from image_classification.training import dp_step
-from image_classification.training import loop
+from image_classification.privacy import mechanism_secret
+from image_classification.training import experiment as experiment_lib
 from image_classification.training import resources
 
 MIB = 2.0 ** 20
@@ -25,7 +26,7 @@ MIB = 2.0 ** 20
 
 def measure(path: str, overrides: dict) -> None:
   config = api.config(path, overrides)
-  exp = loop.Experiment(config)
+  exp = experiment_lib.Experiment(config)
   plan = exp.plan
   est = resources.estimate(exp.model, exp.abstract_params, exp.image_shape, config, plan,
                            exp.devices, exp.per_example_grads)
@@ -37,8 +38,10 @@ def measure(path: str, overrides: dict) -> None:
                             expected_batch_size=plan.expected_batch_size,
                             mean=exp.data.mean, std=exp.data.std,
                             per_example_grads=exp.per_example_grads)
-  step = dp_step.DPStep(exp.model.apply, optimizer, cfg, exp.mesh, jax.random.PRNGKey(0),
-                        noise_key=jax.random.PRNGKey(1), privatizer=plan.privatizer())
+  # The keys of a secure run (their values do not matter here, their shapes do).
+  keys = mechanism_secret.from_secret(bytes(mechanism_secret.SECRET_BYTES))
+  step = dp_step.DPStep(exp.model.apply, optimizer, cfg, exp.mesh, keys.augment_key(),
+                        noise_key=keys.noise_key(), privatizer=plan.privatizer())
   n = est.micro_batch * len(exp.devices)
   images = jnp.zeros((n,) + exp.image_shape, jnp.uint8)
   labels, mask = jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)

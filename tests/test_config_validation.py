@@ -206,3 +206,10 @@ def test_batchnorm_model_refused_at_build(tmp_path, monkeypatch):
     loop.train(_config(**{'model.name': 'bn_cnn', 'model.kwargs': {}}), str(tmp_path),
                dry_run=True)
   assert not (tmp_path / 'plan.json').exists()
+
+
+def test_momentum_and_weight_decay_of_none_mean_none():
+  """None (as a config file may set it) is no momentum / no weight decay, as the
+  optimizer reads them, not a TypeError."""
+  config_lib.validate(_config(**{'training.optimizer.momentum': None,
+                                 'training.optimizer.weight_decay': None}), num_devices=1)

@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional
 import jax
 import ml_collections
 
+from image_classification.training import distributed
+from image_classification.workdir import lock as workdir_lock
 from image_classification.workdir import run_files
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
@@ -60,7 +62,15 @@ def run_point(config: ml_collections.ConfigDict, point_dir: str, train_fn: Train
   traceback in sweep_error.txt and the state 'failed', and is raised again; a stop
   (Ctrl-C, SIGTERM: run_control.Stopped, or the scheduler's own exit) leaves 'stopped'.
   """
-  os.makedirs(point_dir, exist_ok=True)
+  # The point's folder is locked before its job record is touched: a second job of
+  # the same point fails here and leaves the running one's record as it is.
+  with workdir_lock.held(point_dir, writer=jax.process_index() == 0,
+                         agree=(distributed.broadcast_from_writer
+                                if jax.process_count() > 1 else None)):
+    return _run_point(config, point_dir, train_fn, executor=executor, job_id=job_id)
+
+
+def _run_point(config, point_dir, train_fn, *, executor, job_id):
   error_file = os.path.join(point_dir, run_files.SWEEP_ERROR)
   if jax.process_index() == 0 and os.path.exists(error_file):
     os.remove(error_file)  # an earlier attempt's; this one writes its own

@@ -112,14 +112,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   evaluation. A config with the audit on and no plug-in is refused.
   """
   start_time = time.time()
-  exp = prepare(config, workdir, dry_run, dataset, audit)
-  if isinstance(exp, dict):  # a complete run, or a dry run: nothing to train
-    return exp
-  # One training process per workdir (workdir/lock.py): a second command fails here.
-  with workdir_lock.held(workdir, writer=distributed.is_writer()):
-    run = start(exp, workdir, start_time)
-    fit(run, actions_lib.periodic_actions(run))
-    return finish(run)
+  # One training process per workdir (workdir/lock.py): an existing workdir is locked
+  # before anything is loaded, a new one as it is made; a second command fails there.
+  writer = distributed.is_writer()
+  agree = distributed.broadcast_from_writer if jax.process_count() > 1 else None
+  with workdir_lock.held(workdir, writer, create=False, agree=agree) as locked:
+    exp = prepare(config, workdir, dry_run, dataset, audit)
+    if isinstance(exp, dict):  # a complete run, or a dry run: nothing to train
+      return exp
+    with workdir_lock.held(workdir, writer and not locked, agree=agree):
+      run = start(exp, workdir, start_time)
+      fit(run, actions_lib.periodic_actions(run))
+      return finish(run)
 
 
 # ------------------------------------------------------------------ prepare

@@ -136,7 +136,8 @@ def check_resume(metadata: dict, seed: int, plan, epsilon_at: Callable[[int], fl
                  ) -> None:
   """Refuses a resume whose checkpoint disagrees with the new run's seed or plan.
 
-  The data order, keys and ledger are functions of (seed, step) and of the plan: a
+  The data order, keys and ledger are functions of the run's secret, the seed, the
+  step and the plan: a
   different seed, noise multiplier, sampling or number of steps would silently change
   the mechanism halfway, and a different ledger value would misreport epsilon.
   """

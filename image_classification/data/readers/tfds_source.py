@@ -267,8 +267,8 @@ class CroppingSource:
     A record's ``file_name`` feature where the dataset has one (ImageNet's
     'n01440764_10026.JPEG', unique within a split and the same in every preparation
     of the dataset), else the content hash of its decoded image and label. Never the
-    crop that ``get`` returns: a random crop depends on the index, and the index on
-    the other records. Cost: tfds's data source (without TensorFlow) decodes each
+    crop that ``get`` returns, which depends on the step (and is itself keyed by this
+    id). Cost: tfds's data source (without TensorFlow) decodes each
     image it reads, so this is one decoding pass over the split, once per run, and
     only with config.data.validation_fraction > 0.
     """
