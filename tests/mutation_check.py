@@ -205,6 +205,19 @@ MUTATIONS = {
         'rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)',
         'rate, dp_accounting.GaussianDpEvent(noise_multiplier / 2)), steps)',
         [REF, W + '::test_trained_noise_std_is_lr_sigma_c_over_b_and_epsilon_is_what_ran']),
+    # Invariant 18: augmentation keys an adversary can compute (from config.seed).
+    'augment_key_from_seed': (
+        'image_classification/training/loop.py',
+        'augment_key=randomness.augment_key(),',
+        'augment_key=jax.device_get(base_key),',
+        ['tests/workdir/test_secret_file.py::'
+         'test_the_step_augments_with_the_secrets_key_not_one_from_config_seed']),
+    'crop_keyed_by_index': (
+        'image_classification/input/on_disk.py',
+        'return self.crop(picture, step, self.record_id(index)), int(self.labels[index])',
+        'return self.crop(picture, step, str(index).encode()), int(self.labels[index])',
+        ['tests/input/test_input_pipeline.py::'
+         'test_a_file_added_to_the_folder_changes_no_other_files_crop']),
 }
 
 
