@@ -8,6 +8,7 @@ Without --config, the config is the workdir's own (workdir/saved_config.py), so 
 with: ``use_workdir_config(argv)``, called before the flags are parsed, makes it the
 --config flag's default. Nothing of JAX is imported at the top of this module.
 """
+import json
 import os
 
 from absl import flags
@@ -92,6 +93,32 @@ def _check_output(output: str, images: list[str]) -> None:
                       'replaced by the predictions; give a new file or a .csv to replace')
 
 
+# What an explicit --config must share with the run's own config.json: the model the
+# parameters belong to, and the dataset (its path, sizes and the like may differ).
+_SAME = (('model', 'name'), ('model', 'kwargs'), ('model', 'features'),
+         ('model', 'features_kwargs'), ('data', 'name'))
+
+
+def _check_same_model_and_data(workdir: str, config, error) -> None:
+  """An explicit --config of another model or dataset than the run's is refused (its
+  parameters would not fit, or it would evaluate on data of other classes, and a
+  tfds dataset might start downloading)."""
+  if config is None or not hasattr(config, 'to_dict'):
+    return
+  saved = run_files.read_json(workdir, run_files.CONFIG)
+  given = json.loads(json.dumps(config.to_dict(), default=str))  # tuples as saved
+  differ = []
+  for section, key in _SAME:
+    old = (saved.get(section) or {}).get(key)
+    new = (given.get(section) or {}).get(key)
+    if old is not None and old != new:
+      differ.append(f'config.{section}.{key}: {old!r} in the run, {new!r} in --config')
+  if differ:
+    raise error(f'--config does not describe the run in {workdir}: ' + '; '.join(differ)
+                + '. Leave --config out to use the run\'s own config, and override only '
+                'what differs here (e.g. --config.data.path=...)')
+
+
 def run(config) -> None:
   """--evaluate and --predict with ``config`` (the workdir's own unless --config)."""
   from image_classification.trained import inference  # pylint: disable=g-import-not-at-top
@@ -100,6 +127,7 @@ def run(config) -> None:
       raise inference.InferenceError(
           f'{workdir!r} holds no config.json: it is not the workdir of a training run '
           '(launch.py --config=... --workdir=DIR)')
+    _check_same_model_and_data(workdir, config, inference.InferenceError)
   if EVALUATE.value:
     result = inference.evaluate_workdir(EVALUATE.value, config)
     top5 = f', top-5 {result["top5"]:.4f}' if 'top5' in result else ''

@@ -314,3 +314,15 @@ def test_predict_and_evaluate_flags_that_would_lose_data_are_refused_first(workd
   with open(os.path.join(workdir, run_files.CONFIG), 'rb') as f:
     assert f.read() == config_bytes
   assert os.listdir(folder) == [] and not os.path.exists(tmp_path / 'other')
+
+
+def test_an_explicit_config_of_another_model_or_dataset_is_refused(workdir):
+  """--evaluate=W --config=OTHER once evaluated W's parameters under OTHER's dataset
+  (a tfds download started); the model and the dataset must be the run's."""
+  proc = _launch([f'--evaluate={workdir}', '--config=configs/mnist_eps3.py'])
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert "config.data.name: 'digits' in the run, 'mnist' in --config" in proc.stderr
+  assert 'Downloading' not in proc.stdout + proc.stderr
+  proc = _launch([f'--evaluate={workdir}', '--config=configs/quickstart.py',
+                  '--config.data.max_test_examples=50'])  # the same model and data
+  assert proc.returncode == 0, proc.stderr[-2000:]
