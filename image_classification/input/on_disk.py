@@ -185,9 +185,7 @@ class ImageFolderSource:
   def record_ids(self, count: int | None = None) -> list[bytes]:
     """Stable ids of the first ``count`` records: their '/'-separated paths relative
     to the dataset root (no file is read)."""
-    return [self.record_id(i) for i in range(min(count if count is not None
-                                                     else len(self.files),
-                                                     len(self.files)))]
+    return [self.record_id(i) for i in range(len(self.files[:count]))]
 
   def record_id(self, index: int) -> bytes:
     """Record ``index``'s stable id: its '/'-separated path relative to the root."""

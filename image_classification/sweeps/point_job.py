@@ -64,9 +64,8 @@ def run_point(config: ml_collections.ConfigDict, point_dir: str, train_fn: Train
   """
   # The point's folder is locked before its job record is touched: a second job of
   # the same point fails here and leaves the running one's record as it is.
-  with workdir_lock.held(point_dir, writer=jax.process_index() == 0,
-                         agree=(distributed.broadcast_from_writer
-                                if jax.process_count() > 1 else None)):
+  with workdir_lock.held(point_dir, writer=distributed.is_writer(),
+                         agree=distributed.broadcast_from_writer):
     return _run_point(config, point_dir, train_fn, executor=executor, job_id=job_id)
 
 

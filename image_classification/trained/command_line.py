@@ -70,11 +70,11 @@ def check_flags() -> None:
     command_line.fail('--output is for --predict only (the CSV of predictions); a '
                       'training run writes into --workdir')
   if requested() and command_line.WORKDIR.value:
+    command = '--evaluate' if EVALUATE.value else '--predict'
     command_line.fail(
-        f'--workdir={command_line.WORKDIR.value} is not used with '
-        f'--{"evaluate" if EVALUATE.value else "predict"}: the run is the one in '
-        f'--{"evaluate" if EVALUATE.value else "predict"}=WORKDIR, and its results are '
-        'written there; leave --workdir out')
+        f'--workdir={command_line.WORKDIR.value} is not used with {command}: the run is '
+        f'the one in {command}=WORKDIR, and its results are written there; leave '
+        '--workdir out')
   if PREDICT.value and not IMAGES.value:
     command_line.fail('--predict needs --images=FILE_OR_FOLDER[,...]')
   if PREDICT.value and OUTPUT.value:

@@ -114,8 +114,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
   start_time = time.time()
   # One training process per workdir (workdir/lock.py): an existing workdir is locked
   # before anything is loaded, a new one as it is made; a second command fails there.
-  writer = distributed.is_writer()
-  agree = distributed.broadcast_from_writer if jax.process_count() > 1 else None
+  writer, agree = distributed.is_writer(), distributed.broadcast_from_writer
   with workdir_lock.held(workdir, writer, create=False, agree=agree) as locked:
     exp = prepare(config, workdir, dry_run, dataset, audit)
     if isinstance(exp, dict):  # a complete run, or a dry run: nothing to train

@@ -61,8 +61,9 @@ def held(workdir: str, writer: bool = True, create: bool = True,
 
   ``writer``: whether this process takes the lock (process 0). ``create``: make the
   folder if missing; with False a workdir that does not exist yet is neither made nor
-  locked (nothing can run in it). ``agree``: in a multi-process job, a collective that
-  gives every process process 0's value (every process must call ``held`` alike).
+  locked (nothing can run in it). ``agree``: a collective that gives every process
+  process 0's value (distributed.broadcast_from_writer; every process of a job must
+  call ``held`` alike); None in a single process.
   """
   key = os.path.realpath(workdir)
   fd, busy, mine = None, False, False
