@@ -118,6 +118,10 @@ def test_bad_field_messages_say_what_fixes_them():
       r'config.training.num_steps=200: and training.num_epochs=3.0 are both set.*'
       r'--config.training.num_epochs=0 --config.training.num_steps=200')):
     config_lib.validate(_config(**{'training.num_epochs': 3.0}), num_devices=1)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.data.name='mnsit': unknown dataset; did you mean "
+                     r"'mnist'\? choose one of"):
+    config_lib.validate(_config(**{'data.name': 'mnsit'}), 1)
   with pytest.raises(config_lib.ConfigError, match='--config.data.num_classes=10'):
     config_lib.validate(_config(**{'data.name': 'npz', 'data.path': __file__}), 1)
 

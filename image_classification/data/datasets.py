@@ -15,6 +15,7 @@ A new tfds dataset is one ``register(DatasetSpec(...))`` call below; a new on-di
 format also needs a reader in local_files.py, registered in sources.LOCAL_READERS.
 """
 import dataclasses
+import difflib
 import os
 
 import ml_collections
@@ -138,7 +139,9 @@ def validate_config(data: ml_collections.ConfigDict) -> None:
   raises ConfigError naming the field and the fix."""
   d, fail = data, errors.config_fail
   if d.name not in DATASETS:
-    fail('data.name', d.name, f'unknown dataset; choose one of {list(names())}')
+    close = difflib.get_close_matches(str(d.name), list(names()), n=1)
+    hint = f'did you mean {close[0]!r}? ' if close else ''
+    fail('data.name', d.name, f'unknown dataset; {hint}choose one of {list(names())}')
   if d.path and not os.path.exists(d.path):
     fail('data.path', d.path, 'no such file or folder; give the folder that holds the '
          "dataset's original files, or leave it empty to use tfds")

@@ -498,3 +498,11 @@ def test_npz_truncated_or_not_a_zip(tmp_path):
     with pytest.raises(base.DataError, match=expected) as e:
       local_files.load_npz(str(path), num_classes=2)
     assert 'allow_pickle' not in str(e.value) and 'x_train, y_train' in str(e.value)
+
+
+def test_image_folder_path_that_is_a_file_says_so(tmp_path):
+  picture = tmp_path / 'one.png'
+  picture.write_bytes(b'not read')
+  with pytest.raises(base.DataError, match=r"'.*one.png' is a file, not a folder.*"
+                     r'train/<class>/'):
+    local_files.load_image_folder(str(picture))

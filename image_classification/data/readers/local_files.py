@@ -418,6 +418,10 @@ class _FolderListing:
 def _list_image_folder(path: str) -> _FolderListing:
   """Lists ``path/train/<class>/*`` (and ``path/test/<class>/*``); checks the layout."""
   train_dir = os.path.join(path or '', 'train')
+  if path and os.path.isfile(path):
+    raise base.DataError(
+        f'image folder {path!r} is a file, not a folder; give the folder that holds '
+        'train/<class>/ (and optionally test/<class>/)')
   if not path or not os.path.isdir(train_dir):
     raise base.DataError(
         f'image folder {path!r} has no train/ sub-folder; expected '
