@@ -171,12 +171,29 @@ def timing_parameters(config: ml_collections.ConfigDict) -> tuple[float, float]:
   return float(config.privacy.clipping_norm), float(sigma)
 
 
+# The steps a timed BandMF strategy is normalised for when the config gives epochs
+# (the benchmark has no dataset): the step's cost does not depend on it.
+TIMING_STEPS = 1000
+
+
 def timing_privatizer(config: ml_collections.ConfigDict):
-  """The privatizer for timing a step without a dataset (the benchmark): DP-SGD's
-  Gaussian noise N(0, (sigma C)^2) with ``timing_parameters``. Accounts nothing."""
+  """The privatizer for timing a step without a dataset (the benchmark): the config's
+  mechanism with ``timing_parameters``; accounts nothing. DP-SGD's Gaussian noise
+  N(0, (sigma C)^2), or BandMF with b = privacy.num_bands: the same state (b - 1 past
+  draws) and streaming solve as a run, with placeholder strategy coefficients (all
+  equal, norm 1) instead of optimised ones: the cost of a step does not depend on
+  their values, and optimising them would take longer than the timing."""
   clipping_norm, sigma = timing_parameters(config)
-  return privatizers.GaussianPrivatizer.create(noise_multiplier=sigma,
-                                               clipping_norm=clipping_norm)
+  p = config.privacy
+  cls = privatizers.PRIVATIZERS[p.mechanism]
+  bands = int(p.num_bands) if cls.uses_strategy else 1
+  if bands <= 1:
+    return privatizers.GaussianPrivatizer.create(noise_multiplier=sigma,
+                                                 clipping_norm=clipping_norm)
+  steps = max(int(config.training.num_steps or 0), TIMING_STEPS, bands)
+  return cls.create(noise_multiplier=sigma, clipping_norm=clipping_norm, steps=steps,
+                    num_bands=bands, strategy_coefs=(bands ** -0.5,) * bands,
+                    strategy_sensitivity=1.0)
 
 
 def make_plan(config: ml_collections.ConfigDict, dataset_size: int) -> PrivacyPlan:

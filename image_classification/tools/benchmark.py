@@ -27,7 +27,8 @@ recorded beside them.
 Privacy: nothing here touches private data (the images are random), and the noise
 multiplier only sets the scale of the noise, not the cost, so a placeholder is used
 when the config leaves it to calibration. The noise reaches the step as in training,
-through a privatizer (plan.timing_privatizer: DP-SGD's Gaussian noise).
+through a privatizer (plan.timing_privatizer: the config's mechanism, DP-SGD's
+Gaussian noise or BandMF's correlated noise with placeholder coefficients).
 """
 import dataclasses
 import json
@@ -499,6 +500,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'noise_multiplier': float(setup.noise_multiplier),
       'micro_batch_size': int(t.micro_batch_size or 0),
       'noise_generator': noise.generator(len(setup.noise_key)),
+      'mechanism': _mechanism(setup.privatizer),
       'jax_version': jax.__version__,
       'reps': reps, 'warmup_steps': warmup,
       'timing': 'median over reps of wall-clock seconds per step, after compilation '
@@ -568,13 +570,20 @@ def _format_row(row: dict) -> str:
            f"{row['dp_over_nonprivate_time']:.2f}" if nonprivate else ''))
 
 
+def _mechanism(privatizer) -> str:
+  """'dp-sgd' or 'bandmf (b = 3 bands)': which noise the timed step adds."""
+  bands = getattr(privatizer, 'num_bands', 1)
+  return f'bandmf (b = {bands} bands)' if bands > 1 else 'dp-sgd'
+
+
 def format_table(result: dict) -> str:
   """The rows as a markdown table."""
   lines = [
       f"{result['model']} ({result['num_params']:,} params) on {result['device']}, "
       f"jax {result['jax_version']}"
       + (f", noise from {result['noise_generator']}" if result.get('noise_generator')
-         else ''),
+         else '')
+      + (f", mechanism {result['mechanism']}" if result.get('mechanism') else ''),
       '| batch | augmult | per-example grads | compute dtype | DP img/s | '
       'non-private img/s | DP/non-private time | peak memory MiB | '
       'XLA buffers MiB (DP / non-private) |',

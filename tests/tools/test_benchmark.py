@@ -4,10 +4,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from configs import base
 from image_classification import config as config_lib
+from image_classification import plan as plan_lib
+from image_classification.privacy import bandmf
+from image_classification.privacy import privatizers
 from image_classification.workdir import run_files
 from image_classification.tools import benchmark
 from tests import test_configs
@@ -219,3 +224,27 @@ def test_the_benchmark_is_a_tool_of_its_own(tmp_path):
       'error: --config and --workdir are required, e.g. python -m '
       'image_classification.tools.benchmark --config=configs/quickstart.py '
       '--workdir=/tmp/benchmark']
+
+
+def test_a_bandmf_config_times_bandmf_noise(tmp_path):
+  """privacy.mechanism='bandmf' times BandMF's step (its b - 1 past draws in the state
+  and the streaming solve), not DP-SGD's; placeholder coefficients, nothing optimised."""
+  config = _tiny_config()
+  config.privacy.mechanism, config.privacy.num_bands = 'bandmf', 3
+  privatizer = plan_lib.timing_privatizer(config)
+  assert isinstance(privatizer, bandmf.BandMFPrivatizer)
+  assert privatizer.num_bands == 3
+  assert privatizer.steps == plan_lib.TIMING_STEPS
+  assert np.linalg.norm(privatizer.coefs) == pytest.approx(1.0)
+  params = {'w': np.zeros((4, 2), np.float32)}
+  past_draws = jax.tree_util.tree_leaves(privatizer.init(params))
+  assert sum(x.size for x in past_draws) >= 2 * 8  # b - 1 copies of the parameters
+  out = _run(config, tmp_path, batch_sizes=[4], augmults=[1],
+             implementations=['vmap'], reps=1, warmup=1)
+  assert out['mechanism'] == 'bandmf (b = 3 bands)'
+  assert 'mechanism bandmf (b = 3 bands)' in benchmark.format_table(out)
+  config.privacy.num_bands = 1  # b = 1 is DP-SGD
+  assert isinstance(plan_lib.timing_privatizer(config), privatizers.GaussianPrivatizer)
+  dp_sgd = _run(_tiny_config(), tmp_path / 'dp_sgd', batch_sizes=[4], augmults=[1],
+                implementations=['vmap'], reps=1, warmup=1)
+  assert dp_sgd['mechanism'] == 'dp-sgd'
