@@ -7,8 +7,9 @@
 
 The handlers are the tools' own ``run_from_flags`` (benchmark.py, input_benchmark.py),
 which read these flags; this module imports nothing of JAX at its top, so that
-launch.py's --help is instant. (Through launch.py the process flags, --host_devices
-and the rest, apply too.)
+launch.py's --help is instant. The process flags (--host_devices and the rest) apply
+only through launch.py: ``python -m`` has imported JAX before they could act, so the
+tools refuse them with the launch.py command to use.
 """
 import sys
 
@@ -47,9 +48,32 @@ WORKERS = flags.DEFINE_list(
     '(0: the loading thread alone).')
 
 
+# launch.py's process flags (hosts/command_line.py): they must act before JAX is
+# imported, and a tool run with ``python -m`` has imported it already.
+PROCESS_FLAGS = ('host_devices', 'coordinator_address', 'num_processes', 'process_id',
+                 'distributed', 'distributed_timeout', 'compilation_cache_dir')
+LAUNCH_FLAG = {'benchmark': '--benchmark', 'input_benchmark': '--benchmark_input'}
+
+
+def refuse_process_flags(tool: str, argv) -> None:
+  """A process flag given to ``python -m image_classification.tools.<tool>``: one
+  error line naming the launch.py command that takes it."""
+  for arg in argv[1:]:
+    name = arg.lstrip('-').split('=')[0]
+    if name.startswith('no') and name[2:] in PROCESS_FLAGS:
+      name = name[2:]
+    if arg.startswith('-') and name in PROCESS_FLAGS:
+      command_line.fail(
+          f'--{name} is a flag of launch.py, applied before JAX is imported; run the '
+          f'same command as python launch.py {LAUNCH_FLAG.get(tool, "")} '
+          f'--config=... --workdir=... {arg} (or set XLA_FLAGS='
+          '--xla_force_host_platform_device_count=N for the device count)')
+
+
 def tool_main(tool: str, run_from_flags) -> None:
   """``python -m image_classification.tools.<tool>``: --config, --workdir and the
   tool's flags; errors and signals as launch.py's (command_line.run)."""
+  refuse_process_flags(tool, sys.argv)
 
   def main(argv):
     if len(argv) > 1:

@@ -224,6 +224,16 @@ def test_the_benchmark_is_a_tool_of_its_own(tmp_path):
       'error: --config and --workdir are required, e.g. python -m '
       'image_classification.tools.benchmark --config=configs/quickstart.py '
       '--workdir=/tmp/benchmark']
+  # launch.py's process flags act before JAX is imported: the tool names the command.
+  proc = subprocess.run(tool + ['--config=configs/quickstart.py', f'--workdir={tmp_path}',
+                                '--host_devices=2'], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      'error: --host_devices is a flag of launch.py, applied before JAX is imported; '
+      'run the same command as python launch.py --benchmark --config=... '
+      '--workdir=... --host_devices=2 (or set '
+      'XLA_FLAGS=--xla_force_host_platform_device_count=N for the device count)']
 
 
 def test_a_bandmf_config_times_bandmf_noise(tmp_path):
