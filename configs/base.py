@@ -63,6 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'feature_cnn') is DP-trained on them. No augmentation with features.
   config.model.features = ''
   config.model.features_kwargs = ml_collections.ConfigDict()
+  # With features: 0, or a shift s in pixels: each training example is the 5 fixed
+  # views (the image, and the image shifted by s pixels up, down, left and right), its
+  # gradient the mean of theirs before clipping (augmentation multiplicity on fixed,
+  # public views; the features of every view are computed once, 5x the memory).
+  config.model.features_shift = 0
   # Fine-tuning: restore parameters from this checkpoint, replace the head.
   config.model.pretrained_path = ''
   config.model.train_only_head = False

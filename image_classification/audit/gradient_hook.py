@@ -190,7 +190,8 @@ class GradientAuditHook:
     self.observations[int(step)] = values
 
   # ------------------------------------------------------------ after training
-  def finish(self, apply_fn, params, mean, std, plan, workdir: str) -> dict[str, Any]:
+  def finish(self, apply_fn, params, mean, std, plan, workdir: str,
+             inputs_of=None) -> dict[str, Any]:
     """Scores the canaries, computes the bounds, writes audit.json.
 
     Args as the input audit's (hook.AuditHook.finish); ``params`` are the evaluation
@@ -200,7 +201,7 @@ class GradientAuditHook:
       ValueError: ``prepare``/``step_canaries`` were not called, or the plan's N is
         not the size of the audited training split.
     """
-    del apply_fn, mean, std
+    del apply_fn, mean, std, inputs_of  # gradient canaries: no input is scored
     started = time.time()
     c = self.canaries
     if c is None or plan.dataset_size != c.train_size:

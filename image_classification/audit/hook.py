@@ -116,7 +116,8 @@ class AuditHook:
   def observe(self, step: int, values) -> None:
     raise ValueError('the input audit observes no step')
 
-  def finish(self, apply_fn, params, mean, std, plan, workdir: str) -> dict[str, Any]:
+  def finish(self, apply_fn, params, mean, std, plan, workdir: str,
+             inputs_of=None) -> dict[str, Any]:
     """Scores the canaries, computes the epsilon lower bound, writes audit.json.
 
     The score of a canary is the log-probability the model gives its wrong label
@@ -132,6 +133,8 @@ class AuditHook:
       plan: the run's privacy plan (epsilon, delta, non_private, dataset_size,
         sampling, neighboring_relation, mechanism_name, num_bands).
       workdir: where audit.json goes.
+      inputs_of: what the model sees of raw images, where that is not the images
+        (config.model.features: their features); None: the images themselves.
 
     Returns:
       audit.json's content as a dict. 'epsilon' is float('inf') for a
@@ -148,6 +151,8 @@ class AuditHook:
           f'audited training split has {c and c.train_size}: call the audit hook\'s '
           'prepare before the plan is made')
     images, labels, _ = c.canaries()
+    if inputs_of is not None:  # e.g. the canaries' features, as the model trained on
+      images = inputs_of(images)
     logits = scoring.canary_logits(apply_fn, params, images, mean, std)
     scores, nonfinite = scoring.rankable(scoring.score_canaries(logits, labels))
     result = statistics.audit_from_scores(scores, c.included, plan.delta,

@@ -49,3 +49,16 @@ def augmult_views(keys, images, *, augmult: int, random_crop: bool,
         k, image, random_crop=random_crop, random_flip=random_flip, pad=pad))(view_keys)
 
   return jax.vmap(views_of_one)(keys, x)
+
+
+def stacked_views(images, *, views: int, mean, std):
+  """The K = ``views`` fixed views of every example, stored side by side on the channel
+  axis (models/features.py, config.model.features_shift): [B, H, W, K C] ->
+  standardised float32 [B, K, H, W, C], view k from channels [k C, (k + 1) C).
+  Nothing is drawn: each example's views are its own stored values."""
+  b, h, w, kc = images.shape
+  if kc % views:
+    raise ValueError(f'{kc} channels do not hold {views} views of equal size')
+  x = jnp.moveaxis(images.reshape(b, h, w, views, kc // views), 3, 1)
+  return standardise(x, mean, std)
+

@@ -28,6 +28,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from image_classification.input import augmentation
+from image_classification.models import features as features_lib
 from image_classification.privacy import clipped_sums
 from image_classification.privacy.clipped_sums import coverage
 from image_classification.privacy import noise
@@ -51,6 +52,9 @@ class StepConfig:
   # 'ghost'): the same clipped sum to float tolerance, different speed and memory.
   per_example_grads: str
   augmult: int = 1
+  # > 1: the examples are this many fixed views stacked on the channel axis (the
+  # features of shifted images, config.model.features_shift), used as the K views.
+  feature_views: int = 1
   random_crop: bool = False
   random_flip: bool = False
   mean: tuple = (0.5,)
@@ -69,7 +73,7 @@ def step_config(config: ml_collections.ConfigDict, *, clipping_norm: float,
   fields = dict(
       clipping_norm=clipping_norm, expected_batch_size=expected_batch_size, micro_batch_size=t.micro_batch_size,
       per_example_grads=t.per_example_grads, augmult=d.augmult,
-      random_crop=d.random_crop, random_flip=d.random_flip, mean=tuple(mean),
+      feature_views=features_lib.num_views(config), random_crop=d.random_crop, random_flip=d.random_flip, mean=tuple(mean),
       std=tuple(std), ema_decay=t.ema.decay, ema_start_step=t.ema.start_step)
   fields.update(overrides)
   return StepConfig(**fields)
@@ -188,9 +192,13 @@ class DPStep:
       canary_labels = labels
       mask, is_canary, labels = canary_slots.split_slots(labels, mask)
     aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
-    views = augmentation.augmult_views(
-        aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
-        random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+    if cfg.feature_views > 1:  # fixed, stored views: nothing is drawn
+      views = augmentation.stacked_views(images, views=cfg.feature_views,
+                                         mean=cfg.mean, std=cfg.std)
+    else:
+      views = augmentation.augmult_views(
+          aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
+          random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
     loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
     summed, norms, valid, losses = self._clipped_sum_fn(
         loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm)

@@ -101,9 +101,15 @@ class Experiment:
                               jax.tree_util.tree_leaves(abstract['params'])))
     if audit is not None:  # e.g. the gradient audit's canaries need model coordinates
       audit.check_model(abstract['params'])
+    # What the model sees of a raw image (the input audit's canaries): the image, or
+    # its features.
+    self.inputs_of = None
     if self.features is not None:  # every check has passed: the long part
+      self.inputs_of = features_lib.of_images(self.features, self.data.mean,
+                                              self.data.std)
       self.data, self.validation = features_lib.precompute(
-          self.data, self.validation, self.features, compute=not dry_run)
+          self.data, self.validation, self.features, compute=not dry_run,
+          shift=int(config.model.features_shift))
 
   def _feature_extractor(self, config):
     name = config.model.features
@@ -133,6 +139,12 @@ class Experiment:
     if self.features is not None:  # what the model sees instead of the images
       d['features'] = self.config.model.features
       d['public_prior'] = self.features.describe()
+      shift = int(self.config.model.features_shift)
+      if shift:  # fixed views: augmentation multiplicity without randomness
+        d['public_prior'] += (
+            f'; each training example as {features_lib.num_views(self.config)} fixed '
+            f'views (the image and its shifts by {shift} pixel(s) down, up, right and '
+            'left), its loss averaged over them before clipping')
     if self.data.private_evaluation_note:
       d['evaluation_data'] = self.data.private_evaluation_note
       d['computed_without_noise'] = d['computed_without_noise'] + ['test_accuracy']

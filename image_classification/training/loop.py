@@ -33,6 +33,7 @@ from image_classification import stop_signals
 from image_classification.data import fingerprint
 from image_classification.input import input_pipeline
 from image_classification.input import prefetch
+from image_classification.models import features as features_lib
 from image_classification.privacy import batch_selection
 from image_classification.privacy import mechanism_secret
 from image_classification.privacy import privatizers
@@ -269,11 +270,15 @@ def _open_outputs(run: Run, start_time: float) -> None:
   run.tracker = wandb_logger.WandbLogger(config, run.workdir,
                                          active=jax.process_index() == 0)
   run.tracker.log_privacy(exp.plan_json())
+  # Images per example: augmult's random views, or the fixed views of the features.
+  views = features_lib.num_views(config)
+  per_example = config.data.augmult * views
   print(f'{config.model.name} ({exp.num_params:,} params) on {config.data.name} '
         f'(N={exp.dataset_size}, images {"x".join(map(str, exp.image_shape))}, '
         f'{exp.data.num_classes} classes) | {mesh_lib.describe(exp.devices)} | '
-        f'{plan.steps} steps of expected batch {plan.expected_batch_size} x augmult '
-        f'{config.data.augmult} | '
+        f'{plan.steps} steps of expected batch {plan.expected_batch_size} x '
+        + (f'{views} fixed views' if views > 1 else f'augmult {config.data.augmult}')
+        + ' | '
         + ('NON-PRIVATE (no noise)' if plan.non_private else
            f'sigma={plan.noise_multiplier:.4f}, C={plan.clipping_norm}, target '
            f'eps={plan.target_epsilon} at delta={round_up.round_up(plan.delta, 3)} '
@@ -283,12 +288,12 @@ def _open_outputs(run: Run, start_time: float) -> None:
       run.workdir, truncate_after_step=run.start_step if run.restored else None)
                  if run.writer else _NoMetrics())
   run.progress = progress_lib.Progress(
-      plan.steps, images_per_step=plan.expected_batch_size * config.data.augmult,
+      plan.steps, images_per_step=plan.expected_batch_size * per_example,
       epochs_per_step=plan.expected_batch_size / exp.dataset_size,
       test_on_private_data=bool(exp.data.private_evaluation_note))
   run.control = run_control.RunControl(t.checkpoint_every_minutes)
   run.clock = run_control.WallClock(run.workdir, run.start_step, start_time=start_time)
-  run.meter = actions_lib.Meter(start_time, config.data.augmult)
+  run.meter = actions_lib.Meter(start_time, per_example)
   # The next batches are read in the background while the devices compute; the thread
   # is stopped however the loop ends (the last step, an exception, Ctrl-C).
   run.batches = prefetch.Prefetcher(_batch_reader(run), range(run.step, plan.steps),
@@ -362,7 +367,7 @@ def finish(run: Run) -> dict:
   if exp.audit is not None:
     audit_result = exp.audit.finish(exp.model.apply, run.eval_params(),
                                     tuple(exp.data.mean), tuple(exp.data.std), plan,
-                                    run.workdir)
+                                    run.workdir, inputs_of=exp.inputs_of)
   privacy = records.final_privacy(exp.privacy_json(step, eps), plan, step, selected)
   records.write_final_privacy(run.workdir, privacy, run.writer)
   run.clock.update(step)

@@ -29,6 +29,7 @@ import numpy as np
 
 from image_classification import config as config_lib
 from image_classification import optimizers
+from image_classification.models import features as features_lib
 from image_classification.workdir import run_files
 from image_classification.workdir import checkpoint_store
 from image_classification.training import mesh as mesh_lib
@@ -165,7 +166,8 @@ def estimate(model: nn.Module, params, image_shape: tuple, config, plan, devices
   micro = int(t.micro_batch_size)
   if not micro:  # the whole per-device share of the padded batch
     micro = plan.batch_selection().capacity(ndev) // ndev
-  augmult = int(config.data.augmult)
+  # The views per example: augmult's, or the stored fixed views of the features.
+  augmult = int(config.data.augmult) * features_lib.num_views(config)
   optimizer, _ = optimizers.make_optimizer(t, max(int(plan.steps), 1))
   param_bytes = _bytes(params)
   parts = {'parameters': param_bytes,

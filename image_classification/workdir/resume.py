@@ -76,7 +76,8 @@ IGNORED_CONFIG_FIELDS = (
 # and at this value now is no difference (the run computes the same thing).
 ADDED_CONFIG_FIELDS = {'data.validation_fraction': 0.0,
                        'training.compute_dtype': 'float32',
-                       'training.select_on_validation': False}
+                       'training.select_on_validation': False,
+                       'model.features_shift': 0}
 
 # Resume fields (plan_lib.RESUME_FIELDS) absent from older checkpoints, and what
 # they meant by them (DP-SGD has no strategy).

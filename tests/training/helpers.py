@@ -21,7 +21,7 @@ def tiny_batch(n=16, seed=0, size=6):
 
 def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
               expected_batch_size=8.0, clipping_norm=0.5, seed=0, random_flip=False,
-              noise_key=None):
+              noise_key=None, feature_views=1):
   """A DPStep of a small CNN; ``noise_key``: raw uint32 words (default: the seeded
   two-word key PRNGKey(seed + 2))."""
   model = registry.build('cnn', 3, channels=(32,))
@@ -29,7 +29,8 @@ def make_step(noise_multiplier=0.0, micro_batch_size=0, augmult=1, devices=None,
   optimizer = optax.sgd(1.0)  # params_new = params - privatised gradient
   cfg = dp_step.StepConfig(
       clipping_norm=clipping_norm, expected_batch_size=expected_batch_size, micro_batch_size=micro_batch_size,
-      augmult=augmult, random_flip=random_flip, per_example_grads='vmap')
+      augmult=augmult, random_flip=random_flip, per_example_grads='vmap',
+      feature_views=feature_views)
   mesh = mesh_lib.make_mesh(devices)
   step = dp_step.DPStep(model.apply, optimizer, cfg, mesh, jax.random.PRNGKey(seed + 1),
                         noise_key=(jax.random.PRNGKey(seed + 2) if noise_key is None

@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from image_classification.input import augmentation
+from tests.training import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -126,3 +129,44 @@ def test_augmult_views_are_random_crops_and_flips_of_the_example():
     for v in plain[i]:
       np.testing.assert_array_equal(
           v, np.asarray(augmentation.standardise(images[i], (0.5,), (0.5,))))
+
+
+def test_fixed_views_are_averaged_per_example_before_clipping():
+  """config.model.features_shift's fixed views, stacked on the channel axis: the step
+  clips each example's gradient of its loss averaged over its K views (one clipped
+  contribution per example, norm <= C), exactly as computed by hand."""
+  k, n, clip = 3, 6, 0.05
+  step, state, _ = helpers.make_step(0.0, feature_views=k, clipping_norm=clip,
+                                     expected_batch_size=8.0)
+  rng = np.random.default_rng(3)
+  stacked = rng.integers(0, 256, (n, 6, 6, k), dtype=np.uint8)  # view v: channel v
+  labels = rng.integers(0, 3, n).astype(np.int32)
+  mask = np.array([True] * (n - 1) + [False])  # the last slot is padding
+  applied, stats = helpers.privatised_gradient(step, state, stacked, labels, mask)
+
+  params = jax.device_get(state.params)
+  views = np.asarray(augmentation.stacked_views(stacked, views=k, mean=(0.5,),
+                                                std=(0.5,)))
+  assert views.shape == (n, k, 6, 6, 1)
+  for v in range(k):  # view v is channel v, standardised like an image
+    np.testing.assert_allclose(views[:, v, ..., 0], (stacked[..., v] / 255 - 0.5) / 0.5,
+                               rtol=1e-5, atol=1e-6)
+
+  def example_loss(p, example_views, label):
+    logits = step.apply_fn({'params': p}, example_views, is_training=True)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.full((k,), label)))
+
+  expected, norms = None, []
+  for i in range(n - 1):
+    g = jax.grad(example_loss)(params, views[i], labels[i])
+    norm = float(optax.global_norm(g))
+    norms.append(norm)
+    g = jax.tree_util.tree_map(lambda x: x * min(1.0, clip / norm), g)
+    expected = g if expected is None else jax.tree_util.tree_map(jnp.add, expected, g)
+  expected = jax.tree_util.tree_map(lambda x: x / 8.0, expected)
+  assert max(norms) > clip  # the clipping acts
+  assert int(stats['num_clipped']) == sum(x > clip for x in norms)
+  for got, want in zip(jax.tree_util.tree_leaves(applied),
+                       jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)

@@ -2,6 +2,7 @@
 the features are computed once, only the model on top is trained, privacy.md names the
 public prior, the exported model classifies raw images through the same extractor, and
 the configs that would augment features are refused before anything is computed."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,9 +14,12 @@ from configs import fashion_mnist_eps3
 from configs import mnist_eps3
 from configs import quickstart
 from image_classification import config as config_lib
+from image_classification import runs
 from image_classification.workdir import run_files
+from image_classification.data import base
 from image_classification.data import sources
 from image_classification.data.readers import digits
+from image_classification.models import features
 from image_classification.trained import inference
 from image_classification.training import loop
 
@@ -141,3 +145,67 @@ def test_data_size_plan_and_model_errors_come_before_the_features(tmp_path, caps
     with pytest.raises(config_lib.ConfigError, match=message):
       loop.train(config, str(tmp_path / 'run'))
     assert 'features of' not in capsys.readouterr().out  # none were computed
+
+
+def test_shifted_views_are_the_features_of_each_shifted_image():
+  """config.model.features_shift=s: the training split holds, per example, the features
+  of the image and of its shifts by s pixels (down, up, right, left) side by side;
+  the validation and test splits hold the image's own. Each view is a function of its
+  example alone."""
+  data = sources.resize_in_memory(digits.load(), 16)
+  small = dataclasses.replace(
+      data, train=base.ArraySource(data.train.images[:5], data.train.labels[:5]),
+      test=base.ArraySource(data.test.images[:3], data.test.labels[:3]))
+  extractor = features.build('scattering', (16, 16, 1), J=2, L=8)
+  plain, _ = features.precompute(small, None, extractor, batch_size=4)
+  views, _ = features.precompute(small, None, extractor, batch_size=4, shift=2)
+  c = extractor.output_shape[-1]
+  assert views.train.image_shape == (4, 4, 5 * c)
+  assert views.test.image_shape == plain.test.image_shape == (4, 4, c)
+  stacked, labels = views.train.get(np.arange(5))
+  np.testing.assert_array_equal(labels, data.train.labels[:5])
+  of_images = features.of_images(extractor, small.mean, small.std)
+  images = data.train.images[:5]
+  for v, (dy, dx) in enumerate(features.SHIFT_DIRECTIONS):
+    moved = features.shifted(images, 2 * dy, 2 * dx)
+    np.testing.assert_allclose(stacked[..., v * c:(v + 1) * c], of_images(moved),
+                               rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(stacked[..., :c], plain.train.get(np.arange(5))[0])
+  # shifted(): the content moves, and 0 comes in from the edge.
+  image = np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1)
+  down_left = features.shifted(image, 1, -2)[0, ..., 0]
+  np.testing.assert_array_equal(down_left[1:, :2], image[0, :3, 2:, 0])
+  assert not down_left[0].any() and not down_left[:, 2:].any()
+
+
+def test_shifted_views_train_and_audit_end_to_end(tmp_path):
+  """A run with fixed views trains 5 views per example, says so in privacy.md, and
+  the input audit scores its canaries through the features (it used to fail after
+  training on the raw canary images)."""
+  config = _config()
+  config.model.features_shift = 1
+  config.audit.enabled = True
+  config.audit.num_canaries = 50
+  summary = runs.train(config, str(tmp_path))
+  assert summary['image_shape'] == [4, 4, 217] and summary['test_accuracy'] > 0.5
+  privacy = run_files.read_json(str(tmp_path), run_files.PRIVACY)
+  assert privacy['public_prior'] == (
+      f'{PRIOR}; each training example as 5 fixed views (the image and its shifts by 1 '
+      'pixel(s) down, up, right and left), its loss averaged over them before clipping')
+  audit = run_files.read_json(str(tmp_path), run_files.AUDIT)
+  assert audit['num_canaries'] == 50 and audit['epsilon_lower_bound'] >= 0.0
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'model.features_shift': -1}, 'config.model.features_shift=-1: must be an integer'),
+    ({'model.features_shift': 32}, 'shifts every view out of the 32x32 image'),
+    ({'model.features': '', 'model.features_kwargs': {}, 'model.name': 'cnn',
+      'model.features_shift': 1}, 'set only with config.model.features'),
+])
+def test_bad_features_shift_is_refused(overrides, message):
+  config = _config()
+  for field, value in overrides.items():
+    group, name = field.split('.')
+    config[group][name] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, 1)
