@@ -130,7 +130,8 @@ MUTATIONS = {
         '    views = views.reshape((-1, 1) + views.shape[2:])\n'
         '    labels, mask = jnp.repeat(labels, k), jnp.repeat(mask, k)\n'
         '    drop_keys = jnp.repeat(drop_keys, k, axis=0)\n',
-        [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b']),
+        [NB + '::test_adding_one_example_moves_the_update_by_at_most_lr_c_over_b',
+         EV + '::test_fixed_views_are_averaged_per_example_before_clipping']),
     'no_varying_cast': (
         'image_classification/training/dp_step.py',
         "    trainable = jax.lax.pcast(trainable, mesh_lib.DATA_AXIS, to='varying')\n"
@@ -218,6 +219,14 @@ MUTATIONS = {
         'return self.crop(picture, step, str(index).encode()), int(self.labels[index])',
         ['tests/input/test_input_pipeline.py::'
          'test_a_file_added_to_the_folder_changes_no_other_files_crop']),
+    # Invariant 16: an example's fixed views must be its own image, shifted.
+    'fixed_views_of_the_neighbour': (
+        'image_classification/models/features.py',
+        '[np.asarray(fn(shifted(padded, dy, dx)))[:len(idx)] for dy, dx in shifts], -1)',
+        '[np.asarray(fn(shifted(np.roll(padded, dy, 0), dy, dx)))[:len(idx)] '
+        'for dy, dx in shifts], -1)',
+        ['tests/training/test_features_training.py::'
+         'test_shifted_views_are_the_features_of_each_shifted_image']),
 }
 
 
