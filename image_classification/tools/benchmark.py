@@ -49,7 +49,6 @@ from image_classification import config as config_lib
 from image_classification import optimizers
 from image_classification import plan as plan_lib
 from image_classification.workdir import run_files
-from image_classification.input import augmentation
 from image_classification.data import base as data_base
 from image_classification.data import catalog
 from image_classification.data import datasets
@@ -148,11 +147,9 @@ def _nonprivate_step(apply_fn, optimizer, cfg: dp_step.StepConfig):
 
   def step(state, images, labels, keys):
     aug_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
-    views = augmentation.augmult_views(
-        aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
-        random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+    views = dp_step.example_views(cfg, aug_keys, images)
     flat = views.reshape((-1,) + views.shape[2:])
-    flat_labels = jnp.repeat(labels, cfg.augmult)
+    flat_labels = jnp.repeat(labels, views.shape[1])
 
     def loss_fn(params):
       logits = apply_fn({'params': params}, flat, is_training=True,
@@ -284,6 +281,7 @@ class _Setup:
   privatizer: Any
   clipping_norm: float
   noise_multiplier: float
+  feature_views: int = 1  # fixed views of features per example (features_shift)
 
   def fresh_state(self):  # each step donates its state, so every timing gets a copy
     copy = jax.tree_util.tree_map(jnp.copy, self.params)
@@ -328,7 +326,8 @@ def _build(config: ml_collections.ConfigDict, dtypes: Sequence[str],
   return _Setup(devices, mesh_lib.make_mesh(devices), shape, num_classes, mean, std,
                 models, optimizer, base_key, randomness.noise_key(),
                 randomness.augment_key(), params,
-                plan_lib.timing_privatizer(config), clipping_norm, noise_multiplier)
+                plan_lib.timing_privatizer(config), clipping_norm, noise_multiplier,
+                features.num_views(config))
 
 
 def _time_nonprivate(setup: _Setup, model, cfg, batch, reps, warmup, min_rep_seconds):
@@ -384,7 +383,10 @@ def _nonprivate_fields(images_per_step: int, dp_sec: float, nonprivate: dict) ->
 def _random_batch(setup: _Setup, batch: int, augmult: int):
   """(images, labels, mask, keys of the non-private step), sharded over the devices."""
   rng = np.random.default_rng(batch * 1000 + augmult)
-  images = rng.integers(0, 256, (batch,) + setup.shape, dtype=np.uint8)
+  # Fixed views of features (config.model.features_shift) are stored side by side
+  # on the channel axis, as the trainer holds them.
+  stored = setup.shape[:-1] + (setup.shape[-1] * setup.feature_views,)
+  images = rng.integers(0, 256, (batch,) + stored, dtype=np.uint8)
   labels = rng.integers(0, setup.num_classes, batch).astype(np.int32)
   mask = np.ones(batch, bool)
   keys = jax.random.split(setup.base_key, batch)
@@ -401,7 +403,7 @@ def _time_rows(config, setup: _Setup, batch_sizes, augmults, implementations, dt
     for augmult in augmults:
       for batch in batch_sizes:
         data = _random_batch(setup, batch, augmult)
-        images_per_step = batch * augmult
+        images_per_step = batch * augmult * setup.feature_views
         # The configured step at this batch size and augmult; each timed
         # implementation replaces per_example_grads. The non-private step reads only
         # the augmentation fields.
@@ -501,6 +503,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str,
       'micro_batch_size': int(t.micro_batch_size or 0),
       'noise_generator': noise.generator(len(setup.noise_key)),
       'mechanism': _mechanism(setup.privatizer),
+      # > 1: each example is this many stored fixed views (config.model.features_shift)
+      'feature_views': setup.feature_views,
       'jax_version': jax.__version__,
       'reps': reps, 'warmup_steps': warmup,
       'timing': 'median over reps of wall-clock seconds per step, after compilation '

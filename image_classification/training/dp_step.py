@@ -79,6 +79,18 @@ def step_config(config: ml_collections.ConfigDict, *, clipping_norm: float,
   return StepConfig(**fields)
 
 
+def example_views(cfg: StepConfig, aug_keys, images):
+  """[B, K, H, W, C] standardised views of a batch [B, H, W, C']: the stored fixed
+  views of features (cfg.feature_views > 1; nothing is drawn), else augmult's K views
+  from the per-example keys ``aug_keys`` [B, 2]."""
+  if cfg.feature_views > 1:
+    return augmentation.stacked_views(images, views=cfg.feature_views, mean=cfg.mean,
+                                      std=cfg.std)
+  return augmentation.augmult_views(
+      aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
+      random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+
+
 def covered_implementation(apply_fn: Callable, params, image_shape: tuple, name: str,
                            augmult: int = 1) -> tuple[str, str]:
   """The clipped-sum implementation to train a model with, and a line saying why.
@@ -192,13 +204,7 @@ class DPStep:
       canary_labels = labels
       mask, is_canary, labels = canary_slots.split_slots(labels, mask)
     aug_keys, drop_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
-    if cfg.feature_views > 1:  # fixed, stored views: nothing is drawn
-      views = augmentation.stacked_views(images, views=cfg.feature_views,
-                                         mean=cfg.mean, std=cfg.std)
-    else:
-      views = augmentation.augmult_views(
-          aug_keys, images, augmult=cfg.augmult, random_crop=cfg.random_crop,
-          random_flip=cfg.random_flip, mean=cfg.mean, std=cfg.std)
+    views = example_views(cfg, aug_keys, images)
     loss_fn = lambda p, v, y, k: self._example_loss(p, frozen, v, y, k)
     summed, norms, valid, losses = self._clipped_sum_fn(
         loss_fn, trainable, views, labels, drop_keys, mask, cfg.clipping_norm)

@@ -11,6 +11,7 @@ import pytest
 from configs import base
 from image_classification import config as config_lib
 from image_classification import plan as plan_lib
+from image_classification.models import features
 from image_classification.privacy import bandmf
 from image_classification.privacy import privatizers
 from image_classification.workdir import run_files
@@ -86,7 +87,9 @@ def test_benchmark_runs_for_every_config(name, tmp_path):
   (row,) = out['rows']
   assert out['model'] == config.model.name
   assert row['per_example_grads'] == config.training.per_example_grads
-  assert row['images_per_step'] == 4 * augmult
+  views = features.num_views(config)  # the fixed views of features, stored stacked
+  assert row['images_per_step'] == 4 * augmult * views
+  assert out['feature_views'] == views
   assert row['dp_images_per_sec'] > 0 and row['nonprivate_images_per_sec'] > 0
   assert os.path.exists(os.path.join(tmp_path, run_files.BENCHMARK))
 
