@@ -25,6 +25,10 @@ from image_classification.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRIOR = 'ScatterNet (J=3, L=8) fixed wavelet features, no data used to build them'
+# The recipe's fixed views (config.model.features_shift=1), named beside the prior.
+VIEWS = ('; each training example as 5 fixed views (the image and its shifts by 1 '
+         'pixel(s) down, up, right and left), its loss averaged over them before '
+         'clipping')
 
 
 def _config():
@@ -55,9 +59,10 @@ def test_privacy_report_names_the_public_prior(run):
   workdir, summary = run
   with open(os.path.join(workdir, run_files.PRIVACY_MD)) as f:
     report = f.read()
-  assert f'Public prior: {PRIOR}.' in report
+  assert f'Public prior: {PRIOR}{VIEWS}.' in report
   privacy = run_files.read_json(workdir, run_files.PRIVACY)
-  assert privacy['public_prior'] == PRIOR and privacy['features'] == 'scattering'
+  assert privacy['public_prior'] == PRIOR + VIEWS
+  assert privacy['features'] == 'scattering'
   assert summary['epsilon'] <= 8.0 + 1e-9
 
 
@@ -183,15 +188,13 @@ def test_shifted_views_train_and_audit_end_to_end(tmp_path):
   the input audit scores its canaries through the features (it used to fail after
   training on the raw canary images)."""
   config = _config()
-  config.model.features_shift = 1
+  assert config.model.features_shift == 1  # the recipe's
   config.audit.enabled = True
   config.audit.num_canaries = 50
   summary = runs.train(config, str(tmp_path))
   assert summary['image_shape'] == [4, 4, 217] and summary['test_accuracy'] > 0.5
   privacy = run_files.read_json(str(tmp_path), run_files.PRIVACY)
-  assert privacy['public_prior'] == (
-      f'{PRIOR}; each training example as 5 fixed views (the image and its shifts by 1 '
-      'pixel(s) down, up, right and left), its loss averaged over them before clipping')
+  assert privacy['public_prior'] == PRIOR + VIEWS
   audit = run_files.read_json(str(tmp_path), run_files.AUDIT)
   assert audit['num_canaries'] == 50 and audit['epsilon_lower_bound'] >= 0.0
 
