@@ -19,6 +19,7 @@ from image_classification.workdir import run_files
 from image_classification.data import base
 from image_classification.data import sources
 from image_classification.data.readers import digits
+from image_classification.input import augmentation
 from image_classification.models import features
 from image_classification.trained import inference
 from image_classification.training import loop
@@ -212,3 +213,25 @@ def test_bad_features_shift_is_refused(overrides, message):
     config[group][name] = value
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(config, 1)
+
+
+def test_shifted_views_of_rgb_images_keep_each_views_channels_together():
+  """On RGB images each view's 3 x K coefficients stay contiguous, so the step's
+  stacked_views gives back exactly the features of each shifted image."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+  splits = base.DatasetSplits(
+      name='rgb', train=base.ArraySource(images, np.arange(3, dtype=np.int32)),
+      test=base.ArraySource(images[:1], np.zeros(1, np.int32)), num_classes=3,
+      mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  extractor = features.build('scattering', (16, 16, 3), J=2, L=8)
+  views, _ = features.precompute(splits, None, extractor, batch_size=2, shift=1)
+  c = extractor.output_shape[-1]
+  assert c == 3 * 81 and views.train.image_shape == (4, 4, 5 * c)
+  stacked = views.train.get(np.arange(3))[0]
+  split = np.asarray(augmentation.stacked_views(
+      stacked, views=5, mean=views.mean, std=views.std))
+  of_images = features.of_images(extractor, splits.mean, splits.std)
+  for v, (dy, dx) in enumerate(features.SHIFT_DIRECTIONS):
+    np.testing.assert_allclose(split[:, v], of_images(features.shifted(images, dy, dx)),
+                               rtol=1e-4, atol=1e-5)
