@@ -222,9 +222,8 @@ MUTATIONS = {
     # Invariant 16: an example's fixed views must be its own image, shifted.
     'fixed_views_of_the_neighbour': (
         'image_classification/models/features.py',
-        '[np.asarray(fn(shifted(padded, dy, dx)))[:len(idx)] for dy, dx in shifts], -1)',
-        '[np.asarray(fn(shifted(np.roll(padded, dy, 0), dy, dx)))[:len(idx)] '
-        'for dy, dx in shifts], -1)',
+        '[features_of(shifted(images, dy, dx)) for dy, dx in shifts], -1)',
+        '[features_of(shifted(np.roll(images, dy, 0), dy, dx)) for dy, dx in shifts], -1)',
         ['tests/training/test_features_training.py::'
          'test_shifted_views_are_the_features_of_each_shifted_image']),
 }

@@ -149,8 +149,7 @@ def precompute(splits: base.DatasetSplits, validation, extractor,
   """
   shape = tuple(extractor.output_shape)
   channels = shape[-1]
-  fn = jax.jit(lambda images: extractor(
-      augmentation.standardise(images, splits.mean, splits.std)))
+  features_of = of_images(extractor, splits.mean, splits.std, batch_size)
 
   def convert(source, what, shifts=((0, 0),)):
     if source is None:
@@ -158,7 +157,8 @@ def precompute(splits: base.DatasetSplits, validation, extractor,
     if not compute or getattr(source, 'holds_no_images', False):
       return catalog.ShapeOnlySource(splits.name, source.num_examples,
                                      shape[:-1] + (channels * len(shifts),))
-    return _features_of(source, fn, shape, batch_size, what, extractor, shifts)
+    return _features_of(source, features_of, shape, batch_size, what, extractor,
+                        shifts)
 
   views = tuple((dy * shift, dx * shift) for dy, dx in SHIFT_DIRECTIONS)
   new = dataclasses.replace(
@@ -188,7 +188,7 @@ def of_images(extractor, mean, std, batch_size: int = 1024):
   return features_of
 
 
-def _features_of(source, fn, shape, batch_size, what, extractor,
+def _features_of(source, features_of, shape, batch_size, what, extractor,
                  shifts) -> base.ArraySource:
   n, views = source.num_examples, len(shifts)
   out = np.zeros((n,) + shape[:-1] + (shape[-1] * views,), np.float32)
@@ -199,10 +199,8 @@ def _features_of(source, fn, shape, batch_size, what, extractor,
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
     images, labels[idx] = source.get(idx)
-    padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
-    padded[:len(idx)] = images  # one shape: one compilation
     out[idx] = np.concatenate(  # view v: channels [v C', (v + 1) C')
-        [np.asarray(fn(shifted(padded, dy, dx)))[:len(idx)] for dy, dx in shifts], -1)
+        [features_of(shifted(images, dy, dx)) for dy, dx in shifts], -1)
   ids = getattr(source, 'record_ids', None)
   if not isinstance(ids, np.ndarray):
     return base.ArraySource(out, labels)
