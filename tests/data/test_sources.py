@@ -21,6 +21,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The four original MNIST IDX files, when you have them: MNIST_IDX_DIR=DIR python -m
 # pytest tests/data/test_sources.py checks the reader against their known counts.
 REAL_MNIST = pathlib.Path(os.environ.get('MNIST_IDX_DIR', '/nonexistent'))
+# Likewise Fashion-MNIST's four original IDX files: FASHION_MNIST_IDX_DIR=DIR.
+REAL_FASHION_MNIST = pathlib.Path(os.environ.get('FASHION_MNIST_IDX_DIR', '/nonexistent'))
 
 
 def data_config(**overrides):
@@ -282,3 +284,20 @@ def test_real_mnist_files():
       np.bincount(test_labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
                                  1009])
   assert abs(train_images.mean() - 33.32) < 0.01
+
+
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(),
+                    reason='set FASHION_MNIST_IDX_DIR to a folder of the four '
+                    'Fashion-MNIST IDX files')
+def test_real_fashion_mnist_files():
+  splits = sources.load_dataset(data_config(name='fashion_mnist',
+                                            path=str(REAL_FASHION_MNIST)))
+  assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
+  assert splits.train.image_shape == (28, 28, 1)
+  train_images, train_labels = splits.train.get(np.arange(60000))
+  test_images, test_labels = splits.test.get(np.arange(10000))
+  np.testing.assert_array_equal(np.bincount(train_labels), [6000] * 10)
+  np.testing.assert_array_equal(np.bincount(test_labels), [1000] * 10)
+  # The official release's pixel means (0.2860 and 0.2868 of 255).
+  assert abs(train_images.mean() - 72.94) < 0.01
+  assert abs(test_images.mean() - 73.15) < 0.01
