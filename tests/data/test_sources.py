@@ -269,14 +269,19 @@ def test_import_stays_light():
                  env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
+def _read_official_idx(name, folder):
+  """All four arrays of an MNIST-family dataset read from its original IDX files,
+  after checking the split sizes and image shape every such release has."""
+  splits = sources.load_dataset(data_config(name=name, path=str(folder)))
+  assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
+  assert splits.train.image_shape == (28, 28, 1)
+  return splits.train.get(np.arange(60000)) + splits.test.get(np.arange(10000))
+
+
 @pytest.mark.skipif(not REAL_MNIST.is_dir(),
                     reason='set MNIST_IDX_DIR to a folder of the four MNIST IDX files')
 def test_real_mnist_files():
-  splits = sources.load_dataset(data_config(name='mnist', path=str(REAL_MNIST)))
-  assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
-  assert splits.train.image_shape == (28, 28, 1)
-  train_images, train_labels = splits.train.get(np.arange(60000))
-  _, test_labels = splits.test.get(np.arange(10000))
+  train_images, train_labels, _, test_labels = _read_official_idx('mnist', REAL_MNIST)
   np.testing.assert_array_equal(
       np.bincount(train_labels),
       [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
@@ -290,12 +295,8 @@ def test_real_mnist_files():
                     reason='set FASHION_MNIST_IDX_DIR to a folder of the four '
                     'Fashion-MNIST IDX files')
 def test_real_fashion_mnist_files():
-  splits = sources.load_dataset(data_config(name='fashion_mnist',
-                                            path=str(REAL_FASHION_MNIST)))
-  assert splits.train.num_examples == 60000 and splits.test.num_examples == 10000
-  assert splits.train.image_shape == (28, 28, 1)
-  train_images, train_labels = splits.train.get(np.arange(60000))
-  test_images, test_labels = splits.test.get(np.arange(10000))
+  train_images, train_labels, test_images, test_labels = _read_official_idx(
+      'fashion_mnist', REAL_FASHION_MNIST)
   np.testing.assert_array_equal(np.bincount(train_labels), [6000] * 10)
   np.testing.assert_array_equal(np.bincount(test_labels), [1000] * 10)
   # The official release's pixel means (0.2860 and 0.2868 of 255).
