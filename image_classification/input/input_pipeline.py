@@ -15,12 +15,16 @@ calls ``get`` with them), so a host decodes only its share of the batch.
 
 How the given indices reach the workers. A grain pipeline is a fixed sequence of
 elements that its workers compute independently (worker w computes elements
-w, w + W, w + 2W, ...). Here element k is "the k-th example the parent asks for": for
-each ``get`` the parent sends the request (step, indices) to every worker over a
-private channel, each worker looks up its elements' (step, index) there, calls
-``source.read_one(index, step)``, writes the image to slot k of a ring of image
-slots in shared memory and returns (k, label); the parent takes the elements back in
-order and copies each image out of its slot. The channel is a Unix socket in Linux's
+w, w + W, w + 2W, ...). Here the parent numbers the rows it asks for (row r: the r-th
+example), and element k is the chunk of rows [kC, kC + C) (C = ``rows_per_element``,
+8 by default: grain's bookkeeping per element is paid once per C images). For each
+``get`` the parent sends the request (first row, step, indices) to every worker over a
+private channel; a request starts at a multiple of C, so a chunk never spans two
+requests, and the rows between a request's end and the next multiple of C are read
+by nobody. Each worker looks up its chunks' (step, index) pairs there, calls
+``source.read_one(index, step)`` for each row, writes the image to slot r of a ring of
+image slots in shared memory and returns (k, labels); the parent takes the chunks back
+in order and copies each image out of its slot. The channel is a Unix socket in Linux's
 abstract namespace (no file; elsewhere a socket file with a random name in a private
 temporary folder), each connection authenticated by a random key; the ring is a memfd
 (memory with no name in any file system) whose descriptor goes to the workers over
@@ -41,7 +45,7 @@ Privacy: the indices of a step are secret (they tell the batch's composition).
 * They live in memory only: the parent's, the socket's buffers, and a worker's while
   it reads them. Nothing is written to disk or put in a file name: the channel is a
   socket with a random name and no file (Linux); the examples come back as (element
-  number, label) with the image in the memfd ring, never with their index. grain's
+  number, labels) with the images in the memfd ring, never with their indices. grain's
   own way (a shared-memory segment per image, /dev/shm/psm_*) is turned off, so no
   file of the batch exists even in memory; multiprocessing's named semaphores
   (/dev/shm/sem.mp-<random>) hold counters.
@@ -79,14 +83,16 @@ from image_classification.data import record_split
 # config.data.num_workers = -1: one worker per core of this host, at most this many.
 MAX_DEFAULT_WORKERS = 32
 AUTO = -1
-# Decoded examples each worker may hold ready ahead of the parent.
-BUFFER_PER_WORKER = 8
+# Rows (examples) per grain element: grain's per-element cost is paid once per chunk.
+ROWS_PER_ELEMENT = 8
+# Chunks each worker may hold ready ahead of the parent.
+BUFFER_PER_WORKER = 2
 # Elements of the endless grain pipeline: far more than any run reads.
 _NUM_SLOTS = 2 ** 62
-_HEADER = 3  # a request is int64 [first element, step, n, index_1 .. index_n]
+_HEADER = 3  # a request is int64 [first row, step, n, index_1 .. index_n]
 _PARENT_POLL_S = 1.0
 _NO_SHARED_MEMORY = 2 ** 62  # grain's min_shm_size: arrays of fewer bytes are pickled
-_RING_HEADER = 64  # bytes before the image slots: int64 number of elements taken
+_RING_HEADER = 64  # bytes before the image slots: int64 number of rows taken
 _SLOT_POLL_S = 0.001
 
 
@@ -118,9 +124,11 @@ def reads_on_disk(source) -> bool:
 class _ImageRing:
   """Slots for decoded images that the parent and its workers map: a memfd, memory
   with no name in any file system (not under /dev/shm), shared by passing its file
-  descriptor over the authenticated channel. Element k goes to slot k mod slots; a
-  worker writes it only once the parent has taken element k - slots (the header's
-  counter), so nothing is overwritten before it is copied out."""
+  descriptor over the authenticated channel. Row r goes to slot r mod slots; a
+  worker writes it only once the parent has taken row r - slots (the header's
+  counter), so nothing is overwritten before it is copied out. With at least
+  ``rows_per_element`` slots this never deadlocks: the chunk the parent waits for
+  only needs slots of rows the parent has already taken."""
 
   def __init__(self, slots: int, shape, fd: int | None = None):
     self.slots, self.shape = int(slots), tuple(int(d) for d in shape)
@@ -175,7 +183,7 @@ class _RequestChannel:
     self._listener = connection.Listener(self.address, 'AF_UNIX')
     self._lock = threading.Lock()
     self._connections = []
-    self._pending = collections.deque()  # (end element, message)
+    self._pending = collections.deque()  # (end row, message)
     self._closed = False
     self._thread = threading.Thread(target=self._accept, name='input-pipeline-accept',
                                     daemon=True)
@@ -226,6 +234,7 @@ class _RequestChannel:
       self._connections.append(conn)
 
   def publish(self, first: int, step: int, indices: np.ndarray) -> None:
+    """Sends the request for rows [first, first + len(indices)) to every worker."""
     message = np.concatenate([np.array([first, step, len(indices)], np.int64),
                               indices.astype(np.int64)]).astype('<i8').tobytes()
     with self._lock:
@@ -237,7 +246,7 @@ class _RequestChannel:
           self._connections.remove(conn)
 
   def taken(self, count: int) -> None:
-    """The parent has every element before ``count``: no worker needs those requests."""
+    """The parent has every row before ``count``: no worker needs those requests."""
     with self._lock:
       while self._pending and self._pending[0][0] <= count:
         self._pending.popleft()
@@ -270,7 +279,7 @@ class _Closed(ConnectionError):
 
 
 class _Requests:
-  """A worker's end: the (step, index) of each element it computes, in order."""
+  """A worker's end: the (step, index) of each row it reads, in order."""
 
   def __init__(self, address: str, authkey: bytes):
     self._conn = connection.Client(address, 'AF_UNIX', authkey=authkey)
@@ -294,24 +303,26 @@ class _Requests:
     first, step, count = (int(v) for v in values[:_HEADER])
     self._requests.append((first, first + count, step, values[_HEADER:]))
 
-  def lookup(self, element: int) -> tuple[int, int]:
+  def lookup(self, start: int, stop: int) -> tuple[int, int, np.ndarray]:
+    """(step, first row, indices) of the requested rows among [start, stop): those of
+    the request that holds row ``start`` (a chunk lies within one request)."""
     while True:
-      while self._requests and self._requests[0][1] <= element:
+      while self._requests and self._requests[0][1] <= start:
         self._requests.popleft()
       if self._requests:
-        first, _, step, indices = self._requests[0]
-        if element < first:
-          raise RuntimeError('input pipeline: an element was skipped')
-        return step, int(indices[element - first])
+        first, end, step, indices = self._requests[0]
+        if start < first:
+          raise RuntimeError('input pipeline: a row was skipped')
+        return step, start, indices[start - first:min(stop, end) - first]
       self._receive_request()
 
-  def put_image(self, element: int, image: np.ndarray) -> None:
+  def put_image(self, row: int, image: np.ndarray) -> None:
     """Writes ``image`` to the ring once its slot is free (see _ImageRing)."""
     ring = self.ring
-    while int(ring.taken[0]) <= element - ring.slots:
+    while int(ring.taken[0]) <= row - ring.slots:
       if self._conn.poll(_SLOT_POLL_S):  # a request, or the end of the pipeline
         self._receive_request()
-    ring.images[element % ring.slots] = image
+    ring.images[row % ring.slots] = image
 
 
 _WORKER_REQUESTS: dict[str, _Requests] = {}  # per worker process, by channel
@@ -319,10 +330,12 @@ _WORKER_REQUESTS: dict[str, _Requests] = {}  # per worker process, by channel
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class _ReadElement:
-  """grain's map in a worker: element k -> (k, image, label) of the k-th request row."""
+  """grain's map in a worker: element k -> (k, images, labels) of the requested rows
+  among [kC, kC + C); images is None when they went to the ring."""
   source: object
   address: str
   authkey: bytes
+  rows_per_element: int
 
   def __repr__(self):  # grain may print its pipeline: no key, no file list
     return f'ReadElement({type(self.source).__name__})'
@@ -332,12 +345,16 @@ class _ReadElement:
     if requests is None:
       requests = _WORKER_REQUESTS[self.address] = _Requests(self.address, self.authkey)
     element = int(element)
-    step, index = requests.lookup(element)
-    image, label = self.source.read_one(index, step)
-    if requests.ring is not None:  # the image goes through shared memory
-      requests.put_image(element, image)
-      image = None
-    return element, image, int(label)
+    start = element * self.rows_per_element
+    step, first, indices = requests.lookup(start, start + self.rows_per_element)
+    images, labels = [], np.empty((len(indices),), np.int32)
+    for i, index in enumerate(indices):
+      image, labels[i] = self.source.read_one(int(index), step)
+      if requests.ring is not None:  # the image goes through shared memory
+        requests.put_image(first + i, image)
+      else:
+        images.append(image)
+    return element, (None if requests.ring is not None else np.stack(images)), labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,7 +404,8 @@ def _shut(state: dict) -> None:
 class ParallelSource:
   """``source.get(indices, step)``, computed by ``num_workers`` worker processes."""
 
-  def __init__(self, source, num_workers: int, buffer_per_worker: int = BUFFER_PER_WORKER):
+  def __init__(self, source, num_workers: int, buffer_per_worker: int = BUFFER_PER_WORKER,
+               rows_per_element: int = ROWS_PER_ELEMENT):
     if not reads_on_disk(source):
       raise TypeError(f'{type(source).__name__} has no read_one: not an on-disk source')
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
@@ -395,14 +413,16 @@ class ParallelSource:
       raise base.DataError(
           f'config.data.num_workers={num_workers!r}: a ParallelSource needs >= 0 '
           'worker processes (0: read in the calling thread)')
-    if buffer_per_worker < 1:
-      raise ValueError(f'buffer_per_worker={buffer_per_worker}: must be >= 1')
+    if buffer_per_worker < 1 or rows_per_element < 1:
+      raise ValueError(f'buffer_per_worker={buffer_per_worker}, rows_per_element='
+                       f'{rows_per_element}: each must be >= 1')
     self.source = source
     self.num_workers = int(num_workers)
     self._buffer = int(buffer_per_worker)
+    self._chunk = int(rows_per_element)
     self._lock = threading.Lock()
     self._state = {}  # channel, iterator: the running workers
-    self._next_element = 0
+    self._next_row = 0  # a multiple of self._chunk
     self._finalizer = weakref.finalize(self, _shut, self._state)
 
   def __repr__(self):
@@ -432,11 +452,15 @@ class ParallelSource:
     _prepare_grain()
     ring = None
     if _ImageRing.available():
-      ring = _ImageRing(self.num_workers * (2 * self._buffer + 4), self.image_shape)
+      # Room for every worker's buffered chunks and the one it is reading, and one
+      # more chunk (at least one chunk is needed, see _ImageRing).
+      slots = self._chunk * (self.num_workers * (self._buffer + 1) + 1)
+      ring = _ImageRing(slots, self.image_shape)
     channel = _RequestChannel(ring)
     try:
       elements = (grain.MapDataset.range(_NUM_SLOTS)
-                  .map(_ReadElement(self.source, channel.address, channel.authkey))
+                  .map(_ReadElement(self.source, channel.address, channel.authkey,
+                                    self._chunk))
                   .to_iter_dataset(grain.ReadOptions(num_threads=0)))
       # Without the ring (not Linux), images come back pickled through the worker's
       # pipe, not in a shared-memory segment per image (grain's way, under /dev/shm).
@@ -453,7 +477,7 @@ class ParallelSource:
         ring.close()
       raise
     self._state.update(channel=channel, iterator=iterator, ring=ring)
-    self._next_element = 0
+    self._next_row = 0
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices).reshape(-1)
@@ -466,25 +490,30 @@ class ParallelSource:
     with self._lock:
       if not self.running:
         self._start()
-      first = self._next_element
+      first = self._next_row
       self._state['channel'].publish(first, int(step), indices)
       iterator, ring = self._state['iterator'], self._state['ring']
       try:
-        for row in range(len(indices)):
-          element, image, labels[row] = next(iterator)
-          if element != first + row:
+        for start in range(0, len(indices), self._chunk):
+          expected = (first + start) // self._chunk
+          element, chunk_images, chunk_labels = next(iterator)
+          if element != expected:
             raise RuntimeError(f'input pipeline out of order: element {element}, '
-                               f'expected {first + row}')
-          if image is None:  # in the ring: copy it out, then free its slot
-            images[row] = ring.images[element % ring.slots]
-            ring.taken[0] = element + 1
+                               f'expected {expected}')
+          stop = min(start + self._chunk, len(indices))
+          labels[start:stop] = chunk_labels
+          if chunk_images is None:  # in the ring: copy them out, then free the slots
+            for row in range(start, stop):
+              images[row] = ring.images[(first + row) % ring.slots]
+            ring.taken[0] = first + stop
           else:
-            images[row] = image
+            images[start:stop] = chunk_images
       except BaseException:
         _shut(self._state)  # a later get starts fresh workers
         raise
-      self._next_element = first + len(indices)
-      self._state['channel'].taken(self._next_element)
+      # The next request starts at the next chunk: a chunk lies within one request.
+      self._next_row = first + -(-len(indices) // self._chunk) * self._chunk
+      self._state['channel'].taken(self._next_row)
     return images, labels
 
   def read_one(self, index: int, step: int = 0):

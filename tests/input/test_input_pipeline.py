@@ -145,15 +145,17 @@ def test_random_resized_crop_keeps_an_image_folder_on_disk(folder):
 
 def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder, monkeypatch):
   source = local_files.load_image_folder_on_disk(folder, SIZE).train
-  # 40 rows pass through a ring of 20 slots (1 worker): slots are reused within a get.
+  # 40 rows pass through a ring of fewer slots (32 for 1 worker and chunks of 8, 21 for
+  # 2 workers and chunks of 3, 4 for 1 worker and chunks of 1): slots are reused
+  # within a get. Requests of 5 and 1 rows end inside a chunk.
   requests = [(3, np.array([5, 0, 39, 5, 17])), (4, np.arange(40)[::-1]),
               (0, np.array([7]))]
   expected = [source.get(indices, step=step) for step, indices in requests]
-  for workers in (1, 2, 'pipes'):
+  for workers, chunk in ((1, 8), (2, 3), (1, 1), ('pipes', 3)):
     if workers == 'pipes':  # without the shared ring (as off Linux): images pickled
       monkeypatch.setattr(input_pipeline._ImageRing, 'available', lambda: False)  # pylint: disable=protected-access
       workers = 2
-    pipeline = input_pipeline.ParallelSource(source, workers)
+    pipeline = input_pipeline.ParallelSource(source, workers, rows_per_element=chunk)
     try:
       for (step, indices), (images, labels) in zip(requests, expected):
         got_images, got_labels = pipeline.get(indices, step=step)
@@ -162,7 +164,7 @@ def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder, monkeyp
       assert pipeline.running
       ring = pipeline._state['ring']  # pylint: disable=protected-access
       assert (ring is None) == (not input_pipeline._ImageRing.available())  # pylint: disable=protected-access
-      if workers == 1:
+      if chunk == 8:
         pipeline.close()  # a restart: new workers, a new request channel
         assert not pipeline.running
         step, indices = requests[1]
@@ -269,7 +271,7 @@ def test_the_indices_stay_in_memory(folder):
     assert workers
     for text in workers + [repr(pipeline), repr(channel)]:
       assert key not in text and channel.address[1:] not in text
-    read = input_pipeline._ReadElement(source, channel.address, channel.authkey)  # pylint: disable=protected-access
+    read = input_pipeline._ReadElement(source, channel.address, channel.authkey, 8)  # pylint: disable=protected-access
     assert repr(read) == 'ReadElement(ImageFolderSource)'
   finally:
     pipeline.close()
@@ -314,10 +316,12 @@ def test_the_request_channel_admits_only_key_holders():
       connection.Client(channel.address, 'AF_UNIX', authkey=b'wrong key')
     requests = input_pipeline._Requests(channel.address, channel.authkey)  # pylint: disable=protected-access
     assert requests.ring is None
-    channel.publish(2, 8, np.array([9]))
-    assert [requests.lookup(k) for k in range(3)] == [(7, 4), (7, 2), (8, 9)]
+    channel.publish(8, 8, np.array([9]))  # a request starts at a whole chunk
+    looked_up = [requests.lookup(0, 1), requests.lookup(1, 8), requests.lookup(8, 16)]
+    assert [(step, first, list(indices)) for step, first, indices in looked_up] == [
+        (7, 0, [4]), (7, 1, [2]), (8, 8, [9])]
     stranger.close()
   finally:
     channel.close()
   with pytest.raises(input_pipeline._Closed):  # pylint: disable=protected-access
-    requests.lookup(3)
+    requests.lookup(16, 24)
