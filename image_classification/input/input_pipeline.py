@@ -15,16 +15,16 @@ calls ``get`` with them), so a host decodes only its share of the batch.
 
 How the given indices reach the workers. A grain pipeline is a fixed sequence of
 elements that its workers compute independently (worker w computes elements
-w, w + W, w + 2W, ...). Here the parent numbers the rows it asks for (row r: the r-th
-example), and element k is the chunk of rows [kC, kC + C) (C = ``rows_per_element``,
-8 by default: grain's bookkeeping per element is paid once per C images). For each
-``get`` the parent sends the request (first row, step, indices) to every worker over a
-private channel; a request starts at a multiple of C, so a chunk never spans two
-requests, and the rows between a request's end and the next multiple of C are read
-by nobody. Each worker looks up its chunks' (step, index) pairs there, calls
-``source.read_one(index, step)`` for each row, writes the image to slot r of a ring of
-image slots in shared memory and returns (k, labels); the parent takes the chunks back
-in order and copies each image out of its slot. The channel is a Unix socket in Linux's
+w, w + W, w + 2W, ...). Here an element is a chunk of consecutive rows of one
+request (a row: one example the parent asks for; rows are numbered across requests).
+For each ``get`` the parent sends the request (its first element, first row, chunk
+size, step, indices) to every worker over a private channel. The chunk size is
+``rows_per_element`` (8), smaller when the request has fewer than two chunks per
+worker, so that grain's bookkeeping is paid once per chunk and every worker still has
+work. Each worker looks up its elements' rows there, calls
+``source.read_one(index, step)`` for each, writes the image of row r to slot r of a
+ring of image slots in shared memory and returns (element, labels); the parent takes
+the elements back in order and copies each image out of its slot. The channel is a Unix socket in Linux's
 abstract namespace (no file; elsewhere a socket file with a random name in a private
 temporary folder), each connection authenticated by a random key; the ring is a memfd
 (memory with no name in any file system) whose descriptor goes to the workers over
@@ -83,13 +83,15 @@ from image_classification.data import record_split
 # config.data.num_workers = -1: one worker per core of this host, at most this many.
 MAX_DEFAULT_WORKERS = 32
 AUTO = -1
-# Rows (examples) per grain element: grain's per-element cost is paid once per chunk.
+# Rows (examples) per grain element at most: grain's per-element cost is paid once per
+# chunk; a request with fewer than two chunks per worker gets smaller chunks.
 ROWS_PER_ELEMENT = 8
 # Chunks each worker may hold ready ahead of the parent.
 BUFFER_PER_WORKER = 2
 # Elements of the endless grain pipeline: far more than any run reads.
 _NUM_SLOTS = 2 ** 62
-_HEADER = 3  # a request is int64 [first row, step, n, index_1 .. index_n]
+# A request is int64 [first element, first row, chunk size, step, n, index_1 .. index_n].
+_HEADER = 5
 _PARENT_POLL_S = 1.0
 _NO_SHARED_MEMORY = 2 ** 62  # grain's min_shm_size: arrays of fewer bytes are pickled
 _RING_HEADER = 64  # bytes before the image slots: int64 number of rows taken
@@ -233,12 +235,14 @@ class _RequestChannel:
         return
       self._connections.append(conn)
 
-  def publish(self, first: int, step: int, indices: np.ndarray) -> None:
-    """Sends the request for rows [first, first + len(indices)) to every worker."""
-    message = np.concatenate([np.array([first, step, len(indices)], np.int64),
-                              indices.astype(np.int64)]).astype('<i8').tobytes()
+  def publish(self, element: int, row: int, chunk: int, step: int,
+              indices: np.ndarray) -> None:
+    """Sends the request for rows [row, row + len(indices)), read in chunks of
+    ``chunk`` rows as elements from ``element`` on, to every worker."""
+    header = np.array([element, row, chunk, step, len(indices)], np.int64)
+    message = np.concatenate([header, indices.astype(np.int64)]).astype('<i8').tobytes()
     with self._lock:
-      self._pending.append((first + len(indices), message))
+      self._pending.append((row + len(indices), message))
       for conn in list(self._connections):
         try:
           conn.send_bytes(message)
@@ -283,7 +287,7 @@ class _Requests:
 
   def __init__(self, address: str, authkey: bytes):
     self._conn = connection.Client(address, 'AF_UNIX', authkey=authkey)
-    self._requests = collections.deque()  # (first, end, step, indices)
+    self._requests = collections.deque()  # (first element, end element, ...)
     self.ring = None
     ring = np.frombuffer(self._recv(), '<i8')
     if ring.size:
@@ -300,20 +304,21 @@ class _Requests:
 
   def _receive_request(self) -> None:
     values = np.frombuffer(self._recv(), '<i8')
-    first, step, count = (int(v) for v in values[:_HEADER])
-    self._requests.append((first, first + count, step, values[_HEADER:]))
+    element, row, chunk, step, count = (int(v) for v in values[:_HEADER])
+    end = element + -(-count // chunk)
+    self._requests.append((element, end, row, chunk, step, values[_HEADER:]))
 
-  def lookup(self, start: int, stop: int) -> tuple[int, int, np.ndarray]:
-    """(step, first row, indices) of the requested rows among [start, stop): those of
-    the request that holds row ``start`` (a chunk lies within one request)."""
+  def lookup(self, element: int) -> tuple[int, int, np.ndarray]:
+    """(step, first row, indices) of the rows of ``element``."""
     while True:
-      while self._requests and self._requests[0][1] <= start:
+      while self._requests and self._requests[0][1] <= element:
         self._requests.popleft()
       if self._requests:
-        first, end, step, indices = self._requests[0]
-        if start < first:
-          raise RuntimeError('input pipeline: a row was skipped')
-        return step, start, indices[start - first:min(stop, end) - first]
+        first, _, row, chunk, step, indices = self._requests[0]
+        if element < first:
+          raise RuntimeError('input pipeline: an element was skipped')
+        offset = (element - first) * chunk
+        return step, row + offset, indices[offset:offset + chunk]
       self._receive_request()
 
   def put_image(self, row: int, image: np.ndarray) -> None:
@@ -330,12 +335,11 @@ _WORKER_REQUESTS: dict[str, _Requests] = {}  # per worker process, by channel
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class _ReadElement:
-  """grain's map in a worker: element k -> (k, images, labels) of the requested rows
-  among [kC, kC + C); images is None when they went to the ring."""
+  """grain's map in a worker: element k -> (k, images, labels) of the rows of chunk k;
+  images is None when they went to the ring."""
   source: object
   address: str
   authkey: bytes
-  rows_per_element: int
 
   def __repr__(self):  # grain may print its pipeline: no key, no file list
     return f'ReadElement({type(self.source).__name__})'
@@ -345,8 +349,7 @@ class _ReadElement:
     if requests is None:
       requests = _WORKER_REQUESTS[self.address] = _Requests(self.address, self.authkey)
     element = int(element)
-    start = element * self.rows_per_element
-    step, first, indices = requests.lookup(start, start + self.rows_per_element)
+    step, first, indices = requests.lookup(element)
     images, labels = [], np.empty((len(indices),), np.int32)
     for i, index in enumerate(indices):
       image, labels[i] = self.source.read_one(int(index), step)
@@ -419,10 +422,10 @@ class ParallelSource:
     self.source = source
     self.num_workers = int(num_workers)
     self._buffer = int(buffer_per_worker)
-    self._chunk = int(rows_per_element)
+    self._max_chunk = int(rows_per_element)
     self._lock = threading.Lock()
     self._state = {}  # channel, iterator: the running workers
-    self._next_row = 0  # a multiple of self._chunk
+    self._next_element = self._next_row = 0
     self._finalizer = weakref.finalize(self, _shut, self._state)
 
   def __repr__(self):
@@ -454,13 +457,12 @@ class ParallelSource:
     if _ImageRing.available():
       # Room for every worker's buffered chunks and the one it is reading, and one
       # more chunk (at least one chunk is needed, see _ImageRing).
-      slots = self._chunk * (self.num_workers * (self._buffer + 1) + 1)
+      slots = self._max_chunk * (self.num_workers * (self._buffer + 1) + 1)
       ring = _ImageRing(slots, self.image_shape)
     channel = _RequestChannel(ring)
     try:
       elements = (grain.MapDataset.range(_NUM_SLOTS)
-                  .map(_ReadElement(self.source, channel.address, channel.authkey,
-                                    self._chunk))
+                  .map(_ReadElement(self.source, channel.address, channel.authkey))
                   .to_iter_dataset(grain.ReadOptions(num_threads=0)))
       # Without the ring (not Linux), images come back pickled through the worker's
       # pipe, not in a shared-memory segment per image (grain's way, under /dev/shm).
@@ -477,7 +479,7 @@ class ParallelSource:
         ring.close()
       raise
     self._state.update(channel=channel, iterator=iterator, ring=ring)
-    self._next_row = 0
+    self._next_element = self._next_row = 0
 
   def get(self, indices: np.ndarray, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
     indices = np.asarray(indices).reshape(-1)
@@ -490,17 +492,18 @@ class ParallelSource:
     with self._lock:
       if not self.running:
         self._start()
-      first = self._next_row
-      self._state['channel'].publish(first, int(step), indices)
+      first, first_element = self._next_row, self._next_element
+      # At least two chunks per worker where the request allows (the load balance).
+      chunk = max(1, min(self._max_chunk, len(indices) // (2 * self.num_workers)))
+      self._state['channel'].publish(first_element, first, chunk, int(step), indices)
       iterator, ring = self._state['iterator'], self._state['ring']
       try:
-        for start in range(0, len(indices), self._chunk):
-          expected = (first + start) // self._chunk
+        for expected, start in enumerate(range(0, len(indices), chunk), first_element):
           element, chunk_images, chunk_labels = next(iterator)
           if element != expected:
             raise RuntimeError(f'input pipeline out of order: element {element}, '
                                f'expected {expected}')
-          stop = min(start + self._chunk, len(indices))
+          stop = min(start + chunk, len(indices))
           labels[start:stop] = chunk_labels
           if chunk_images is None:  # in the ring: copy them out, then free the slots
             for row in range(start, stop):
@@ -511,8 +514,8 @@ class ParallelSource:
       except BaseException:
         _shut(self._state)  # a later get starts fresh workers
         raise
-      # The next request starts at the next chunk: a chunk lies within one request.
-      self._next_row = first + -(-len(indices) // self._chunk) * self._chunk
+      self._next_row = first + len(indices)
+      self._next_element = first_element + -(-len(indices) // chunk)
       self._state['channel'].taken(self._next_row)
     return images, labels
 

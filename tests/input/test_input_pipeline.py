@@ -2,7 +2,8 @@
 worker processes that decode them (input/input_pipeline.py, on grain).
 
 - The batch of (step, indices) is the same with 0, 1 and 2 workers, for repeated and
-  unsorted indices, and after the workers are stopped and started again (a restart).
+  unsorted indices, whole and partial chunks, and after the workers are stopped and
+  started again (a restart); every worker reads a share of a small request.
 - Each of two JAX processes reads only the rows its devices hold, and the assembled
   global batch equals the one-process read.
 - Bad config.data.num_workers values are refused with a message naming the field.
@@ -145,9 +146,10 @@ def test_random_resized_crop_keeps_an_image_folder_on_disk(folder):
 
 def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder, monkeypatch):
   source = local_files.load_image_folder_on_disk(folder, SIZE).train
-  # 40 rows pass through a ring of fewer slots (32 for 1 worker and chunks of 8, 21 for
-  # 2 workers and chunks of 3, 4 for 1 worker and chunks of 1): slots are reused
-  # within a get. Requests of 5 and 1 rows end inside a chunk.
+  # 40 rows pass through a ring of fewer slots (32 for 1 worker and chunks of up to 8,
+  # 21 for 2 workers and chunks of up to 3, 4 for 1 worker and chunks of 1): slots are
+  # reused within a get. The 5 rows of the first request come in chunks of 2, 2, 1
+  # (1 worker, up to 8: two chunks per worker) or of 1 (2 workers).
   requests = [(3, np.array([5, 0, 39, 5, 17])), (4, np.arange(40)[::-1]),
               (0, np.array([7]))]
   expected = [source.get(indices, step=step) for step, indices in requests]
@@ -175,6 +177,34 @@ def test_the_same_batches_with_0_1_2_workers_and_after_a_restart(folder, monkeyp
   # A restarted process lists the folder again: the same batch.
   reloaded = local_files.load_image_folder_on_disk(folder, SIZE).train
   np.testing.assert_array_equal(reloaded.get(requests[0][1], step=3)[0], expected[0][0])
+
+
+class _LabelledByReader:
+  """An on-disk source whose label is the id of the process that read the row."""
+
+  def __init__(self, source):
+    self.source = source
+    self.num_examples, self.image_shape = source.num_examples, source.image_shape
+
+  def read_one(self, index, step=0):
+    return self.source.read_one(index, step)[0], os.getpid()
+
+
+def test_every_worker_reads_a_share_of_a_small_request(folder):
+  """Rows go to the workers in chunks of at most 8, but a request with fewer than two
+  chunks per worker is cut finer: all workers help with every request."""
+  source = _LabelledByReader(local_files.load_image_folder_on_disk(folder, SIZE).train)
+  pipeline = input_pipeline.ParallelSource(source, 2)
+  try:
+    # 4 rows: chunks of 1; 12 rows: chunks of 3; 40 rows: five chunks of 8 (the
+    # workers take the chunks in turn).
+    for count, expected in ((4, [2, 2]), (12, [6, 6]), (40, [16, 24])):
+      _, readers = pipeline.get(np.arange(count) % source.num_examples, step=1)
+      assert os.getpid() not in readers
+      shares = sorted(np.unique(readers, return_counts=True)[1].tolist())
+      assert shares == expected, (count, shares)
+  finally:
+    pipeline.close()
 
 
 def test_bad_num_workers_is_refused(folder):
@@ -271,7 +301,7 @@ def test_the_indices_stay_in_memory(folder):
     assert workers
     for text in workers + [repr(pipeline), repr(channel)]:
       assert key not in text and channel.address[1:] not in text
-    read = input_pipeline._ReadElement(source, channel.address, channel.authkey, 8)  # pylint: disable=protected-access
+    read = input_pipeline._ReadElement(source, channel.address, channel.authkey)  # pylint: disable=protected-access
     assert repr(read) == 'ReadElement(ImageFolderSource)'
   finally:
     pipeline.close()
@@ -309,19 +339,19 @@ def test_the_request_channel_admits_only_key_holders():
   nothing; a worker with the key gets the requests published before and after."""
   channel = input_pipeline._RequestChannel(None)  # pylint: disable=protected-access
   try:
-    channel.publish(0, 7, np.array([4, 2]))
+    channel.publish(0, 0, 1, 7, np.array([4, 2]))  # elements 0, 1: rows 0, 1
     stranger = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stranger.connect(channel.address)  # never answers the challenge
     with pytest.raises(connection.AuthenticationError):
       connection.Client(channel.address, 'AF_UNIX', authkey=b'wrong key')
     requests = input_pipeline._Requests(channel.address, channel.authkey)  # pylint: disable=protected-access
     assert requests.ring is None
-    channel.publish(8, 8, np.array([9]))  # a request starts at a whole chunk
-    looked_up = [requests.lookup(0, 1), requests.lookup(1, 8), requests.lookup(8, 16)]
+    channel.publish(2, 2, 2, 8, np.array([9, 3, 6]))  # elements 2, 3: rows 2-3, 4
+    looked_up = [requests.lookup(k) for k in range(4)]
     assert [(step, first, list(indices)) for step, first, indices in looked_up] == [
-        (7, 0, [4]), (7, 1, [2]), (8, 8, [9])]
+        (7, 0, [4]), (7, 1, [2]), (8, 2, [9, 3]), (8, 4, [6])]
     stranger.close()
   finally:
     channel.close()
   with pytest.raises(input_pipeline._Closed):  # pylint: disable=protected-access
-    requests.lookup(16, 24)
+    requests.lookup(4)
