@@ -24,11 +24,12 @@ worker, so that grain's bookkeeping is paid once per chunk and every worker stil
 work. Each worker looks up its elements' rows there, calls
 ``source.read_one(index, step)`` for each, writes the image of row r to slot r of a
 ring of image slots in shared memory and returns (element, labels); the parent takes
-the elements back in order and copies each image out of its slot. The channel is a Unix socket in Linux's
-abstract namespace (no file; elsewhere a socket file with a random name in a private
-temporary folder), each connection authenticated by a random key; the ring is a memfd
-(memory with no name in any file system) whose descriptor goes to the workers over
-that socket. Off Linux there is no ring: the images are pickled through grain's pipes.
+the elements back in order and copies each image out of its slot. The channel is a
+Unix socket in Linux's abstract namespace (no file; elsewhere a socket file with a
+random name in a private temporary folder), each connection authenticated by a random
+key; the ring is a memfd (memory with no name in any file system) whose descriptor
+goes to the workers over that socket. Off Linux there is no ring: the images are
+pickled through grain's pipes.
 
 Determinism: an example's crop depends on (seed, step, record id) only (on_disk.HostCrop),
 so the batch of (step, indices) is the same with 0, 1 or many workers, in one process
@@ -287,7 +288,8 @@ class _Requests:
 
   def __init__(self, address: str, authkey: bytes):
     self._conn = connection.Client(address, 'AF_UNIX', authkey=authkey)
-    self._requests = collections.deque()  # (first element, end element, ...)
+    # (first element, end element, first row, chunk size, step, indices)
+    self._requests = collections.deque()
     self.ring = None
     ring = np.frombuffer(self._recv(), '<i8')
     if ring.size:
@@ -350,14 +352,15 @@ class _ReadElement:
       requests = _WORKER_REQUESTS[self.address] = _Requests(self.address, self.authkey)
     element = int(element)
     step, first, indices = requests.lookup(element)
-    images, labels = [], np.empty((len(indices),), np.int32)
+    pickled = None if requests.ring is not None else []  # else: through shared memory
+    labels = np.empty((len(indices),), np.int32)
     for i, index in enumerate(indices):
       image, labels[i] = self.source.read_one(int(index), step)
-      if requests.ring is not None:  # the image goes through shared memory
+      if pickled is None:
         requests.put_image(first + i, image)
       else:
-        images.append(image)
-    return element, (None if requests.ring is not None else np.stack(images)), labels
+        pickled.append(image)
+    return element, (None if pickled is None else np.stack(pickled)), labels
 
 
 @dataclasses.dataclass(frozen=True)
