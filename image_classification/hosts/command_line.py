@@ -38,7 +38,9 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     'and a second benchmark reuse compiled steps instead of compiling again. Default: '
     '$JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME (or ~/.cache)/'
     "dp-image-classification/jax; 'none' turns it off. It holds compiled programs "
-    'only: the secret noise key is an argument of the step, never compiled in.')
+    'only: the secret noise key is an argument of the step, never compiled in. Programs '
+    'that compiled in under 0.5 s are not cached unless '
+    '$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS sets another threshold.')
 
 
 def split_host_into_devices(count: int | None) -> None:
@@ -77,8 +79,9 @@ def enable_compilation_cache(path) -> None:
                          "writable folder or 'none'") from e
   jax.config.update('jax_compilation_cache_dir', path)
   # Cache every program that took a noticeable time to compile (the DP step, the
-  # evaluation step), not the many tiny ones.
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  # evaluation step), not the many tiny ones, unless the environment sets the threshold.
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def _join_distributed_job() -> None:
