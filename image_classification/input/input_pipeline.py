@@ -124,6 +124,11 @@ def reads_on_disk(source) -> bool:
 
 
 # ---------------------------------------------------------------------- the images
+def _num_chunks(rows: int, chunk: int) -> int:
+  """The grain elements that a request of ``rows`` rows in chunks of ``chunk`` takes."""
+  return -(-rows // chunk)
+
+
 class _ImageRing:
   """Slots for decoded images that the parent and its workers map: a memfd, memory
   with no name in any file system (not under /dev/shm), shared by passing its file
@@ -307,7 +312,7 @@ class _Requests:
   def _receive_request(self) -> None:
     values = np.frombuffer(self._recv(), '<i8')
     element, row, chunk, step, count = (int(v) for v in values[:_HEADER])
-    end = element + -(-count // chunk)
+    end = element + _num_chunks(count, chunk)
     self._requests.append((element, end, row, chunk, step, values[_HEADER:]))
 
   def lookup(self, element: int) -> tuple[int, int, np.ndarray]:
@@ -518,7 +523,7 @@ class ParallelSource:
         _shut(self._state)  # a later get starts fresh workers
         raise
       self._next_row = first + len(indices)
-      self._next_element = first_element + -(-len(indices) // chunk)
+      self._next_element = first_element + _num_chunks(len(indices), chunk)
       self._state['channel'].taken(self._next_row)
     return images, labels
 
